@@ -1,0 +1,47 @@
+# Each verb sets itself up: a fresh clone needs only Python 3.10/3.11 and network access
+# to the package registry. CI runs `make test` (see .ci/run).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.mlstack-installed
+export DAGSTER_HOME ?= $(CURDIR)/.mlstack/dagster_home
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+.PHONY: setup run test dev lint lock clean
+
+$(INSTALLED): pyproject.toml setup.py requirements-lock.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<0.9"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-lock.txt -e ".[test]"
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+# Python packages, the Dagster instance, the Airbyte connector and the dbt manifest.
+setup: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m mlstack_assets.ingestion.connector
+	$(BIN)/python -m mlstack_assets.transform.project
+
+run: setup
+	$(BIN)/mlstack run
+
+test: setup
+	$(BIN)/pytest
+
+dev: setup
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Re-pin requirements-lock.txt after changing the ranges in pyproject.toml.
+lock: $(INSTALLED)
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --quiet -o requirements-lock.txt
+
+clean:
+	rm -rf $(VENV) .mlstack dbt_project/target dbt_project/logs

@@ -1,0 +1,21 @@
+with
+
+source as (
+
+    select * from {{ source('mlops_course', 'projects') }}
+
+),
+
+renamed as (
+
+    select
+        cast(id as {{ dbt.type_bigint() }}) as id,
+        cast(created_on as {{ dbt.type_timestamp() }}) as created_on,
+        cast(title as {{ dbt.type_string() }}) as title,
+        cast(description as {{ dbt.type_string() }}) as description
+
+    from source
+
+)
+
+select * from renamed

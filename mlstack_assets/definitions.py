@@ -1,0 +1,25 @@
+"""Assembles the code location: each area contributes its own small `Definitions`."""
+
+from __future__ import annotations
+
+from dagster import Definitions, in_process_executor, multiprocess_executor
+
+from mlstack_assets.ingestion.definitions import build_ingestion_definitions
+from mlstack_assets.settings import Settings, load_settings
+from mlstack_assets.transform.definitions import build_transform_definitions
+from mlstack_assets.warehouse import build_warehouse_resources
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or load_settings()
+    # DuckDB serializes every step on one file anyway: running them in one process saves a
+    # process start and a code-location import per step. BigQuery steps run in parallel.
+    executor = in_process_executor if settings.warehouse == "duckdb" else multiprocess_executor
+    return Definitions.merge(
+        build_ingestion_definitions(settings),
+        build_transform_definitions(settings),
+        Definitions(resources=build_warehouse_resources(settings), executor=executor),
+    )
+
+
+defs = build_definitions()

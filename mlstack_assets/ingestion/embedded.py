@@ -1,0 +1,108 @@
+"""Embedded Airbyte: the File source connector, run locally by PyAirbyte, no server.
+
+Records stream from the connector into PyAirbyte's cache, which *is* the warehouse's
+staging schema (DuckDB file or BigQuery dataset): Python holds a batch at a time, never
+the table. Full refresh | Overwrite: every sync replaces the staged table, keeping
+Airbyte's `_airbyte_*` columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from mlstack_assets.ingestion.connector import CONNECTOR_NAME, ensure_connector
+from mlstack_assets.ingestion.sources import SourceError, SourceSpec
+from mlstack_assets.settings import Settings
+from mlstack_assets.warehouse import Warehouse
+
+
+def _configure_pyairbyte(settings: Settings) -> None:
+    """PyAirbyte reads these when first imported: stay offline, quiet, and inside `.mlstack/`."""
+    os.environ.setdefault("AIRBYTE_OFFLINE_MODE", "1")  # no connector registry, no telemetry
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("NO_LIVE_PROGRESS", "1")
+    os.environ.setdefault("AIRBYTE_LOGGING_ROOT", str(settings.connector_dir / "logs"))
+
+
+def _cache(warehouse: Warehouse, settings: Settings) -> Any:
+    import airbyte as ab
+
+    cache_dir = settings.connector_dir / "cache"
+    if warehouse.kind == "bigquery":
+        return ab.BigQueryCache(
+            project_name=warehouse.project,  # type: ignore[attr-defined]
+            dataset_name=warehouse.staging_dataset,
+            credentials_path=os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"),
+            cache_dir=cache_dir,
+        )
+    return ab.DuckDBCache(
+        db_path=warehouse.path,  # type: ignore[attr-defined]
+        schema_name=warehouse.staging_dataset,
+        cache_dir=cache_dir,
+    )
+
+
+_ROOT_CAUSE = re.compile(r"^([\w.]+(?:Error|Exception|Warning)): (.+)$")
+
+
+def connector_failure(log_file: Path | None, since_ms: float) -> str:
+    """The connector's own account of a failure: its last ERROR trace and the root cause.
+
+    PyAirbyte only says "Connector failed"; the Airbyte protocol TRACE message that the
+    connector emitted (message + stack trace) is in the connector log.
+    """
+    if log_file is None or not Path(log_file).exists():
+        return "the Airbyte File source connector failed (no connector log was written)"
+    trace_error: dict[str, Any] | None = None
+    for line in Path(log_file).read_text(errors="replace").splitlines():
+        if '"TRACE"' not in line or '"ERROR"' not in line:
+            continue
+        try:
+            message = json.loads(line[line.index("{") :])
+        except ValueError:
+            continue
+        trace = message.get("trace") or {}
+        if trace.get("type") == "ERROR" and trace.get("emitted_at", 0) >= since_ms:
+            trace_error = trace.get("error") or {}
+    if trace_error is None:
+        return f"the Airbyte File source connector failed; see its log {log_file}"
+    causes = [
+        match.groups()
+        for line in (trace_error.get("stack_trace") or "").splitlines()
+        if (match := _ROOT_CAUSE.match(line.strip()))
+    ]
+    if causes:  # the first exception of a chained traceback is the root cause
+        kind, text = causes[0]
+        return f"the Airbyte File source connector failed: {text} ({kind.rsplit('.', 1)[-1]})"
+    detail = trace_error.get("internal_message") or trace_error.get("message")
+    return f"the Airbyte File source connector failed: {detail}"
+
+
+def sync_to_staging(spec: SourceSpec, warehouse: Warehouse, settings: Settings) -> int:
+    """Run one Full refresh | Overwrite sync into `<staging>.<source>`; return the record count."""
+    executable = ensure_connector(settings.connector_dir)
+    _configure_pyairbyte(settings)
+    import airbyte as ab
+    from airbyte.exceptions import PyAirbyteError
+
+    started_ms = time.time() * 1000
+    cache = _cache(warehouse, settings)
+    try:
+        source = ab.get_source(
+            CONNECTOR_NAME,
+            config=spec.connector_config(),
+            local_executable=executable,
+            streams=[spec.name],
+        )
+        result = source.read(cache=cache, force_full_refresh=True, write_strategy="replace")
+        return result.processed_records
+    except PyAirbyteError as error:
+        cause = connector_failure(getattr(error, "log_file", None), started_ms)
+        raise SourceError(spec, cause) from None
+    finally:
+        cache.close()  # release the DuckDB file before anyone else opens it

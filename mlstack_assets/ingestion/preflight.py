@@ -1,0 +1,81 @@
+"""Read the header and first record of a source before the connector runs.
+
+Two things the Airbyte File source cannot tell us clearly: why a source is unreachable
+(it reports "Something went wrong in the connector"), and whether pandas is about to
+shift every column: when the first record has more fields than the header, pandas
+silently turns the first column into the index. This probe reads a few kilobytes, never
+the whole file, and fails with a message that names the source and the cause.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import requests
+
+from mlstack_assets.ingestion.sources import SourceError, SourceSpec
+
+HTTP_TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Preflight:
+    header: list[str]
+    first_record: list[str] | None
+
+
+@contextmanager
+def open_source(spec: SourceSpec) -> Iterator[BinaryIO]:
+    """A binary stream of the source, with access errors turned into `SourceError`."""
+    if spec.url.startswith("http://"):
+        raise SourceError(
+            spec, "the Airbyte File source reads web sources over HTTPS only; use an https:// URL"
+        )
+    if not spec.is_remote:
+        path = spec.local_path
+        if not path.is_file():
+            raise SourceError(spec, f"file not found: {path}")
+        try:
+            with path.open("rb") as stream:
+                yield stream
+        except PermissionError as error:
+            raise SourceError(spec, f"file not readable: {error}") from error
+        return
+    try:
+        response = requests.get(spec.url, stream=True, timeout=HTTP_TIMEOUT_SECONDS)
+    except requests.RequestException as error:
+        raise SourceError(spec, f"unreachable: {type(error).__name__}: {error}") from error
+    with response:
+        if response.status_code != 200:
+            raise SourceError(spec, f"HTTP {response.status_code} {response.reason}")
+        response.raw.decode_content = True
+        yield response.raw
+
+
+def preflight(spec: SourceSpec) -> Preflight:
+    """Check the source is reachable, UTF-8, not empty, and its first record fits the header."""
+    with open_source(spec) as stream:
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
+        reader = csv.reader(text)
+        try:
+            header = next(reader, None)
+            first_record = next(reader, None)
+        except UnicodeDecodeError as error:
+            raise SourceError(spec, f"not UTF-8 text: {error}") from error
+        except csv.Error as error:
+            raise SourceError(spec, f"not a readable CSV: {error}") from error
+    if not header or not any(field.strip() for field in header):
+        raise SourceError(spec, "the file is empty (no header row)")
+    if first_record is not None and len(first_record) > len(header):
+        raise SourceError(
+            spec,
+            f"the first record has {len(first_record)} fields but the header has {len(header)} "
+            f"({', '.join(header)}); refusing to load it, because the reader would shift every "
+            "column by one",
+        )
+    return Preflight(header=header, first_record=first_record)

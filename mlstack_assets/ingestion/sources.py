@@ -1,0 +1,61 @@
+"""The two raw sources and the Airbyte File source settings the lesson gives them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlstack_assets.settings import Settings
+
+# Columns each source must deliver; the GX suites check the same lists.
+SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "projects": ("id", "created_on", "title", "description"),
+    "tags": ("id", "tag"),
+}
+SOURCE_ENV_VARS = {"projects": "MLSTACK_PROJECTS_URL", "tags": "MLSTACK_TAGS_URL"}
+
+
+class SourceError(RuntimeError):
+    """A source could not be read; the message names the source and the cause."""
+
+    def __init__(self, source: SourceSpec, cause: str):
+        super().__init__(f"source '{source.name}' ({source.url}): {cause}")
+        self.source = source
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One CSV source: the Airbyte stream, the raw table and the Dagster asset share its name."""
+
+    name: str
+    url: str
+
+    @property
+    def env_var(self) -> str:
+        return SOURCE_ENV_VARS[self.name]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return SOURCE_COLUMNS[self.name]
+
+    @property
+    def is_remote(self) -> bool:
+        return urlparse(self.url).scheme in ("http", "https")
+
+    @property
+    def local_path(self) -> Path:
+        return Path(self.url)
+
+    def connector_config(self) -> dict:
+        """source-file config as the lesson sets it: CSV, HTTPS public web or local file."""
+        if self.is_remote:
+            provider = {"storage": "HTTPS", "user_agent": False}
+        else:
+            provider = {"storage": "local"}
+        return {"dataset_name": self.name, "format": "csv", "url": self.url, "provider": provider}
+
+
+def source_specs(settings: Settings) -> list[SourceSpec]:
+    return [SourceSpec(name=name, url=url) for name, url in settings.source_urls.items()]

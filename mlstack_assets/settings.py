@@ -1,0 +1,109 @@
+"""The one place that reads the environment; every other module asks `load_settings()`.
+
+Only non-secret choices are read here, at definition load time. Secrets (BigQuery and
+Airbyte credentials) are never read into Python values at load time: resources receive
+them as `dagster.EnvVar`, which resolves at run time and is not shown in the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+
+LESSON_COMMIT = "e8dfdbe98f55cba8befaf8409e16e48fac2d26d8"
+LESSON_DATASETS_URL = (
+    f"https://raw.githubusercontent.com/GokuMohandas/Made-With-ML/{LESSON_COMMIT}/datasets"
+)
+
+WAREHOUSES = ("duckdb", "bigquery")
+AIRBYTE_MODES = ("embedded", "server", "cloud")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value mlstack cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that differs between a laptop and production, decided once."""
+
+    projects_url: str
+    tags_url: str
+    warehouse: str
+    duckdb_path: Path
+    dataset: str
+    airbyte: str
+    home: Path
+    bigquery_project: str
+    bigquery_location: str
+
+    @property
+    def staging_dataset(self) -> str:
+        """Where syncs land before their audit: `<dataset>_staging`."""
+        return f"{self.dataset}_staging"
+
+    @property
+    def source_urls(self) -> dict[str, str]:
+        return {"projects": self.projects_url, "tags": self.tags_url}
+
+    @property
+    def warehouse_pool(self) -> str | None:
+        """Dagster concurrency pool of the steps that touch a DuckDB file (one writer at a time)."""
+        return "duckdb_warehouse" if self.warehouse == "duckdb" else None
+
+    @property
+    def connector_dir(self) -> Path:
+        return self.home / "airbyte"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return self.home / "gx" / "data_docs"
+
+
+def _resolve(path: str) -> Path:
+    """Relative paths are relative to the repo root, wherever the process was started."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+
+
+def _resolve_source(url: str) -> str:
+    if "://" in url and not url.startswith("file://"):
+        return url
+    return str(_resolve(url.removeprefix("file://")))
+
+
+def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = environ.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} is not supported; use one of {', '.join(allowed)}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the `MLSTACK_*` variables (README, "Configuration"), with the documented defaults."""
+    env = os.environ if environ is None else environ
+    dataset = env.get("MLSTACK_DATASET", "").strip() or "mlops_course"
+    if not dataset.replace("_", "").isalnum():
+        raise SettingsError(f"MLSTACK_DATASET={dataset!r} must be letters, digits and underscores")
+    return Settings(
+        projects_url=_resolve_source(
+            env.get("MLSTACK_PROJECTS_URL", "").strip() or f"{LESSON_DATASETS_URL}/projects.csv"
+        ),
+        tags_url=_resolve_source(
+            env.get("MLSTACK_TAGS_URL", "").strip() or f"{LESSON_DATASETS_URL}/tags.csv"
+        ),
+        warehouse=_choice(env, "MLSTACK_WAREHOUSE", "duckdb", WAREHOUSES),
+        duckdb_path=_resolve(
+            env.get("MLSTACK_DUCKDB_PATH", "").strip() or ".mlstack/warehouse.duckdb"
+        ),
+        dataset=dataset,
+        airbyte=_choice(env, "MLSTACK_AIRBYTE", "embedded", AIRBYTE_MODES),
+        home=_resolve(env.get("MLSTACK_HOME", "").strip() or ".mlstack"),
+        bigquery_project=env.get("MLSTACK_BQ_PROJECT", "").strip(),
+        bigquery_location=env.get("MLSTACK_BQ_LOCATION", "").strip() or "US",
+    )

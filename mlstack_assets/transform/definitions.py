@@ -1,0 +1,18 @@
+"""Transform: the dbt project (staging views, labeled_projects) and its tests as checks."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+from dagster_dbt import DbtCliResource
+
+from mlstack_assets.settings import Settings
+from mlstack_assets.transform.assets import build_dbt_assets
+from mlstack_assets.transform.project import dbt_project
+
+
+def build_transform_definitions(settings: Settings) -> Definitions:
+    project = dbt_project(settings.warehouse)
+    return Definitions(
+        assets=[build_dbt_assets(project, settings.warehouse_pool)],
+        resources={"dbt": DbtCliResource(project_dir=project)},
+    )

@@ -1,0 +1,147 @@
+"""The whole graph on the embedded default: Airbyte sync → publish → dbt → labeled_projects."""
+
+import socket
+
+import pandas as pd
+from dagster import AssetKey
+
+from tests.conftest import Stack
+from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects
+
+LABELED = "mlops_course.labeled_projects"
+
+
+def expected_labeled_projects(stack: Stack) -> pd.DataFrame:
+    """An independent pandas join of the fixture files, as the lesson defines it."""
+    projects = pd.read_csv(stack.root / "src" / "projects.csv", parse_dates=["created_on"])
+    tags = pd.read_csv(stack.root / "src" / "tags.csv")
+    joined = projects.merge(tags, on="id", how="left")
+    return joined.sort_values("id").reset_index(drop=True)
+
+
+def labeled_projects(stack: Stack) -> pd.DataFrame:
+    rows = stack.query(f"select id, created_on, title, description, tag from {LABELED} order by id")
+    frame = pd.DataFrame(rows, columns=["id", "created_on", "title", "description", "tag"])
+    frame["created_on"] = pd.to_datetime(frame["created_on"])
+    return frame
+
+
+def materialized_keys(result) -> set[str]:
+    return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+
+
+def failure_messages(result) -> str:
+    return "\n".join(
+        event.step_failure_data.error.message
+        for event in result.all_events
+        if event.is_step_failure
+    )
+
+
+def test_full_graph_builds_labeled_projects_equal_to_an_independent_join(stack: Stack):
+    result = stack.materialize()
+
+    assert result.success, failure_messages(result)
+    assert {"projects", "tags", "labeled_projects"} <= materialized_keys(result)
+    actual = labeled_projects(stack)
+    expected = expected_labeled_projects(stack)
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+    assert len(actual) == len(PROJECTS)
+    assert dict(zip(actual["id"], actual["tag"], strict=True)) == PROJECT_TAGS
+    # Multi-line, quoted descriptions arrive intact, byte for byte.
+    assert actual.loc[actual["id"] == 26, "description"].item() == PROJECTS[6][3]
+
+
+def test_dbt_schema_tests_run_as_passing_checks_on_labeled_projects(stack: Stack):
+    result = stack.materialize()
+
+    evaluations = {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == AssetKey("labeled_projects") and "labeled_projects" in e.check_name
+    }
+    assert evaluations == {
+        "unique_labeled_projects_id": True,
+        "not_null_labeled_projects_id": True,
+        "not_null_labeled_projects_title": True,
+        "not_null_labeled_projects_description": True,
+        "not_null_labeled_projects_tag": True,
+    }
+
+
+def test_raw_tables_keep_airbyte_metadata_columns_and_record_their_lineage(stack: Stack):
+    result = stack.materialize("projects")
+
+    assert result.success, failure_messages(result)
+    columns = [row[0] for row in stack.query("describe mlops_course.projects")]
+    assert columns[:4] == ["id", "created_on", "title", "description"]
+    assert {"_airbyte_raw_id", "_airbyte_extracted_at", "_airbyte_meta"} <= set(columns)
+    metadata = result.asset_materializations_for_node("projects")[0].metadata
+    assert metadata["dagster/row_count"].value == len(PROJECTS)
+    assert metadata["source_url"].value == str(stack.root / "src" / "projects.csv")
+    assert metadata["connector"].value.startswith("airbyte/source-file ")
+    schema = [column.name for column in metadata["dagster/column_schema"].schema.columns]
+    assert schema == columns
+
+
+def test_missing_file_fails_the_raw_asset_naming_the_source_and_nothing_downstream_runs(
+    published_stack: Stack,
+):
+    before = published_stack.table_bytes(LABELED)
+    published_stack.set_source("projects", published_stack.root / "nowhere" / "projects.csv")
+
+    result = published_stack.materialize()
+
+    assert not result.success
+    message = failure_messages(result)
+    assert "source 'projects'" in message and "file not found" in message
+    assert str(published_stack.root / "nowhere" / "projects.csv") in message
+    assert "labeled_projects" not in materialized_keys(result)
+    assert published_stack.table_bytes(LABELED) == before
+
+
+def test_unreachable_url_fails_the_raw_asset_naming_the_source(published_stack: Stack):
+    with socket.socket() as probe:  # a loopback port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"https://127.0.0.1:{port}/tags.csv"
+    published_stack.set_source("tags", url)
+
+    result = published_stack.materialize()
+
+    assert not result.success
+    message = failure_messages(result)
+    assert f"source 'tags' ({url}): unreachable" in message
+    assert "labeled_projects" not in materialized_keys(result)
+
+
+def test_csv_the_connector_cannot_parse_fails_with_the_parser_cause(published_stack: Stack):
+    bad = write_projects(published_stack.root / "bad" / "projects.csv")
+    with bad.open("a", encoding="utf-8") as handle:
+        handle.write('99,2021-01-01 00:00:00,"Ragged",a description,one field too many\n')
+    published_stack.set_source("projects", bad)
+
+    result = published_stack.materialize()
+
+    assert not result.success
+    message = failure_messages(result)
+    assert "source 'projects'" in message
+    assert "Expected 4 fields" in message and "saw 5" in message
+    assert "labeled_projects" not in materialized_keys(result)
+
+
+def test_first_record_wider_than_header_is_refused_instead_of_shifted(published_stack: Stack):
+    # pandas would make `id` the index and shift every column left by one.
+    bad = write_csv(
+        published_stack.root / "bad" / "tags.csv",
+        ["id", "tag"],
+        [(6, "computer-vision", "extra"), (7, "computer-vision", "extra")],
+    )
+    published_stack.set_source("tags", bad)
+    before = published_stack.table_bytes("mlops_course.tags")
+
+    result = published_stack.materialize("tags")
+
+    assert not result.success
+    assert "first record has 3 fields but the header has 2" in failure_messages(result)
+    assert published_stack.table_bytes("mlops_course.tags") == before
