@@ -75,6 +75,12 @@ def summarize_run(instance, run_id: str) -> RunSummary:
                 summary.failed.append(evaluation.check_name)
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
+            while (
+                error is not None
+                and error.cause is not None
+                and "Error occurred while" in error.message
+            ):
+                error = error.cause  # unwrap Dagster's "Error occurred while executing op" wrapper
             message = error.message.strip() if error else "failed"
             failures.append(f"{event.step_key}: {message}")
     return RunSummary(

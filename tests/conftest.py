@@ -16,6 +16,7 @@ import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
 from tests.fixture_data import write_projects, write_tags
+from tests.https_server import HTTPSServer, start_https_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,3 +104,16 @@ def published_stack(stack: Stack, published_warehouse: Path) -> Stack:
     """`stack`, starting from a warehouse where every table was already published once."""
     shutil.copy(published_warehouse, stack.warehouse_path)
     return stack
+
+
+@pytest.fixture
+def https_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HTTPSServer]:
+    """An HTTPS server on loopback whose certificate this test (and the connector) trusts."""
+    cert_dir = tmp_path / "tls"
+    cert_dir.mkdir()
+    server, httpd = start_https_server(cert_dir)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_bundle))
+    yield server
+    server.release.set()
+    httpd.shutdown()
+    httpd.server_close()

@@ -1,7 +1,9 @@
-"""Raw `projects` and `tags`: an Airbyte sync into staging, then an atomic publish.
+"""Raw `projects` and `tags`: write, audit, publish.
 
-Each raw asset writes to `<dataset>_staging.<source>` first and publishes to
-`<dataset>.<source>` only at the end, so a failed sync never touches the published table.
+Each raw asset syncs into `<dataset>_staging.<source>`, audits that staged table with
+its Great Expectations suite (one asset check per expectation), and publishes it to
+`<dataset>.<source>` only when no blocking expectation failed. A failed sync or audit
+never touches the published table, and nothing downstream runs.
 """
 
 from dagster import (
@@ -21,6 +23,8 @@ from mlstack_assets.ingestion.connector import CONNECTOR_NAME, CONNECTOR_VERSION
 from mlstack_assets.ingestion.embedded import sync_to_staging
 from mlstack_assets.ingestion.preflight import preflight
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
+from mlstack_assets.quality.suites import load_suite
+from mlstack_assets.quality.validation import Validation, validate_table
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
 
@@ -63,20 +67,49 @@ def published_metadata(spec: SourceSpec, warehouse: Warehouse, records: int) -> 
     }
 
 
+def audit_failure(spec: SourceSpec, warehouse: Warehouse, validation: Validation) -> Failure:
+    staged = f"{warehouse.staging_dataset}.{spec.name}"
+    return Failure(
+        description=(
+            f"source '{spec.name}' ({spec.url}): the audit of the synced data failed, so"
+            f" {warehouse.dataset}.{spec.name} was not replaced; the staged rows stay in"
+            f" {staged} for inspection.\n{validation.failure_report()}"
+        ),
+        metadata={
+            "source": spec.name,
+            "source_url": _url_metadata(spec),
+            "staging_table": staged,
+            "failed_checks": [o.expectation.check_name for o in validation.blocking_failures],
+            **(
+                {"data_docs": MetadataValue.url(validation.data_docs)}
+                if validation.data_docs
+                else {}
+            ),
+        },
+        allow_retries=False,
+    )
+
+
 def build_raw_asset(spec: SourceSpec, settings: Settings, pool: str | None) -> AssetsDefinition:
+    """Write (sync into staging), audit (the GX suite, as blocking checks), publish."""
+    suite = load_suite(spec.name)
+    key = AssetKey(spec.name)
+
     @asset(
-        name=spec.name,
+        key=key,
         deps=[source_file_key(spec)],
         description=(
             f"Raw {spec.name}: the Airbyte File source syncs {spec.name}.csv into staging"
-            " (Full refresh | Overwrite), then the table is published atomically."
+            " (Full refresh | Overwrite); the Great Expectations suite audits it there, and only"
+            f" then is it published to {settings.dataset}.{spec.name} atomically."
         ),
         group_name=INGESTION_GROUP,
-        kinds={"airbyte", settings.warehouse},
+        kinds={"airbyte", settings.warehouse, "great_expectations"},
         owners=[OWNER],
         pool=pool,
+        check_specs=suite.check_specs(key),
     )
-    def raw_asset(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
+    def raw_asset(context: AssetExecutionContext, warehouse: Warehouse):
         with warehouse.exclusive():
             try:
                 preflight(spec)
@@ -87,10 +120,23 @@ def build_raw_asset(spec: SourceSpec, settings: Settings, pool: str | None) -> A
                     metadata={"source": spec.name, "source_url": _url_metadata(spec)},
                     allow_retries=False,
                 ) from None
-            context.log.info(
-                f"synced {records} records into {warehouse.staging_dataset}.{spec.name}"
+            staged = f"{warehouse.staging_dataset}.{spec.name}"
+            context.log.info(f"synced {records} records into {staged}; auditing")
+            validation = validate_table(
+                warehouse, warehouse.staging_dataset, spec.name, suite, settings.data_docs_dir
             )
+            if validation.blocking_failures:
+                yield from validation.check_results(key)
+                raise audit_failure(spec, warehouse, validation)
+            for outcome in validation.outcomes:
+                if outcome.warning:
+                    context.log.warning(
+                        f"{spec.name}: {outcome.expectation.check_name}: {outcome.warning}"
+                    )
             warehouse.publish(spec.name)
-            return MaterializeResult(metadata=published_metadata(spec, warehouse, records))
+            yield MaterializeResult(
+                metadata=published_metadata(spec, warehouse, records),
+                check_results=validation.check_results(key),
+            )
 
     return raw_asset

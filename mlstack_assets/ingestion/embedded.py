@@ -91,6 +91,9 @@ def sync_to_staging(spec: SourceSpec, warehouse: Warehouse, settings: Settings) 
     from airbyte.exceptions import PyAirbyteError
 
     started_ms = time.time() * 1000
+    # PyAirbyte leaves an existing table alone when a sync reads no records: start empty,
+    # so a header-only source stages zero rows instead of yesterday's.
+    warehouse.drop_staged(spec.name)
     cache = _cache(warehouse, settings)
     try:
         source = ab.get_source(

@@ -9,6 +9,7 @@ the whole file, and fails with a message that names the source and the cause.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import requests
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
 
 HTTP_TIMEOUT_SECONDS = 30
+PREFLIGHT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,19 @@ def open_source(spec: SourceSpec) -> Iterator[BinaryIO]:
 def preflight(spec: SourceSpec) -> Preflight:
     """Check the source is reachable, UTF-8, not empty, and its first record fits the header."""
     with open_source(spec) as stream:
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
-        reader = csv.reader(text)
-        try:
-            header = next(reader, None)
-            first_record = next(reader, None)
-        except UnicodeDecodeError as error:
-            raise SourceError(spec, f"not UTF-8 text: {error}") from error
-        except csv.Error as error:
-            raise SourceError(spec, f"not a readable CSV: {error}") from error
+        head = stream.read(PREFLIGHT_BYTES)
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        # A cut-off multi-byte character at the end of `head` is not an error.
+        text = decoder.decode(head, final=len(head) < PREFLIGHT_BYTES)
+    except UnicodeDecodeError as error:
+        raise SourceError(spec, f"not UTF-8 text: {error}") from error
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        first_record = next(reader, None)
+    except csv.Error as error:
+        raise SourceError(spec, f"not a readable CSV: {error}") from error
     if not header or not any(field.strip() for field in header):
         raise SourceError(spec, "the file is empty (no header row)")
     if first_record is not None and len(first_record) > len(header):

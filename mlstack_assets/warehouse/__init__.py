@@ -46,6 +46,10 @@ class Warehouse(ConfigurableResource):
     def row_count(self, schema: str, table: str) -> int:
         raise NotImplementedError
 
+    def drop_staged(self, table: str) -> None:
+        """Remove `<staging>.<table>`, so what the next sync stages is only what it read."""
+        raise NotImplementedError
+
     def publish(self, table: str) -> None:
         """Replace `<dataset>.<table>` by `<staging>.<table>` in one atomic step."""
         raise NotImplementedError

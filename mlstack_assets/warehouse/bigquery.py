@@ -40,6 +40,10 @@ class BigQueryWarehouse(Warehouse):
             job = client.query(f"select count(*) from {self.qualified(schema, table)}")
             return next(iter(job.result()))[0]
 
+    def drop_staged(self, table: str) -> None:
+        with self.bigquery.get_client() as client:
+            client.delete_table(f"{self.project}.{self.staging_dataset}.{table}", not_found_ok=True)
+
     def publish(self, table: str) -> None:
         from google.cloud import bigquery
 

@@ -98,6 +98,10 @@ class DuckDBWarehouse(Warehouse):
     def row_count(self, schema: str, table: str) -> int:
         return self.query(f"select count(*) from {self.qualified(schema, table)}")[0][0]
 
+    def drop_staged(self, table: str) -> None:
+        with self.connection() as conn:
+            conn.execute(f"drop table if exists {self.qualified(self.staging_dataset, table)}")
+
     def publish(self, table: str) -> None:
         with self.connection() as conn:
             conn.execute(f'create schema if not exists "{self.dataset}"')

@@ -1,0 +1,246 @@
+"""Run one GX suite against one warehouse table, inside the warehouse, once.
+
+The suite runs as a GX checkpoint on a SQL datasource (DuckDB or BigQuery), so every
+expectation is a query in the warehouse; only metric values and up to five sample rows
+come back. The checkpoint also builds the local Data Docs. Each expectation becomes an
+`ExpectationOutcome`, which the assets turn into Dagster asset check results.
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue
+
+from mlstack_assets.quality.suites import Expectation, Suite
+from mlstack_assets.warehouse import Warehouse
+
+SAMPLE_SIZE = 5
+# The one SQL function the suites spell differently per warehouse.
+TRY_CAST = {"duckdb": "try_cast", "bigquery": "safe_cast"}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly: Decimal ids become ints, long strings are cut."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, str) and len(value) > 80:
+        return value[:77] + "..."
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _exception_message(exception_info: Any) -> str | None:
+    """GX reports errors either flat or keyed by metric; return the first message."""
+    if not exception_info:
+        return None
+    infos = [exception_info] if "raised_exception" in exception_info else exception_info.values()
+    for info in infos:
+        if info.get("raised_exception") or info.get("exception_message"):
+            message = (info.get("exception_message") or "").strip()
+            return message.splitlines()[-1] if message else "GX raised an exception"
+    return None
+
+
+@dataclass
+class ExpectationOutcome:
+    expectation: Expectation
+    passed: bool
+    summary: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notice: str | None = None  # something a passing expectation still wants reported
+
+    @property
+    def warning(self) -> str | None:
+        """What to log as a warning: a failed warn-only expectation, or a notice."""
+        if not self.passed and not self.expectation.blocking:
+            return self.summary
+        return self.notice
+
+    @property
+    def blocks(self) -> bool:
+        return not self.passed and self.expectation.blocking
+
+    def check_result(self, asset_key: AssetKey) -> AssetCheckResult:
+        return AssetCheckResult(
+            asset_key=asset_key,
+            check_name=self.expectation.check_name,
+            passed=self.passed,
+            severity=AssetCheckSeverity.ERROR
+            if self.expectation.blocking
+            else AssetCheckSeverity.WARN,
+            description=self.summary,
+            metadata=self.metadata,
+        )
+
+
+def _outcome(expectation: Expectation, result: Any, table: str) -> ExpectationOutcome:
+    details = result.result or {}
+    error = _exception_message(result.exception_info)
+    metadata: dict[str, Any] = {"table": table, "expectation": expectation.label}
+    if error:
+        metadata["error"] = error
+        return ExpectationOutcome(expectation, False, f"could not be evaluated: {error}", metadata)
+    if "observed_value" in details:
+        metadata["observed_value"] = MetadataValue.json(
+            {"value": _plain(details["observed_value"])}
+        )
+    if "unexpected_count" in details:
+        count, total = details["unexpected_count"], details.get("element_count", 0)
+        percent = details.get("unexpected_percent") or 0.0
+        samples = _plain(details.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]
+        ids = [
+            row.get("id")
+            for row in _plain(details.get("partial_unexpected_index_list") or [])
+            if isinstance(row, dict)
+        ][:SAMPLE_SIZE]
+        metadata |= {
+            "element_count": total,
+            "unexpected_count": count,
+            "unexpected_percent": float(percent),
+            "sample_unexpected_values": MetadataValue.json(samples),
+            "sample_unexpected_ids": MetadataValue.json(ids),
+        }
+        if details.get("unexpected_index_query") and count:
+            metadata["unexpected_rows_query"] = MetadataValue.md(
+                f"```sql\n{details['unexpected_index_query']}\n```"
+            )
+        summary = f"{count} of {total} rows ({percent:.1f}%) unexpected"
+        if count:
+            summary += f"; e.g. ids {ids}" if any(i is not None for i in ids) else ""
+            summary += f"; values {samples}"
+    elif expectation.config["type"] == "expect_table_columns_to_match_set":
+        mismatched = (details.get("details") or {}).get("mismatched") or {}
+        missing = mismatched.get("missing") or []
+        extra = [c for c in mismatched.get("unexpected") or [] if not c.startswith("_airbyte_")]
+        metadata |= {
+            "missing_columns": MetadataValue.json(missing),
+            "unexpected_columns": MetadataValue.json(extra),
+        }
+        summary = f"missing columns {missing}" if missing else "all expected columns present"
+        notice = f"unexpected columns {extra} (reported, not blocking)" if extra else None
+        summary += f"; {notice}" if notice else ""
+        return ExpectationOutcome(expectation, bool(result.success), summary, metadata, notice)
+    elif "details" in details and "unexpected_rows" in details["details"]:
+        rows = _plain(details["details"]["unexpected_rows"] or [])[:SAMPLE_SIZE]
+        observed = details.get("observed_value", 0)
+        metadata |= {
+            "unexpected_count": observed,
+            "sample_unexpected_rows": MetadataValue.json(rows),
+        }
+        summary = f"{observed} rows unexpected" + (f"; e.g. {rows}" if observed else "")
+    else:
+        summary = f"observed {_plain(details.get('observed_value'))}"
+    return ExpectationOutcome(expectation, bool(result.success), summary, metadata)
+
+
+@dataclass
+class Validation:
+    outcomes: list[ExpectationOutcome]
+    data_docs: str | None
+
+    @property
+    def blocking_failures(self) -> list[ExpectationOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.blocks]
+
+    def failure_report(self) -> str:
+        """One line per blocking failure: the check, the expectation, counts and examples."""
+        return "\n".join(
+            f"- {o.expectation.check_name} [{o.expectation.label}]: {o.summary}"
+            for o in self.blocking_failures
+        )
+
+    def check_results(self, asset_key: AssetKey) -> list[AssetCheckResult]:
+        for outcome in self.outcomes:
+            if self.data_docs:
+                outcome.metadata["data_docs"] = MetadataValue.url(self.data_docs)
+        return [outcome.check_result(asset_key) for outcome in self.outcomes]
+
+
+def _datasource(context: Any, warehouse: Warehouse, schema: str) -> Any:
+    if warehouse.kind == "bigquery":
+        return context.data_sources.add_bigquery(
+            name="warehouse", connection_string=f"bigquery://{warehouse.project}/{schema}"
+        )
+    from mlstack_assets.quality import duckdb_datasource  # noqa: F401  registers add_duckdb
+
+    return context.data_sources.add_duckdb(
+        name="warehouse", connection_string=f"duckdb:///{warehouse.path}"
+    )
+
+
+def _suite_document(suite: Suite, warehouse_kind: str) -> dict[str, Any]:
+    text = json.dumps(suite.document).replace("{try_cast}", TRY_CAST[warehouse_kind])
+    return json.loads(text)
+
+
+def validate_table(
+    warehouse: Warehouse, schema: str, table: str, suite: Suite, data_docs_dir: Path
+) -> Validation:
+    """Validate `<schema>.<table>` with `suite` in the warehouse; build Data Docs locally."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    context = gx.get_context(mode="ephemeral")
+    context.add_data_docs_site(
+        "mlstack",
+        {
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(data_docs_dir),
+            },
+            "site_index_builder": {
+                "class_name": "HistorySiteIndexBuilder",
+                "module_name": "mlstack_assets.quality.data_docs",
+            },
+        },
+    )
+    context.delete_data_docs_site("local_site")
+    columns = {name for name, _ in warehouse.table_columns(schema, table) or []}
+    datasource = _datasource(context, warehouse, schema)
+    try:
+        batch = (
+            datasource.add_table_asset(name=table, table_name=table, schema_name=schema)
+            if warehouse.kind == "duckdb"
+            else datasource.add_table_asset(name=table, table_name=table)
+        ).add_batch_definition_whole_table("whole table")
+        gx_suite = context.suites.add(gx.ExpectationSuite(**_suite_document(suite, warehouse.kind)))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{schema}.{table}", data=batch, suite=gx_suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"audit {schema}.{table}",
+                validation_definitions=[definition],
+                actions=[UpdateDataDocsAction(name="data_docs", site_names=["mlstack"])],
+                result_format={
+                    "result_format": "SUMMARY",
+                    "partial_unexpected_count": SAMPLE_SIZE,
+                    # sample offending ids, when the table has an id to show
+                    "unexpected_index_column_names": ["id"] if "id" in columns else [],
+                },
+            )
+        )
+        result = checkpoint.run()
+    finally:
+        datasource.get_execution_engine().close()
+        datasource.get_engine().dispose()
+    identifier, suite_result = next(iter(result.run_results.items()))
+    by_check = {r.expectation_config.meta["check"]: r for r in suite_result.results}
+    outcomes = [
+        _outcome(expectation, by_check[expectation.check_name], f"{schema}.{table}")
+        for expectation in suite.expectations
+    ]
+    urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name="mlstack")
+    return Validation(outcomes=outcomes, data_docs=urls[0]["site_url"] if urls else None)

@@ -1,0 +1,315 @@
+"""Great Expectations suites as asset checks, and write-audit-publish on the raw tables.
+
+Every bad input starts from a warehouse where good data was already published, and ends
+with the published tables unchanged, row for row, and an error naming source and problem.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from dagster import AssetCheckSeverity, AssetKey
+
+from mlstack_assets.quality.suites import load_suite
+from tests.conftest import REPO_ROOT, Stack
+from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects, write_tags
+from tests.https_server import HTTPSServer, Route
+from tests.test_pipeline import failure_messages, materialized_keys
+
+PUBLISHED = ("mlops_course.projects", "mlops_course.tags", "mlops_course.labeled_projects")
+
+
+def snapshot(stack: Stack) -> dict[str, list[tuple]]:
+    return {table: stack.table_bytes(table) for table in PUBLISHED}
+
+
+def checks(result, asset: str) -> dict[str, object]:
+    return {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == AssetKey(asset)
+    }
+
+
+def _tags_without_id(d: Path) -> Path:
+    return write_csv(d / "tags.csv", ["project", "tag"], sorted(PROJECT_TAGS.items()))
+
+
+def _duplicate_ids(d: Path) -> Path:
+    return write_csv(d / "tags.csv", ["id", "tag"], [*sorted(PROJECT_TAGS.items()), (7, "mlops")])
+
+
+def _null_title(d: Path) -> Path:
+    rows = [(p[0], p[1], "" if p[0] == 15 else p[2], p[3]) for p in PROJECTS]
+    return write_projects(d / "projects.csv", rows)
+
+
+def _duplicate_title_description(d: Path) -> Path:
+    return write_projects(
+        d / "projects.csv", [*PROJECTS, (99, "2021-01-01 00:00:00", *PROJECTS[2][2:])]
+    )
+
+
+def _empty(d: Path) -> Path:
+    (d / "tags.csv").write_bytes(b"")
+    return d / "tags.csv"
+
+
+def _header_only(d: Path) -> Path:
+    (d / "tags.csv").write_text("id,tag\n")
+    return d / "tags.csv"
+
+
+def _unterminated_quote(d: Path) -> Path:
+    path = write_projects(d / "projects.csv")
+    with path.open("a") as handle:
+        handle.write('40,2021-01-01 00:00:00,"An unterminated title,description\n')
+    return path
+
+
+def _ragged_row(d: Path) -> Path:
+    path = write_tags(d / "tags.csv")
+    with path.open("a") as handle:
+        handle.write("40,mlops,one-field-too-many\n")
+    return path
+
+
+def _ragged_first_record(d: Path) -> Path:
+    return write_csv(d / "tags.csv", ["id", "tag"], [(i, t, "x") for i, t in PROJECT_TAGS.items()])
+
+
+def _not_utf8(d: Path) -> Path:
+    path = write_tags(d / "tags.csv")
+    with path.open("ab") as handle:
+        handle.write(b"40,caf\xe9-learning\n")  # latin-1, not UTF-8
+    return path
+
+
+def _not_utf8_deep(d: Path) -> Path:
+    """Past what the pre-flight reads: the connector itself must refuse it."""
+    many = {**PROJECT_TAGS, **{1000 + i: "mlops" for i in range(8000)}}  # ~100 KB
+    path = write_tags(d / "tags.csv", many)
+    with path.open("ab") as handle:
+        handle.write(b"40,caf\xe9-learning\n")
+    return path
+
+
+BAD_INPUTS: list[tuple[str, str, Callable[[Path], Path], list[str]]] = [
+    (
+        "tags",
+        "tags without an id column",
+        _tags_without_id,
+        ["expected_columns_exist", "missing columns ['id']"],
+    ),
+    ("tags", "duplicate ids", _duplicate_ids, ["id_is_unique", "2 of 9 rows", "ids [7, 7]"]),
+    ("projects", "null title", _null_title, ["title_is_not_null", "1 of 8 rows", "ids [15]"]),
+    (
+        "projects",
+        "duplicate title+description",
+        _duplicate_title_description,
+        ["title_description_are_unique", "2 of 9 rows"],
+    ),
+    ("tags", "empty file", _empty, ["the file is empty"]),
+    ("tags", "header-only file", _header_only, ["row_count_is_positive", "observed 0"]),
+    ("projects", "unterminated quote", _unterminated_quote, ["EOF inside string"]),
+    ("tags", "row with more fields than the header", _ragged_row, ["Expected 2 fields", "saw 3"]),
+    (
+        "tags",
+        "first record wider than the header",
+        _ragged_first_record,
+        ["first record has 3 fields but the header has 2"],
+    ),
+    ("tags", "non-UTF-8 bytes", _not_utf8, ["not UTF-8 text", "can't decode byte 0xe9"]),
+    (
+        "tags",
+        "non-UTF-8 bytes deep in the file",
+        _not_utf8_deep,
+        ["can't decode byte 0xe9", "UnicodeDecodeError"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "source, make_bad_file, expected",
+    [pytest.param(s, m, e, id=name) for s, name, m, e in BAD_INPUTS],
+)
+def test_bad_input_fails_clearly_and_never_replaces_a_published_table(
+    published_stack: Stack, source: str, make_bad_file, expected: list[str]
+):
+    before = snapshot(published_stack)
+    bad_dir = published_stack.root / "bad"
+    bad_dir.mkdir()
+    published_stack.set_source(source, make_bad_file(bad_dir))
+
+    result = published_stack.materialize(f"{source}*")
+
+    assert not result.success
+    message = failure_messages(result)
+    assert f"source '{source}'" in message
+    for fragment in expected:
+        assert fragment in message
+    assert "labeled_projects" not in materialized_keys(result)
+    assert snapshot(published_stack) == before
+
+
+def test_failed_audit_reports_each_expectation_as_a_failed_check_and_keeps_staged_rows(
+    published_stack: Stack,
+):
+    published_stack.set_source("tags", _duplicate_ids(published_stack.root))
+
+    result = published_stack.materialize("tags*")
+
+    tag_checks = checks(result, "tags")
+    assert set(tag_checks) == {e.check_name for e in load_suite("tags").expectations}
+    failed = tag_checks["id_is_unique"]
+    assert not failed.passed and failed.severity == AssetCheckSeverity.ERROR
+    assert failed.metadata["unexpected_count"].value == 2
+    assert failed.metadata["sample_unexpected_ids"].value == [7, 7]
+    assert tag_checks["tag_is_not_null"].passed
+    # Write-audit-publish: the audited rows are still there to inspect.
+    assert published_stack.query("select count(*) from mlops_course_staging.tags where id = 7") == [
+        (2,)
+    ]
+    assert "mlops_course_staging.tags" in failure_messages(result)
+
+
+def test_extra_column_passes_and_is_reported(published_stack: Stack):
+    rows = [(i, t, 0.9) for i, t in sorted(PROJECT_TAGS.items())]
+    published_stack.set_source(
+        "tags", write_csv(published_stack.root / "t.csv", ["id", "tag", "confidence"], rows)
+    )
+
+    result = published_stack.materialize("tags*")
+
+    assert result.success, failure_messages(result)
+    columns_check = checks(result, "tags")["expected_columns_exist"]
+    assert columns_check.passed
+    assert columns_check.metadata["unexpected_columns"].value == ["confidence"]
+    assert "confidence" in [r[0] for r in published_stack.query("describe mlops_course.tags")]
+    assert "labeled_projects" in materialized_keys(result)
+
+
+def test_tag_outside_the_known_set_passes_with_a_warning(published_stack: Stack):
+    tags = {**PROJECT_TAGS, 31: "quantum-ml"}
+    published_stack.set_source("tags", write_tags(published_stack.root / "t.csv", tags))
+
+    result = published_stack.materialize("tags*")
+
+    assert result.success, failure_messages(result)
+    for asset in ("tags", "labeled_projects"):
+        known = checks(result, asset)["tag_is_known"]
+        assert not known.passed and known.severity == AssetCheckSeverity.WARN
+        assert "quantum-ml" in str(known.metadata["sample_unexpected_values"].value)
+    assert published_stack.query("select tag from mlops_course.labeled_projects where id = 31") == [
+        ("quantum-ml",)
+    ]
+
+
+def test_source_url_returning_404_fails_naming_the_source(
+    published_stack: Stack, https_server: HTTPSServer
+):
+    before = snapshot(published_stack)
+    published_stack.set_source("projects", https_server.url("/missing/projects.csv"))
+
+    result = published_stack.materialize("projects*")
+
+    assert not result.success
+    assert "source 'projects'" in failure_messages(result)
+    assert "HTTP 404 Not Found" in failure_messages(result)
+    assert snapshot(published_stack) == before
+
+
+def test_https_source_is_synced_through_the_connector(
+    published_stack: Stack, https_server: HTTPSServer
+):
+    tags = {**PROJECT_TAGS, 6: "mlops"}
+    https_server.routes["/tags.csv"] = Route(
+        body=write_tags(published_stack.root / "t.csv", tags).read_bytes()
+    )
+    published_stack.set_source("tags", https_server.url("/tags.csv"))
+
+    result = published_stack.materialize("tags*")
+
+    assert result.success, failure_messages(result)
+    assert https_server.count("/tags.csv") >= 2  # the pre-flight read, then the connector
+    assert published_stack.query("select tag from mlops_course.labeled_projects where id = 6") == [
+        ("mlops",)
+    ]
+
+
+def test_every_check_passes_on_good_data_with_one_validation_per_suite(stack: Stack):
+    result = stack.materialize()
+
+    assert result.success, failure_messages(result)
+    for asset in ("projects", "tags", "labeled_projects"):
+        evaluations = checks(result, asset)
+        suite_checks = {e.check_name for e in load_suite(asset).expectations}
+        assert suite_checks <= set(evaluations)
+        assert all(evaluations[name].passed for name in suite_checks), asset
+        docs = {evaluations[name].metadata["data_docs"].value for name in suite_checks}
+        assert len(docs) == 1  # one validation, many check results
+        page = Path(urlparse(docs.pop()).path)
+        assert page.is_file() and asset in page.read_text()
+
+
+@pytest.mark.slow
+def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
+    published_stack: Stack, https_server: HTTPSServer
+):
+    before = snapshot(published_stack)
+    many = {**PROJECT_TAGS, **{1000 + i: "mlops" for i in range(15000)}}  # ~230 KB
+    body = write_tags(published_stack.root / "big.csv", many).read_bytes()
+    # Serve past what the pre-flight reads (64 KiB), then stall: the connector is mid-sync.
+    https_server.routes["/tags.csv"] = Route(body=body, slow_after=150_000)
+    published_stack.set_source("tags", https_server.url("/tags.csv"))
+    home = published_stack.root / "cli_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    log = (published_stack.root / "killed.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "asset",
+            "materialize",
+            "--select",
+            "tags",
+            "-m",
+            "mlstack_assets",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while https_server.count("/tags.csv") < 2 and process.poll() is None:
+            assert time.monotonic() < deadline, "the connector never requested the source"
+            time.sleep(0.2)
+        time.sleep(2)  # let it read up to the stall
+        assert process.poll() is None, (published_stack.root / "killed.log").read_text()[-2000:]
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        log.close()
+
+    assert snapshot(published_stack) == before
+
+    published_stack.set_source(
+        "tags", write_tags(published_stack.root / "good.csv", {**PROJECT_TAGS, 6: "mlops"})
+    )
+    result = published_stack.materialize("tags*")
+
+    assert result.success, failure_messages(result)
+    assert published_stack.query("select tag from mlops_course.tags where id = 6") == [("mlops",)]
+    assert published_stack.query("select count(*) from mlops_course.labeled_projects") == [
+        (len(PROJECTS),)
+    ]
