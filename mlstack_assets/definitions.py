@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import Definitions, in_process_executor, multiprocess_executor
 
 from mlstack_assets.ingestion.definitions import build_ingestion_definitions
+from mlstack_assets.ml.definitions import build_ml_definitions
 from mlstack_assets.quality.definitions import build_quality_definitions
 from mlstack_assets.settings import Settings, load_settings
 from mlstack_assets.transform.definitions import build_transform_definitions
@@ -20,6 +21,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         build_ingestion_definitions(settings),
         build_transform_definitions(settings),
         build_quality_definitions(settings),
+        build_ml_definitions(settings),
         Definitions(resources=build_warehouse_resources(settings), executor=executor),
     )
 

@@ -39,6 +39,10 @@ class Warehouse(ConfigurableResource):
     def qualified(self, schema: str, table: str) -> str:
         raise NotImplementedError
 
+    def query(self, sql: str) -> list[tuple]:
+        """Run a query in the warehouse; for small results (counts, aggregates) only."""
+        raise NotImplementedError
+
     def table_columns(self, schema: str, table: str) -> TableColumns | None:
         """Column names and types, or None when the table does not exist."""
         raise NotImplementedError

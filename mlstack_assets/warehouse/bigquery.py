@@ -1,12 +1,15 @@
 """BigQuery: the production warehouse, through dagster-gcp's resource and IO manager."""
 
+from collections.abc import Sequence
 from typing import Any
 
+from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_gcp import BigQueryResource
-from dagster_gcp_pandas import BigQueryPandasIOManager
+from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandler
 
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import TableColumns, Warehouse
+from mlstack_assets.warehouse.relations import RelationTypeHandler
 
 
 class BigQueryWarehouse(Warehouse):
@@ -35,10 +38,12 @@ class BigQueryWarehouse(Warehouse):
                 return None
         return [(field.name, field.field_type) for field in bq_table.schema]
 
-    def row_count(self, schema: str, table: str) -> int:
+    def query(self, sql: str) -> list[tuple]:
         with self.bigquery.get_client() as client:
-            job = client.query(f"select count(*) from {self.qualified(schema, table)}")
-            return next(iter(job.result()))[0]
+            return [tuple(row.values()) for row in client.query(sql).result()]
+
+    def row_count(self, schema: str, table: str) -> int:
+        return self.query(f"select count(*) from {self.qualified(schema, table)}")[0][0]
 
     def drop_staged(self, table: str) -> None:
         with self.bigquery.get_client() as client:
@@ -57,6 +62,28 @@ class BigQueryWarehouse(Warehouse):
             job.result()
 
 
+class BigQueryRelationTypeHandler(RelationTypeHandler):
+    def sql_name(self, table_slice: TableSlice) -> str:
+        return f"`{table_slice.database}.{table_slice.schema}.{table_slice.table}`"
+
+    def execute(self, connection: Any, sql: str) -> list[tuple]:
+        return [tuple(row.values()) for row in connection.query(sql).result()]
+
+    def columns(self, connection: Any, table_slice: TableSlice) -> list[tuple[str, str]]:
+        table = connection.get_table(
+            f"{table_slice.database}.{table_slice.schema}.{table_slice.table}"
+        )
+        return [(field.name, field.field_type) for field in table.schema]
+
+
+class WarehouseBigQueryIOManager(BigQueryPandasIOManager):
+    """`BigQueryPandasIOManager` that also materializes `WarehouseQuery` outputs in BigQuery."""
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [BigQueryPandasTypeHandler(), BigQueryRelationTypeHandler()]
+
+
 def build_bigquery_resources(settings: Settings) -> dict[str, Any]:
     location = settings.bigquery_location
     return {
@@ -64,7 +91,7 @@ def build_bigquery_resources(settings: Settings) -> dict[str, Any]:
             dataset=settings.dataset,
             bigquery=BigQueryResource(project=settings.bigquery_project, location=location),
         ),
-        "io_manager": BigQueryPandasIOManager(
+        "io_manager": WarehouseBigQueryIOManager(
             project=settings.bigquery_project, dataset=settings.dataset, location=location
         ),
     }

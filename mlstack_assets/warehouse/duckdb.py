@@ -7,13 +7,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import TableColumns, Warehouse
+from mlstack_assets.warehouse.relations import RelationTypeHandler
 
 
 class _ProcessFileLock:
@@ -117,6 +118,21 @@ class DuckDBWarehouse(Warehouse):
                 raise
 
 
+class DuckDBRelationTypeHandler(RelationTypeHandler):
+    def sql_name(self, table_slice: TableSlice) -> str:
+        return f'"{table_slice.schema}"."{table_slice.table}"'
+
+    def execute(self, connection: Any, sql: str) -> list[tuple]:
+        return connection.execute(sql).fetchall()
+
+    def columns(self, connection: Any, table_slice: TableSlice) -> list[tuple[str, str]]:
+        return connection.execute(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = ? and table_name = ? order by ordinal_position",
+            [table_slice.schema, table_slice.table],
+        ).fetchall()
+
+
 class _LockingDuckDbClient(DuckDbClient):
     """Dagster's DuckDB client, holding the warehouse file lock while connected."""
 
@@ -129,11 +145,12 @@ class _LockingDuckDbClient(DuckDbClient):
 
 
 class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
-    """`DuckDBPandasIOManager` that queues on the warehouse file lock instead of failing."""
+    """`DuckDBPandasIOManager` that also materializes `WarehouseQuery` outputs in DuckDB,
+    and queues on the warehouse file lock instead of failing."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
-        return [DuckDBPandasTypeHandler()]
+        return [DuckDBPandasTypeHandler(), DuckDBRelationTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
         return DbIOManager(

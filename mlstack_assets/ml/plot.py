@@ -1,0 +1,62 @@
+"""The tag-distribution picture: one group of bars per tag, one bar per split."""
+
+import base64
+import io
+from pathlib import Path
+
+import pandas as pd
+
+SPLITS = ("train", "validation", "test")
+
+
+def distribution_table(counts: list[tuple[str, str, int]]) -> pd.DataFrame:
+    """(split, tag, rows) triples → one row per tag, a column per split, and the total."""
+    frame = pd.DataFrame(counts, columns=["split", "tag", "row_count"])
+    table = frame.pivot_table(
+        index="tag", columns="split", values="row_count", aggfunc="sum", fill_value=0
+    )
+    table = table.reindex(columns=list(SPLITS), fill_value=0).astype("int64")
+    table["total"] = table.sum(axis=1)
+    return table.sort_values("total", ascending=False).reset_index()
+
+
+def render(table: pd.DataFrame, path: Path):
+    """Draw the grouped bar chart, save it as PNG at `path`, and return the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 4.5), dpi=100)
+    width = 0.8 / len(SPLITS)
+    positions = range(len(table))
+    for offset, split in enumerate(SPLITS):
+        bars = axes.bar(
+            [p + (offset - 1) * width for p in positions], table[split], width, label=split
+        )
+        axes.bar_label(bars, fontsize=7, padding=1)
+    axes.set_xticks(list(positions), table["tag"], rotation=20, ha="right")
+    axes.set_ylabel("projects")
+    axes.set_title("Projects per tag and split")
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    plt.close(figure)
+    return figure
+
+
+def markdown_image(path: Path) -> str:
+    """The PNG inline, as the Dagster UI renders Markdown metadata."""
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"![Projects per tag and split](data:image/png;base64,{encoded})"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    buffer = io.StringIO()
+    columns = list(table.columns)
+    buffer.write("| " + " | ".join(columns) + " |\n")
+    buffer.write("|" + "---|" * len(columns) + "\n")
+    for row in table.itertuples(index=False):
+        buffer.write("| " + " | ".join(str(value) for value in row) + " |\n")
+    return buffer.getvalue()

@@ -1,0 +1,70 @@
+"""Tables that stay in the warehouse while Python assets pass them around.
+
+A Python asset that returns a `WarehouseQuery` gets its table built by the IO manager
+with `CREATE OR REPLACE TABLE ... AS <query>`, inside the warehouse; an input annotated
+`WarehouseTable` arrives as the upstream table's name, not its rows. So the ML assets
+read and write through the IO manager like any pandas asset, at any table size. The
+same IO managers still store and load pandas DataFrames.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import InputContext, OutputContext, TableColumn, TableSchema
+from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
+
+
+@dataclass(frozen=True)
+class WarehouseTable:
+    """A table by name; `sql_name` is how the warehouse's SQL refers to it."""
+
+    sql_name: str
+    schema: str
+    table: str
+
+    def __str__(self) -> str:
+        return self.sql_name
+
+
+@dataclass(frozen=True)
+class WarehouseQuery:
+    """A SELECT that the IO manager materializes as the asset's table."""
+
+    sql: str
+
+
+class RelationTypeHandler(DbTypeHandler):
+    """Shared logic; each warehouse supplies quoting, execution and introspection."""
+
+    def sql_name(self, table_slice: TableSlice) -> str:
+        raise NotImplementedError
+
+    def execute(self, connection: Any, sql: str) -> list[tuple]:
+        raise NotImplementedError
+
+    def columns(self, connection: Any, table_slice: TableSlice) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    @property
+    def supported_types(self) -> list[type]:
+        return [WarehouseQuery, WarehouseTable]
+
+    def handle_output(
+        self, context: OutputContext, table_slice: TableSlice, obj: WarehouseQuery, connection
+    ) -> dict[str, Any]:
+        name = self.sql_name(table_slice)
+        self.execute(connection, f"create or replace table {name} as\n{obj.sql}")
+        [(rows,)] = self.execute(connection, f"select count(*) from {name}")
+        columns = self.columns(connection, table_slice)
+        return {
+            "dagster/row_count": rows,
+            "dagster/column_schema": TableSchema(
+                columns=[TableColumn(name=column, type=dtype) for column, dtype in columns]
+            ),
+            "dagster/table_name": f"{table_slice.schema}.{table_slice.table}",
+        }
+
+    def load_input(
+        self, context: InputContext, table_slice: TableSlice, connection
+    ) -> WarehouseTable:
+        return WarehouseTable(self.sql_name(table_slice), table_slice.schema, table_slice.table)
