@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.mlstack/dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: setup run test dev lint lock clean
+.PHONY: setup run test dev airbyte-setup lint lock clean
 
 $(INSTALLED): pyproject.toml setup.py requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: setup
 
 dev: setup
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+# Airbyte server or Cloud: create/update the lesson's sources, destination and connections.
+airbyte-setup: $(INSTALLED)
+	$(BIN)/mlstack airbyte-setup
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -137,6 +137,21 @@ def run(_: argparse.Namespace) -> int:
     return 0 if returncode == 0 and summary.ok else 1
 
 
+def airbyte_setup(_: argparse.Namespace) -> int:
+    from mlstack_assets.ingestion.airbyte_setup import AirbyteSetup, AirbyteSetupError
+
+    settings = load_settings()
+    if settings.airbyte == "embedded":
+        print("set MLSTACK_AIRBYTE=server (Airbyte OSS) or cloud first", file=sys.stderr)
+        return 2
+    try:
+        AirbyteSetup(settings).run()
+    except AirbyteSetupError as error:
+        print(f"airbyte-setup: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _utc(timestamp: float):
     from datetime import datetime, timezone
 
@@ -149,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("run", help="materialize every asset and print a summary").set_defaults(
         func=run
     )
+    commands.add_parser(
+        "airbyte-setup", help="create or update the Airbyte sources, destination and connections"
+    ).set_defaults(func=airbyte_setup)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))
 

@@ -41,6 +41,10 @@ class Settings:
     home: Path
     bigquery_project: str
     bigquery_location: str
+    airbyte_api_url: str
+    airbyte_config_api_url: str
+    airbyte_connection_ids: dict[str, str]
+    airbyte_poll_interval: float
 
     @property
     def staging_dataset(self) -> str:
@@ -106,4 +110,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         home=_resolve(env.get("MLSTACK_HOME", "").strip() or ".mlstack"),
         bigquery_project=env.get("MLSTACK_BQ_PROJECT", "").strip(),
         bigquery_location=env.get("MLSTACK_BQ_LOCATION", "").strip() or "US",
+        airbyte_api_url=env.get("MLSTACK_AIRBYTE_API_URL", "").strip()
+        or "http://localhost:8000/api/public/v1",
+        airbyte_config_api_url=env.get("MLSTACK_AIRBYTE_CONFIG_API_URL", "").strip()
+        or "http://localhost:8000/api/v1",
+        airbyte_connection_ids={
+            source: env.get(f"MLSTACK_AIRBYTE_{source.upper()}_CONNECTION_ID", "").strip()
+            for source in ("projects", "tags")
+        },
+        airbyte_poll_interval=float(env.get("MLSTACK_AIRBYTE_POLL_SECONDS", "").strip() or 10),
     )

@@ -23,7 +23,8 @@ print(json.dumps({
     "assets": sorted(key.to_user_string() for key in graph.get_all_asset_keys()),
     "checks": sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys),
     "warehouse": type(resources["warehouse"]).__name__,
-    "io_manager": type(resources["io_manager"]).__name__,
+    "io_manager": [cls.__name__ for cls in type(resources["io_manager"]).__mro__],
+    "airbyte": type(resources["airbyte"]).__name__,
 }))
 """
 
@@ -52,23 +53,45 @@ def load_graph_offline(**env: str) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def test_definitions_load_on_bigquery_without_network():
-    duckdb_graph = load_graph_offline(MLSTACK_WAREHOUSE="duckdb")
-    bigquery_graph = load_graph_offline(
-        MLSTACK_WAREHOUSE="bigquery", MLSTACK_BQ_PROJECT="placeholder-project"
+PLACEHOLDER_CREDENTIALS = {
+    "MLSTACK_BQ_PROJECT": "placeholder-project",
+    "MLSTACK_AIRBYTE_WORKSPACE_ID": "placeholder-workspace",
+    "MLSTACK_AIRBYTE_CLIENT_ID": "placeholder-client",
+    "MLSTACK_AIRBYTE_CLIENT_SECRET": "placeholder-secret",
+    "MLSTACK_AIRBYTE_PROJECTS_CONNECTION_ID": "placeholder-projects-connection",
+    "MLSTACK_AIRBYTE_TAGS_CONNECTION_ID": "placeholder-tags-connection",
+    "MLSTACK_AIRBYTE_API_URL": "http://airbyte.invalid:8000/api/public/v1",
+}
+EXPECTED = {
+    "duckdb": ("DuckDBWarehouse", "DuckDBPandasIOManager"),
+    "bigquery": ("BigQueryWarehouse", "BigQueryPandasIOManager"),
+    "embedded": "EmbeddedAirbyte",
+    "server": "AirbyteServer",
+    "cloud": "AirbyteServer",
+}
+
+
+@pytest.fixture(scope="module")
+def default_graph() -> dict:
+    return load_graph_offline(MLSTACK_WAREHOUSE="duckdb", MLSTACK_AIRBYTE="embedded")
+
+
+@pytest.mark.parametrize("airbyte", ["embedded", "server", "cloud"])
+@pytest.mark.parametrize("warehouse", ["duckdb", "bigquery"])
+def test_every_configuration_loads_the_same_graph_without_network(
+    default_graph: dict, warehouse: str, airbyte: str
+):
+    graph = load_graph_offline(
+        MLSTACK_WAREHOUSE=warehouse, MLSTACK_AIRBYTE=airbyte, **PLACEHOLDER_CREDENTIALS
     )
 
-    assert bigquery_graph["assets"] == duckdb_graph["assets"]
-    assert bigquery_graph["checks"] == duckdb_graph["checks"]
-    assert {"projects", "tags", "labeled_projects"} <= set(bigquery_graph["assets"])
-    assert (bigquery_graph["warehouse"], bigquery_graph["io_manager"]) == (
-        "BigQueryWarehouse",
-        "BigQueryPandasIOManager",
-    )
-    assert (duckdb_graph["warehouse"], duckdb_graph["io_manager"]) == (
-        "DuckDBWarehouse",
-        "WarehouseDuckDBIOManager",
-    )
+    assert graph["assets"] == default_graph["assets"]
+    assert graph["checks"] == default_graph["checks"]
+    assert {"projects", "tags", "labeled_projects", "ml_splits"} <= set(graph["assets"])
+    warehouse_class, io_manager_base = EXPECTED[warehouse]
+    assert graph["warehouse"] == warehouse_class
+    assert io_manager_base in graph["io_manager"]
+    assert graph["airbyte"] == EXPECTED[airbyte]
 
 
 def test_default_sources_are_pinned_to_the_lesson_era_commit():

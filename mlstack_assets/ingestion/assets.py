@@ -19,9 +19,7 @@ from dagster import (
     asset,
 )
 
-from mlstack_assets.ingestion.connector import CONNECTOR_NAME, CONNECTOR_VERSION
-from mlstack_assets.ingestion.embedded import sync_to_staging
-from mlstack_assets.ingestion.preflight import preflight
+from mlstack_assets.ingestion.loader import AirbyteLoader, SyncReport
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.quality.validation import Validation, validate_table
@@ -52,7 +50,7 @@ def build_source_file_spec(spec: SourceSpec) -> AssetSpec:
     )
 
 
-def published_metadata(spec: SourceSpec, warehouse: Warehouse, records: int) -> dict:
+def published_metadata(spec: SourceSpec, warehouse: Warehouse, sync: SyncReport) -> dict:
     columns = warehouse.table_columns(warehouse.dataset, spec.name) or []
     return {
         "dagster/row_count": warehouse.row_count(warehouse.dataset, spec.name),
@@ -61,9 +59,9 @@ def published_metadata(spec: SourceSpec, warehouse: Warehouse, records: int) -> 
         ),
         "dagster/table_name": f"{warehouse.dataset}.{spec.name}",
         "source_url": _url_metadata(spec),
-        "connector": f"airbyte/{CONNECTOR_NAME} {CONNECTOR_VERSION}",
-        "records_synced": records,
+        "records_synced": sync.records,
         "staging_table": f"{warehouse.staging_dataset}.{spec.name}",
+        **sync.metadata,
     }
 
 
@@ -90,7 +88,7 @@ def audit_failure(spec: SourceSpec, warehouse: Warehouse, validation: Validation
     )
 
 
-def build_raw_asset(spec: SourceSpec, settings: Settings, pool: str | None) -> AssetsDefinition:
+def build_raw_asset(spec: SourceSpec, settings: Settings) -> AssetsDefinition:
     """Write (sync into staging), audit (the GX suite, as blocking checks), publish."""
     suite = load_suite(spec.name)
     key = AssetKey(spec.name)
@@ -106,14 +104,13 @@ def build_raw_asset(spec: SourceSpec, settings: Settings, pool: str | None) -> A
         group_name=INGESTION_GROUP,
         kinds={"airbyte", settings.warehouse, "great_expectations"},
         owners=[OWNER],
-        pool=pool,
+        pool=settings.warehouse_pool,
         check_specs=suite.check_specs(key),
     )
-    def raw_asset(context: AssetExecutionContext, warehouse: Warehouse):
+    def raw_asset(context: AssetExecutionContext, airbyte: AirbyteLoader, warehouse: Warehouse):
         with warehouse.exclusive():
             try:
-                preflight(spec)
-                records = sync_to_staging(spec, warehouse, settings)
+                sync = airbyte.sync_to_staging(spec, warehouse, context.log)
             except SourceError as error:
                 raise Failure(
                     description=str(error),
@@ -121,7 +118,7 @@ def build_raw_asset(spec: SourceSpec, settings: Settings, pool: str | None) -> A
                     allow_retries=False,
                 ) from None
             staged = f"{warehouse.staging_dataset}.{spec.name}"
-            context.log.info(f"synced {records} records into {staged}; auditing")
+            context.log.info(f"synced {sync.records} records into {staged}; auditing")
             validation = validate_table(
                 warehouse, warehouse.staging_dataset, spec.name, suite, settings.data_docs_dir
             )
@@ -135,7 +132,7 @@ def build_raw_asset(spec: SourceSpec, settings: Settings, pool: str | None) -> A
                     )
             warehouse.publish(spec.name)
             yield MaterializeResult(
-                metadata=published_metadata(spec, warehouse, records),
+                metadata=published_metadata(spec, warehouse, sync),
                 check_results=validation.check_results(key),
             )
 

@@ -5,8 +5,20 @@ from __future__ import annotations
 from dagster import Definitions
 
 from mlstack_assets.ingestion.assets import build_raw_asset, build_source_file_spec
+from mlstack_assets.ingestion.loader import AirbyteLoader
 from mlstack_assets.ingestion.sources import source_specs
 from mlstack_assets.settings import Settings
+
+
+def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
+    """Embedded PyAirbyte by default; an Airbyte server or Cloud when MLSTACK_AIRBYTE says so."""
+    if settings.airbyte == "embedded":
+        from mlstack_assets.ingestion.embedded import EmbeddedAirbyte
+
+        return EmbeddedAirbyte(connector_dir=str(settings.connector_dir))
+    from mlstack_assets.ingestion.server import build_server_loader
+
+    return build_server_loader(settings)
 
 
 def build_ingestion_definitions(settings: Settings) -> Definitions:
@@ -14,6 +26,7 @@ def build_ingestion_definitions(settings: Settings) -> Definitions:
     return Definitions(
         assets=[
             *(build_source_file_spec(spec) for spec in specs),
-            *(build_raw_asset(spec, settings, settings.warehouse_pool) for spec in specs),
-        ]
+            *(build_raw_asset(spec, settings) for spec in specs),
+        ],
+        resources={"airbyte": build_airbyte_loader(settings)},
     )

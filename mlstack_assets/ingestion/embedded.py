@@ -6,8 +6,6 @@ the table. Full refresh | Overwrite: every sync replaces the staged table, keepi
 Airbyte's `_airbyte_*` columns.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import re
@@ -15,24 +13,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlstack_assets.ingestion.connector import CONNECTOR_NAME, ensure_connector
+from mlstack_assets.ingestion.connector import (
+    CONNECTOR_NAME,
+    CONNECTOR_VERSION,
+    ensure_connector,
+)
+from mlstack_assets.ingestion.loader import AirbyteLoader, SyncReport
+from mlstack_assets.ingestion.preflight import preflight
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
-from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
 
 
-def _configure_pyairbyte(settings: Settings) -> None:
+def _configure_pyairbyte(connector_dir: Path) -> None:
     """PyAirbyte reads these when first imported: stay offline, quiet, and inside `.mlstack/`."""
     os.environ.setdefault("AIRBYTE_OFFLINE_MODE", "1")  # no connector registry, no telemetry
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("NO_LIVE_PROGRESS", "1")
-    os.environ.setdefault("AIRBYTE_LOGGING_ROOT", str(settings.connector_dir / "logs"))
+    os.environ.setdefault("AIRBYTE_LOGGING_ROOT", str(connector_dir / "logs"))
 
 
-def _cache(warehouse: Warehouse, settings: Settings) -> Any:
+def _cache(warehouse: Warehouse, connector_dir: Path) -> Any:
     import airbyte as ab
 
-    cache_dir = settings.connector_dir / "cache"
+    cache_dir = connector_dir / "cache"
     if warehouse.kind == "bigquery":
         return ab.BigQueryCache(
             project_name=warehouse.project,  # type: ignore[attr-defined]
@@ -83,29 +86,38 @@ def connector_failure(log_file: Path | None, since_ms: float) -> str:
     return f"the Airbyte File source connector failed: {detail}"
 
 
-def sync_to_staging(spec: SourceSpec, warehouse: Warehouse, settings: Settings) -> int:
-    """Run one Full refresh | Overwrite sync into `<staging>.<source>`; return the record count."""
-    executable = ensure_connector(settings.connector_dir)
-    _configure_pyairbyte(settings)
-    import airbyte as ab
-    from airbyte.exceptions import PyAirbyteError
+class EmbeddedAirbyte(AirbyteLoader):
+    """The Airbyte File source connector, run in this process's machine by PyAirbyte."""
 
-    started_ms = time.time() * 1000
-    # PyAirbyte leaves an existing table alone when a sync reads no records: start empty,
-    # so a header-only source stages zero rows instead of yesterday's.
-    warehouse.drop_staged(spec.name)
-    cache = _cache(warehouse, settings)
-    try:
-        source = ab.get_source(
-            CONNECTOR_NAME,
-            config=spec.connector_config(),
-            local_executable=executable,
-            streams=[spec.name],
+    connector_dir: str
+
+    def sync_to_staging(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> SyncReport:
+        preflight(spec)
+        connector_dir = Path(self.connector_dir)
+        executable = ensure_connector(connector_dir)
+        _configure_pyairbyte(connector_dir)
+        import airbyte as ab
+        from airbyte.exceptions import PyAirbyteError
+
+        started_ms = time.time() * 1000
+        # PyAirbyte leaves an existing table alone when a sync reads no records: start empty,
+        # so a header-only source stages zero rows instead of yesterday's.
+        warehouse.drop_staged(spec.name)
+        cache = _cache(warehouse, connector_dir)
+        try:
+            source = ab.get_source(
+                CONNECTOR_NAME,
+                config=spec.connector_config(),
+                local_executable=executable,
+                streams=[spec.name],
+            )
+            result = source.read(cache=cache, force_full_refresh=True, write_strategy="replace")
+        except PyAirbyteError as error:
+            cause = connector_failure(getattr(error, "log_file", None), started_ms)
+            raise SourceError(spec, cause) from None
+        finally:
+            cache.close()  # release the DuckDB file before anyone else opens it
+        return SyncReport(
+            records=result.processed_records,
+            metadata={"connector": f"airbyte/{CONNECTOR_NAME} {CONNECTOR_VERSION} (PyAirbyte)"},
         )
-        result = source.read(cache=cache, force_full_refresh=True, write_strategy="replace")
-        return result.processed_records
-    except PyAirbyteError as error:
-        cause = connector_failure(getattr(error, "log_file", None), started_ms)
-        raise SourceError(spec, cause) from None
-    finally:
-        cache.close()  # release the DuckDB file before anyone else opens it
