@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, in_process_executor, multiprocess_executor
+import warnings
 
+from dagster import (
+    BetaWarning,
+    Definitions,
+    PreviewWarning,
+    in_process_executor,
+    multiprocess_executor,
+)
+
+from mlstack_assets.automation.definitions import build_automation_definitions
 from mlstack_assets.ingestion.definitions import build_ingestion_definitions
 from mlstack_assets.ml.definitions import build_ml_definitions
 from mlstack_assets.quality.definitions import build_quality_definitions
 from mlstack_assets.settings import Settings, load_settings
 from mlstack_assets.transform.definitions import build_transform_definitions
 from mlstack_assets.warehouse import build_warehouse_resources
+
+# mlstack uses beta dagster-airbyte / observable-source APIs on purpose; the warnings say
+# nothing a user of mlstack can act on, and they would greet every CLI call.
+warnings.filterwarnings("ignore", category=BetaWarning)
+warnings.filterwarnings("ignore", category=PreviewWarning)
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
@@ -22,6 +36,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         build_transform_definitions(settings),
         build_quality_definitions(settings),
         build_ml_definitions(settings),
+        build_automation_definitions(settings),
         Definitions(resources=build_warehouse_resources(settings), executor=executor),
     )
 

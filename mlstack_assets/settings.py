@@ -45,6 +45,9 @@ class Settings:
     airbyte_config_api_url: str
     airbyte_connection_ids: dict[str, str]
     airbyte_poll_interval: float
+    sensor_interval_seconds: int
+    source_sensor_on: bool
+    daily_cron: str
 
     @property
     def staging_dataset(self) -> str:
@@ -119,4 +122,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             for source in ("projects", "tags")
         },
         airbyte_poll_interval=float(env.get("MLSTACK_AIRBYTE_POLL_SECONDS", "").strip() or 10),
+        sensor_interval_seconds=int(env.get("MLSTACK_SENSOR_INTERVAL_SECONDS", "").strip() or 60),
+        source_sensor_on=_choice(env, "MLSTACK_SOURCE_SENSOR", "on", ("on", "off")) == "on",
+        daily_cron=env.get("MLSTACK_DAILY_CRON", "").strip() or "0 6 * * *",
     )

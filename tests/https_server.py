@@ -12,7 +12,7 @@ import ipaddress
 import ssl
 import threading
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -88,7 +88,12 @@ def _handler(server: HTTPSServer) -> type[BaseHTTPRequestHandler]:
             if route is None:
                 self.send_error(404, "Not Found")
                 return
-            if route.etag and self.headers.get("If-None-Match") == route.etag:
+            since = self.headers.get("If-Modified-Since")
+            if (route.etag and self.headers.get("If-None-Match") == route.etag) or (
+                route.last_modified is not None
+                and since
+                and parsedate_to_datetime(since).timestamp() >= int(route.last_modified)
+            ):
                 self.send_response(304)
                 self.end_headers()
                 return

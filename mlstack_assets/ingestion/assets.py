@@ -11,14 +11,18 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
+    DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
+    ObserveResult,
     TableColumn,
     TableSchema,
     asset,
+    multi_observable_source_asset,
 )
 
+from mlstack_assets.ingestion.fingerprint import fingerprint
 from mlstack_assets.ingestion.loader import AirbyteLoader, SyncReport
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
 from mlstack_assets.quality.suites import load_suite
@@ -38,16 +42,42 @@ def source_file_key(spec: SourceSpec) -> AssetKey:
     return AssetKey(f"{spec.name}_csv")
 
 
-def build_source_file_spec(spec: SourceSpec) -> AssetSpec:
-    """The CSV itself, outside Dagster's control: the first node of the lineage."""
-    return AssetSpec(
-        key=source_file_key(spec),
-        description=f"The {spec.name}.csv source file ({spec.env_var}).",
-        group_name=INGESTION_GROUP,
-        kinds={"csv"},
-        owners=[OWNER],
-        metadata={"url": _url_metadata(spec)},
+def build_source_file_asset(spec: SourceSpec) -> AssetsDefinition:
+    """The CSV itself, outside Dagster's control: the first node of the lineage.
+
+    Observing it records its fingerprint as the data version, so the UI shows when the
+    source last changed and that the raw asset is stale.
+    """
+    key = source_file_key(spec)
+
+    @multi_observable_source_asset(
+        name=f"observe_{key.path[-1]}",
+        specs=[
+            AssetSpec(
+                key=key,
+                description=(
+                    f"The {spec.name}.csv source file ({spec.env_var}); its data version is"
+                    " its fingerprint (ETag / Last-Modified / content hash)."
+                ),
+                group_name=INGESTION_GROUP,
+                kinds={"csv"},
+                owners=[OWNER],
+                metadata={"url": _url_metadata(spec)},
+            )
+        ],
     )
+    def observe_source_file():
+        try:
+            seen = fingerprint(spec)
+        except SourceError as error:
+            raise Failure(description=str(error), allow_retries=False) from None
+        yield ObserveResult(
+            asset_key=key,
+            data_version=DataVersion(seen.value),
+            metadata={"fingerprint": seen.value, "checked_by": seen.how},
+        )
+
+    return observe_source_file
 
 
 def published_metadata(spec: SourceSpec, warehouse: Warehouse, sync: SyncReport) -> dict:

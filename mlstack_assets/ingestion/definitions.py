@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from mlstack_assets.ingestion.assets import build_raw_asset, build_source_file_spec
+from mlstack_assets.ingestion.assets import build_raw_asset, build_source_file_asset
 from mlstack_assets.ingestion.loader import AirbyteLoader
 from mlstack_assets.ingestion.sources import source_specs
 from mlstack_assets.settings import Settings
@@ -25,7 +25,7 @@ def build_ingestion_definitions(settings: Settings) -> Definitions:
     specs = source_specs(settings)
     return Definitions(
         assets=[
-            *(build_source_file_spec(spec) for spec in specs),
+            *(build_source_file_asset(spec) for spec in specs),
             *(build_raw_asset(spec, settings) for spec in specs),
         ],
         resources={"airbyte": build_airbyte_loader(settings)},

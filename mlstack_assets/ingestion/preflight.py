@@ -17,11 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import requests
+from mlstack_assets.ingestion.sources import SourceError, SourceSpec, http_response, local_file
 
-from mlstack_assets.ingestion.sources import SourceError, SourceSpec
-
-HTTP_TIMEOUT_SECONDS = 30
 PREFLIGHT_BYTES = 64 * 1024
 
 
@@ -34,27 +31,14 @@ class Preflight:
 @contextmanager
 def open_source(spec: SourceSpec) -> Iterator[BinaryIO]:
     """A binary stream of the source, with access errors turned into `SourceError`."""
-    if spec.url.startswith("http://"):
-        raise SourceError(
-            spec, "the Airbyte File source reads web sources over HTTPS only; use an https:// URL"
-        )
     if not spec.is_remote:
-        path = spec.local_path
-        if not path.is_file():
-            raise SourceError(spec, f"file not found: {path}")
         try:
-            with path.open("rb") as stream:
+            with local_file(spec).open("rb") as stream:
                 yield stream
         except PermissionError as error:
             raise SourceError(spec, f"file not readable: {error}") from error
         return
-    try:
-        response = requests.get(spec.url, stream=True, timeout=HTTP_TIMEOUT_SECONDS)
-    except requests.RequestException as error:
-        raise SourceError(spec, f"unreachable: {type(error).__name__}: {error}") from error
-    with response:
-        if response.status_code != 200:
-            raise SourceError(spec, f"HTTP {response.status_code} {response.reason}")
+    with http_response(spec) as response:
         response.raw.decode_content = True
         yield response.raw
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import requests
+
 from mlstack_assets.settings import Settings
+
+HTTP_TIMEOUT_SECONDS = 30
 
 # Columns each source must deliver; the GX suites check the same lists.
 SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -59,3 +65,32 @@ class SourceSpec:
 
 def source_specs(settings: Settings) -> list[SourceSpec]:
     return [SourceSpec(name=name, url=url) for name, url in settings.source_urls.items()]
+
+
+def local_file(spec: SourceSpec) -> Path:
+    """The source's file, or `SourceError` when there is none."""
+    path = spec.local_path
+    if not path.is_file():
+        raise SourceError(spec, f"file not found: {path}")
+    return path
+
+
+@contextmanager
+def http_response(
+    spec: SourceSpec, headers: Mapping[str, str] | None = None, accept: tuple[int, ...] = (200,)
+) -> Iterator[requests.Response]:
+    """A streamed GET of a web source; unreachable hosts and bad statuses become `SourceError`."""
+    if spec.url.startswith("http://"):
+        raise SourceError(
+            spec, "the Airbyte File source reads web sources over HTTPS only; use an https:// URL"
+        )
+    try:
+        response = requests.get(
+            spec.url, headers=dict(headers or {}), stream=True, timeout=HTTP_TIMEOUT_SECONDS
+        )
+    except requests.RequestException as error:
+        raise SourceError(spec, f"unreachable: {type(error).__name__}: {error}") from error
+    with response:
+        if response.status_code not in accept:
+            raise SourceError(spec, f"HTTP {response.status_code} {response.reason}")
+        yield response

@@ -9,6 +9,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    AutomationCondition,
     Config,
     MetadataValue,
     Output,
@@ -67,8 +68,9 @@ def _counts_table(counts: list[tuple[str, str, int]]) -> MetadataValue:
 def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
     kinds = {"python", settings.warehouse}
     pool = settings.warehouse_pool
+    eager = AutomationCondition.eager()
 
-    @asset(group_name=ML_GROUP, kinds=kinds, owners=[OWNER], pool=pool)
+    @asset(group_name=ML_GROUP, kinds=kinds, owners=[OWNER], pool=pool, automation_condition=eager)
     def ml_dataset(
         context: AssetExecutionContext, labeled_projects: WarehouseTable, warehouse: Warehouse
     ) -> Output[WarehouseQuery]:
@@ -96,7 +98,7 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
             },
         )
 
-    @asset(group_name=ML_GROUP, kinds=kinds, owners=[OWNER], pool=pool)
+    @asset(group_name=ML_GROUP, kinds=kinds, owners=[OWNER], pool=pool, automation_condition=eager)
     def ml_splits(
         context: AssetExecutionContext,
         config: SplitConfig,
@@ -129,7 +131,13 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
             },
         )
 
-    @asset(group_name=ML_GROUP, kinds={"pandas", settings.warehouse}, owners=[OWNER], pool=pool)
+    @asset(
+        group_name=ML_GROUP,
+        kinds={"pandas", settings.warehouse},
+        owners=[OWNER],
+        pool=pool,
+        automation_condition=eager,
+    )
     def tag_distribution(
         context: AssetExecutionContext, ml_splits: WarehouseTable, warehouse: Warehouse
     ) -> pd.DataFrame:

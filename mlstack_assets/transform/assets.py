@@ -13,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     AssetSpec,
+    AutomationCondition,
     Output,
     TableColumn,
     TableSchema,
@@ -40,7 +41,12 @@ class MlstackDbtTranslator(DagsterDbtTranslator):
         spec = super().get_asset_spec(manifest, unique_id, project)
         if unique_id.startswith("source."):
             return spec  # sources are the raw assets, defined by the ingestion area
-        return spec.replace_attributes(group_name=TRANSFORM_GROUP, owners=[OWNER])
+        return spec.replace_attributes(
+            group_name=TRANSFORM_GROUP,
+            owners=[OWNER],
+            # a raw asset materialized by hand brings its dbt dependents up to date
+            automation_condition=AutomationCondition.eager(),
+        )
 
 
 def with_table_metadata(event: Any, manifest: Mapping[str, Any], warehouse: Warehouse) -> Any:
