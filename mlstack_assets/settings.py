@@ -59,6 +59,11 @@ class Settings:
         return {"projects": self.projects_url, "tags": self.tags_url}
 
     @property
+    def dbt_database(self) -> str:
+        """What dbt calls the database: the DuckDB file's stem, or the BigQuery project."""
+        return self.duckdb_path.stem if self.warehouse == "duckdb" else self.bigquery_project
+
+    @property
     def warehouse_pool(self) -> str | None:
         """Dagster concurrency pool of the steps that touch a DuckDB file (one writer at a time)."""
         return "duckdb_warehouse" if self.warehouse == "duckdb" else None

@@ -56,8 +56,8 @@ def build_source_file_asset(spec: SourceSpec) -> AssetsDefinition:
             AssetSpec(
                 key=key,
                 description=(
-                    f"The {spec.name}.csv source file ({spec.env_var}); its data version is"
-                    " its fingerprint (ETag / Last-Modified / content hash)."
+                    f"Source: the {spec.name}.csv file ({spec.env_var}), outside Dagster; its"
+                    " data version is its fingerprint (ETag / Last-Modified / content hash)."
                 ),
                 group_name=INGESTION_GROUP,
                 kinds={"csv"},
@@ -127,9 +127,10 @@ def build_raw_asset(spec: SourceSpec, settings: Settings) -> AssetsDefinition:
         key=key,
         deps=[source_file_key(spec)],
         description=(
-            f"Raw {spec.name}: the Airbyte File source syncs {spec.name}.csv into staging"
-            " (Full refresh | Overwrite); the Great Expectations suite audits it there, and only"
-            f" then is it published to {settings.dataset}.{spec.name} atomically."
+            f"Extract-load, then validate: the Airbyte File source syncs {spec.name}.csv into"
+            f" {settings.staging_dataset}.{spec.name} (Full refresh | Overwrite); its Great"
+            " Expectations suite audits it there, and only then is it published to"
+            f" {settings.dataset}.{spec.name}, atomically."
         ),
         group_name=INGESTION_GROUP,
         kinds={"airbyte", settings.warehouse, "great_expectations"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, with_source_code_references
 
 from mlstack_assets.ingestion.assets import build_raw_asset, build_source_file_asset
 from mlstack_assets.ingestion.loader import AirbyteLoader
@@ -24,9 +24,11 @@ def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
 def build_ingestion_definitions(settings: Settings) -> Definitions:
     specs = source_specs(settings)
     return Definitions(
-        assets=[
-            *(build_source_file_asset(spec) for spec in specs),
-            *(build_raw_asset(spec, settings) for spec in specs),
-        ],
+        assets=with_source_code_references(
+            [
+                *(build_source_file_asset(spec) for spec in specs),
+                *(build_raw_asset(spec, settings) for spec in specs),
+            ]
+        ),
         resources={"airbyte": build_airbyte_loader(settings)},
     )

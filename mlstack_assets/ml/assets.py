@@ -74,7 +74,7 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
     def ml_dataset(
         context: AssetExecutionContext, labeled_projects: WarehouseTable, warehouse: Warehouse
     ) -> Output[WarehouseQuery]:
-        """One row per project: id, created_on, text (title + description), tag.
+        """ML: one row per project (id, created_on, text = title + description, tag).
 
         Rows with an unknown tag or no text are left out and counted in the metadata.
         """
@@ -105,7 +105,7 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
         ml_dataset: WarehouseTable,
         warehouse: Warehouse,
     ) -> Output[WarehouseQuery]:
-        """ml_dataset with a `split` column: train / validation / test, stratified by tag."""
+        """ML: ml_dataset with a `split` column (train / validation / test), stratified by tag."""
         sql = ml_splits_sql(
             ml_dataset.sql_name,
             warehouse.kind,
@@ -141,7 +141,7 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
     def tag_distribution(
         context: AssetExecutionContext, ml_splits: WarehouseTable, warehouse: Warehouse
     ) -> pd.DataFrame:
-        """Projects per tag and split, as a table and a bar chart (shown in the metadata)."""
+        """ML: projects per tag and split, as a table and a bar chart (in the metadata)."""
         with warehouse.exclusive():
             counts = warehouse.query(split_counts_sql(ml_splits.sql_name))
         table = plot.distribution_table(counts)
@@ -152,6 +152,9 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
                 "plot": MetadataValue.md(plot.markdown_image(path)),
                 "plot_path": MetadataValue.path(str(path)),
                 "counts": MetadataValue.md(plot.markdown_table(table)),
+                "dagster/column_schema": TableSchema(
+                    columns=[TableColumn(name, str(dtype)) for name, dtype in table.dtypes.items()]
+                ),
             }
         )
         return table

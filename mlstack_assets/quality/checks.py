@@ -20,7 +20,10 @@ def build_labeled_projects_checks(settings: Settings) -> AssetChecksDefinition:
     @multi_asset_check(
         specs=suite.check_specs(LABELED_PROJECTS),
         name="labeled_projects_suite",
-        description="The labeled_projects Great Expectations suite, validated in the warehouse.",
+        description=(
+            "Validate: the labeled_projects Great Expectations suite, run in the warehouse;"
+            " its blocking checks hold back the ML assets."
+        ),
         pool=settings.warehouse_pool,
     )
     def labeled_projects_suite(context: AssetCheckExecutionContext, warehouse: Warehouse):

@@ -6,6 +6,7 @@ translator honours, so `projects` and `tags` (the Airbyte-backed raw assets) are
 upstream of the staging models in the lineage.
 """
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,13 +15,13 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     AutomationCondition,
+    MetadataValue,
     Output,
-    TableColumn,
-    TableSchema,
 )
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
     DbtCliResource,
     DbtProject,
     dbt_assets,
@@ -29,6 +30,7 @@ from dagster_dbt import (
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
+GX_SUITE_META = "great_expectations_suite"  # dbt `meta` naming the GX suite that checks a model
 OWNER = "team:mlstack"
 
 
@@ -41,33 +43,46 @@ class MlstackDbtTranslator(DagsterDbtTranslator):
         spec = super().get_asset_spec(manifest, unique_id, project)
         if unique_id.startswith("source."):
             return spec  # sources are the raw assets, defined by the ingestion area
-        return spec.replace_attributes(
+        spec = spec.replace_attributes(
             group_name=TRANSFORM_GROUP,
             owners=[OWNER],
             # a raw asset materialized by hand brings its dbt dependents up to date
             automation_condition=AutomationCondition.eager(),
         )
+        if GX_SUITE_META in manifest["nodes"][unique_id].get("config", {}).get("meta", {}):
+            spec = spec.merge_attributes(kinds={"great_expectations"})
+        return spec
 
 
-def with_table_metadata(event: Any, manifest: Mapping[str, Any], warehouse: Warehouse) -> Any:
-    """Add row count, column schema and table name to a dbt model's materialization."""
+def close_in_process_dbt_duckdb() -> None:
+    """Close the DuckDB file that dagster-dbt's in-process adapter opened for metadata.
+
+    dbt-duckdb keeps one connection per process open; left open, the next step of this run
+    could not open the file with Dagster's own (differently configured) connection.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with contextlib.suppress(Exception):  # no environment: nothing was opened
+        DuckDBConnectionManager.env().close()
+    DuckDBConnectionManager.close_all_connections()
+
+
+def with_compiled_sql(event: Any, invocation: DbtCliInvocation) -> Any:
+    """Attach the SQL dbt actually ran for a model (what the warehouse executed)."""
     if not isinstance(event, Output):
         return event
     unique_id = event.metadata.get("unique_id")
-    node = manifest["nodes"].get(unique_id.value if unique_id else "", {})
+    node = invocation.manifest["nodes"].get(unique_id.value if unique_id else "", {})
     if node.get("resource_type") != "model":
         return event
-    schema, table = node["schema"], node.get("alias") or node["name"]
-    columns = warehouse.table_columns(schema, table) or []
+    compiled = invocation.target_path.joinpath(
+        "compiled", node["package_name"], node["original_file_path"]
+    )
+    if not compiled.exists():
+        return event
+    sql = compiled.read_text().strip()
     return event.with_metadata(
-        {
-            **event.metadata,
-            "dagster/row_count": warehouse.row_count(schema, table),
-            "dagster/column_schema": TableSchema(
-                columns=[TableColumn(name=name, type=dtype) for name, dtype in columns]
-            ),
-            "dagster/table_name": f"{schema}.{table}",
-        }
+        {**event.metadata, "compiled_sql": MetadataValue.md(f"```sql\n{sql}\n```")}
     )
 
 
@@ -87,17 +102,14 @@ def build_dbt_assets(project: DbtProject, pool: str | None) -> AssetsDefinition:
         """`dbt build`: staging views, then labeled_projects, then its schema tests."""
         with warehouse.exclusive():
             invocation = dbt.cli(["build"], context=context)
-            # Buffer until dbt exits: on DuckDB, dbt holds the file while it runs, so the
-            # tables can only be inspected afterwards (dagster-dbt's own fetch_row_counts
-            # queries in parallel with dbt and fails on the file lock).
-            events, error = [], None
+            # Row counts, column schemas and column-level lineage come from the dbt adapter
+            # (on DuckDB, dagster-dbt waits for dbt to exit and release the file first).
+            events = invocation.stream().fetch_row_counts().fetch_column_metadata()
             try:
-                events.extend(invocation.stream())
-            except Exception as exc:  # re-raised below, after what dbt did finish is reported
-                error = exc
-            for event in events:
-                yield with_table_metadata(event, invocation.manifest, warehouse)
-            if error is not None:
-                raise error
+                for event in events:
+                    yield with_compiled_sql(event, invocation)
+            finally:
+                if warehouse.kind == "duckdb":
+                    close_in_process_dbt_duckdb()
 
     return dbt_models

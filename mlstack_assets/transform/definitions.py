@@ -11,7 +11,7 @@ from mlstack_assets.transform.project import dbt_project
 
 
 def build_transform_definitions(settings: Settings) -> Definitions:
-    project = dbt_project(settings.warehouse)
+    project = dbt_project(settings.warehouse, settings.dbt_database)
     return Definitions(
         assets=[build_dbt_assets(project, settings.warehouse_pool)],
         resources={"dbt": DbtCliResource(project_dir=project)},

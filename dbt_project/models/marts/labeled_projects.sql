@@ -1,16 +1,20 @@
 -- The lesson's query: every project with its tag (projects LEFT JOIN tags on id).
+-- Columns are listed, not `*`: schema drift upstream cannot add columns silently, and
+-- Dagster can trace each column back to its source (column-level lineage).
 
 with
 
 projects as (
 
-    select * from {{ ref('stg_mlops_course__projects') }}
+    select id, created_on, title, description
+    from {{ ref('stg_mlops_course__projects') }}
 
 ),
 
 tags as (
 
-    select * from {{ ref('stg_mlops_course__tags') }}
+    select id, tag
+    from {{ ref('stg_mlops_course__tags') }}
 
 ),
 
@@ -28,4 +32,4 @@ final as (
 
 )
 
-select * from final
+select id, created_on, title, description, tag from final

@@ -2,7 +2,8 @@ with
 
 source as (
 
-    select * from {{ source('mlops_course', 'projects') }}
+    select id, created_on, title, description
+    from {{ source('mlops_course', 'projects') }}
 
 ),
 
@@ -18,4 +19,4 @@ renamed as (
 
 )
 
-select * from renamed
+select id, created_on, title, description from renamed

@@ -2,7 +2,8 @@ with
 
 source as (
 
-    select * from {{ source('mlops_course', 'tags') }}
+    select id, tag
+    from {{ source('mlops_course', 'tags') }}
 
 ),
 
@@ -16,4 +17,4 @@ renamed as (
 
 )
 
-select * from renamed
+select id, tag from renamed

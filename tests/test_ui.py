@@ -1,0 +1,288 @@
+"""The Dagster UI as users meet it: a real `dagster dev` on loopback, GraphQL and a browser.
+
+One `dagster dev` (webserver + daemon) serves both tests, on a temporary DAGSTER_HOME and
+DuckDB file, with the fixture sources. The browser test drives Debian's Chromium with
+Playwright (`make test` installs Chromium); it is skipped only when no Chromium exists.
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import REPO_ROOT
+from tests.fixture_data import PROJECTS, write_projects, write_tags
+
+pytestmark = pytest.mark.slow
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class DagsterDev:
+    url: str
+    home: Path
+    log: Path
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        response = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    """`make dev`'s command on a free loopback port; stopped, with its children, at the end."""
+    root = tmp_path_factory.mktemp("ui")
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    port = free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "MLSTACK_DUCKDB_PATH": str(root / "warehouse.duckdb"),
+        "MLSTACK_WAREHOUSE": "duckdb",
+        "MLSTACK_AIRBYTE": "embedded",
+        "MLSTACK_PROJECTS_URL": str(write_projects(root / "src" / "projects.csv")),
+        "MLSTACK_TAGS_URL": str(write_tags(root / "src" / "tags.csv")),
+        "MLSTACK_SOURCE_SENSOR": "off",  # the test clicks "Materialize all" itself
+    }
+    log = root / "dagster_dev.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = DagsterDev(url=f"http://127.0.0.1:{port}", home=home, log=log)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert process.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, (
+                "dagster dev did not come up\n" + log.read_text()[-4000:]
+            )
+            try:
+                loaded = server.graphql(
+                    "{ workspaceOrError { ... on Workspace { locationEntries {"
+                    " loadStatus locationOrLoadError { __typename } } } } }"
+                )
+                entries = loaded["workspaceOrError"]["locationEntries"]
+                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                    assert (
+                        entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                    ), log.read_text()[-4000:]
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        yield server
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+ASSET_NODES = """
+{ assetNodes {
+    assetKey { path }
+    dependencyKeys { path }
+    groupName
+    kinds
+    description
+    owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+    metadataEntries { label }
+    assetChecksOrError { ... on AssetChecks { checks { name blocking description } } }
+} }
+"""
+
+
+def test_graphql_shows_the_lineage_groups_and_checks(dagster_dev: DagsterDev):
+    nodes = {
+        "/".join(n["assetKey"]["path"]): n for n in dagster_dev.graphql(ASSET_NODES)["assetNodes"]
+    }
+
+    edges = {("/".join(d["path"]), key) for key, n in nodes.items() for d in n["dependencyKeys"]}
+    assert {
+        ("projects_csv", "projects"),
+        ("tags_csv", "tags"),
+        ("projects", "stg_mlops_course__projects"),
+        ("tags", "stg_mlops_course__tags"),
+        ("stg_mlops_course__projects", "labeled_projects"),
+        ("stg_mlops_course__tags", "labeled_projects"),
+        ("labeled_projects", "ml_dataset"),
+        ("ml_dataset", "ml_splits"),
+        ("ml_splits", "tag_distribution"),
+    } <= edges
+    groups = {key: n["groupName"] for key, n in nodes.items()}
+    assert groups["projects"] == groups["tags_csv"] == "ingestion"
+    assert groups["labeled_projects"] == "transform"
+    assert groups["ml_splits"] == "ml"
+    assert {"airbyte", "duckdb", "great_expectations"} <= set(nodes["projects"]["kinds"])
+    assert {"dbt", "duckdb", "great_expectations"} <= set(nodes["labeled_projects"]["kinds"])
+    assert "pandas" in nodes["tag_distribution"]["kinds"]
+    for key, node in nodes.items():
+        assert node["description"], key
+        assert node["owners"] == [{"team": "mlstack"}], key
+        if key not in ("projects_csv", "tags_csv"):
+            labels = {entry["label"] for entry in node["metadataEntries"]}
+            assert "dagster/code_references" in labels, key
+    checks = {
+        key: {c["name"]: c for c in n["assetChecksOrError"]["checks"]} for key, n in nodes.items()
+    }
+    assert {"id_is_unique", "title_description_are_unique", "row_count_is_positive"} <= set(
+        checks["projects"]
+    )
+    assert {"id_is_unique", "tag_is_known"} <= set(checks["tags"])
+    assert {"tag_is_not_null", "unique_labeled_projects_id"} <= set(checks["labeled_projects"])
+    assert checks["tags"]["id_is_unique"]["blocking"]
+    assert not checks["tags"]["tag_is_known"]["blocking"]
+    assert "expect_column_values_to_be_unique" in checks["tags"]["id_is_unique"]["description"]
+
+
+RUNS = """
+{ runsOrError(limit: 5) { ... on Runs { results { runId status } } } }
+"""
+LATEST = """
+query ($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+    assetMaterializations(limit: 1) {
+        metadataEntries { label ... on IntMetadataEntry { intValue } }
+    }
+    assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization {
+        status evaluation { success } } } } }
+} } }
+"""
+
+
+def open_asset_graph(browser, url: str):
+    """The global lineage in a fresh browser context: navigation and group list hidden, every
+    group expanded, zoomed in until each asset shows its status, checks and kinds (this is
+    the README's screenshot). Returns the page."""
+    page = browser.new_context(viewport={"width": 1920, "height": 1000}).new_page()
+    page.goto(f"{url}/asset-groups", wait_until="networkidle")
+    with contextlib.suppress(Exception):  # Dagster's first-visit newsletter dialog
+        page.get_by_role("button", name="Skip").click(timeout=5_000)
+    page.get_by_role("button", name="Hide navigation").click()
+    page.get_by_role("button", name="panel_show_right", exact=True).click()
+    page.get_by_role("button", name="settings", exact=True).last.click()
+    expand = page.get_by_role("menuitem", name="Expand all groups")
+    if expand.count():
+        expand.click()
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(1_000)
+    for _ in range(5):  # zoom in until the nodes show their details
+        if page.get_by_text("Latest event").count():
+            break
+        page.get_by_role("button", name="zoom_in").click()
+        page.wait_for_timeout(800)
+    return page
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_materialize_all_from_the_browser(dagster_dev: DagsterDev):
+    if chromium() is None:
+        pytest.skip("no Chromium on this machine (`make test` installs Debian's chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1920, "height": 1000})
+        try:
+            page = open_asset_graph(browser, dagster_dev.url)
+            for name in ("projects", "tags", "labeled_projects", "ml_splits"):
+                expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
+            page.screenshot(path=ARTIFACTS / "asset_graph_before.png")
+
+            page.get_by_role("button", name="Materialize all").click()
+            expect(page.get_by_text("Launched run")).to_be_visible(timeout=60_000)
+            deadline = time.monotonic() + 420
+            while True:
+                runs = dagster_dev.graphql(RUNS)["runsOrError"]["results"]
+                if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                    break
+                assert time.monotonic() < deadline, f"run did not finish: {runs}"
+                time.sleep(2)
+            assert runs[0]["status"] == "SUCCESS", dagster_dev.log.read_text()[-4000:]
+
+            page = open_asset_graph(browser, dagster_dev.url)
+            expect(page.get_by_text("Materialized").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("20 / 20 Passed")).to_be_visible()  # labeled_projects
+            page.screenshot(path=ARTIFACTS / "asset_graph.png")
+
+            page.goto(f"{dagster_dev.url}/assets/labeled_projects", wait_until="networkidle")
+            expect(page.get_by_text("Row count").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(str(len(PROJECTS)), exact=True).first).to_be_visible()
+            page.screenshot(path=ARTIFACTS / "labeled_projects.png", full_page=True)
+            page.goto(
+                f"{dagster_dev.url}/assets/labeled_projects?view=checks", wait_until="networkidle"
+            )
+            expect(page.get_by_text("title_description_are_unique").first).to_be_visible(
+                timeout=60_000
+            )
+            expect(page.get_by_text("Succeeded").first).to_be_visible()
+            expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
+            page.screenshot(path=ARTIFACTS / "labeled_projects_checks.png", full_page=True)
+        except Exception:
+            page.screenshot(path=ARTIFACTS / "failure.png", full_page=True)
+            raise
+        finally:
+            browser.close()
+
+    latest = dagster_dev.graphql(LATEST, {"key": {"path": ["labeled_projects"]}})[
+        "assetNodeOrError"
+    ]
+    [materialization] = latest["assetMaterializations"]
+    rows = {e["label"]: e.get("intValue") for e in materialization["metadataEntries"]}
+    assert rows["dagster/row_count"] == len(PROJECTS)
+    checks = latest["assetChecksOrError"]["checks"]
+    assert checks and all(
+        c["executionForLatestMaterialization"]["evaluation"]["success"] for c in checks
+    )
