@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.mlstack/dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: setup run test dev airbyte-setup browser lint lock clean
+.PHONY: setup run test dev bench airbyte-setup browser lint lock clean
 
 $(INSTALLED): pyproject.toml setup.py requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ browser:
 
 dev: setup
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+# Sizes: BENCH_SIZES=1000,100000,1000000 make bench (1M takes about ten minutes here).
+BENCH_SIZES ?= 1000,100000
+bench: setup
+	$(BIN)/python -m benchmarks.run --sizes $(BENCH_SIZES)
 
 # Airbyte server or Cloud: create/update the lesson's sources, destination and connections.
 airbyte-setup: $(INSTALLED)

@@ -313,3 +313,17 @@ def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
     assert published_stack.query("select count(*) from mlops_course.labeled_projects") == [
         (len(PROJECTS),)
     ]
+
+
+def test_data_docs_keep_the_newest_validations_of_each_suite(tmp_path: Path):
+    from mlstack_assets.quality.data_docs import prune_history
+
+    for minute in range(5):
+        page = tmp_path / "validations" / "tags" / "__none__" / f"20261121T00{minute}000.0Z"
+        page.mkdir(parents=True)
+        (page / "warehouse-tags.html").write_text("<html/>")
+
+    prune_history(tmp_path, keep=2)
+
+    kept = sorted(p.name for p in (tmp_path / "validations" / "tags" / "__none__").iterdir())
+    assert kept == ["20261121T003000.0Z", "20261121T004000.0Z"]

@@ -6,6 +6,8 @@ its Great Expectations suite (one asset check per expectation), and publishes it
 never touches the published table, and nothing downstream runs.
 """
 
+import time
+
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -139,6 +141,8 @@ def build_raw_asset(spec: SourceSpec, settings: Settings) -> AssetsDefinition:
         check_specs=suite.check_specs(key),
     )
     def raw_asset(context: AssetExecutionContext, airbyte: AirbyteLoader, warehouse: Warehouse):
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
         with warehouse.exclusive():
             try:
                 sync = airbyte.sync_to_staging(spec, warehouse, context.log)
@@ -148,11 +152,13 @@ def build_raw_asset(spec: SourceSpec, settings: Settings) -> AssetsDefinition:
                     metadata={"source": spec.name, "source_url": _url_metadata(spec)},
                     allow_retries=False,
                 ) from None
+            seconds["extract_load"] = time.perf_counter() - started
             staged = f"{warehouse.staging_dataset}.{spec.name}"
             context.log.info(f"synced {sync.records} records into {staged}; auditing")
             validation = validate_table(
                 warehouse, warehouse.staging_dataset, spec.name, suite, settings.data_docs_dir
             )
+            seconds["audit"] = time.perf_counter() - started - seconds["extract_load"]
             if validation.blocking_failures:
                 yield from validation.check_results(key)
                 raise audit_failure(spec, warehouse, validation)
@@ -162,8 +168,12 @@ def build_raw_asset(spec: SourceSpec, settings: Settings) -> AssetsDefinition:
                         f"{spec.name}: {outcome.expectation.check_name}: {outcome.warning}"
                     )
             warehouse.publish(spec.name)
+            seconds["publish"] = time.perf_counter() - started - sum(seconds.values())
             yield MaterializeResult(
-                metadata=published_metadata(spec, warehouse, sync),
+                metadata={
+                    **published_metadata(spec, warehouse, sync),
+                    "seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
+                },
                 check_results=validation.check_results(key),
             )
 

@@ -14,7 +14,6 @@ from dagster import (
     MetadataValue,
     Output,
     TableColumn,
-    TableRecord,
     TableSchema,
     asset,
 )
@@ -50,19 +49,6 @@ class SplitConfig(Config):
         if self.validation_fraction + self.test_fraction >= 1:
             raise ValueError("validation_fraction + test_fraction must be below 1")
         return self
-
-
-def _counts_table(counts: list[tuple[str, str, int]]) -> MetadataValue:
-    return MetadataValue.table(
-        records=[TableRecord({"split": s, "tag": t, "rows": int(n)}) for s, t, n in counts],
-        schema=TableSchema(
-            columns=[
-                TableColumn("split", "string"),
-                TableColumn("tag", "string"),
-                TableColumn("rows", "int"),
-            ]
-        ),
-    )
 
 
 def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
@@ -113,10 +99,9 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
             config.validation_fraction,
             config.test_fraction,
         )
-        with warehouse.exclusive():
-            counts = warehouse.query(split_counts_sql(f"({sql}) as splits"))
         return Output(
-            WarehouseQuery(sql),
+            # the IO manager counts the built table's rows per split and tag
+            WarehouseQuery(sql, count_by=("split", "tag")),
             metadata={
                 "seed": config.seed,
                 "fractions": MetadataValue.json(
@@ -126,7 +111,6 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
                         "test": config.test_fraction,
                     }
                 ),
-                "rows_per_split_and_tag": _counts_table(counts),
                 "sql": MetadataValue.md(f"```sql\n{sql}\n```"),
             },
         )

@@ -14,6 +14,7 @@ class Dialect:
     collapse_whitespace: str  # format with {expr}
     md5_hex: str  # format with {expr}
     string_type: str
+    whitespace: str  # a string literal of RE2's `\s`: space, \t, \n, \f, \r
 
 
 _DIALECTS = {
@@ -21,11 +22,13 @@ _DIALECTS = {
         collapse_whitespace="regexp_replace({expr}, '\\s+', ' ', 'g')",
         md5_hex="md5({expr})",
         string_type="varchar",
+        whitespace="E' \\t\\n\\f\\r'",
     ),
     "bigquery": Dialect(
         collapse_whitespace="regexp_replace({expr}, r'\\s+', ' ')",
         md5_hex="to_hex(md5({expr}))",
         string_type="string",
+        whitespace="' \\t\\n\\f\\r'",
     ),
 }
 
@@ -39,6 +42,13 @@ def _text(dialect: Dialect) -> str:
     return f"trim({dialect.collapse_whitespace.format(expr=joined)})"
 
 
+def _blank(dialect: Dialect) -> str:
+    """No text at all: only what RE2's `\\s` matches is left (checked with a plain trim,
+    which is cheaper than running the regex on every row)."""
+    joined = "coalesce(title, '') || coalesce(description, '')"
+    return f"trim({joined}, {dialect.whitespace}) = ''"
+
+
 def _known(tags: Sequence[str]) -> str:
     return f"tag in ({', '.join(_literal(tag) for tag in tags)})"
 
@@ -46,16 +56,9 @@ def _known(tags: Sequence[str]) -> str:
 def ml_dataset_sql(source: str, warehouse: str, known_tags: Sequence[str]) -> str:
     """One row per project: id, created_on, text (title + description, spaces collapsed), tag."""
     dialect = _DIALECTS[warehouse]
-    return f"""with
-
-labeled as (
-    select id, created_on, {_text(dialect)} as text, tag
-    from {source}
-)
-
-select id, created_on, text, tag
-from labeled
-where {_known(known_tags)} and text <> ''"""
+    return f"""select id, created_on, {_text(dialect)} as text, tag
+from {source}
+where {_known(known_tags)} and not ({_blank(dialect)})"""
 
 
 def exclusions_sql(source: str, warehouse: str, known_tags: Sequence[str]) -> str:
@@ -64,7 +67,7 @@ def exclusions_sql(source: str, warehouse: str, known_tags: Sequence[str]) -> st
     return f"""select
     count(*) as labeled_rows,
     count(case when tag is null or not ({_known(known_tags)}) then 1 end) as unknown_or_missing_tag,
-    count(case when {_known(known_tags)} and {_text(dialect)} = '' then 1 end) as empty_text
+    count(case when {_known(known_tags)} and {_blank(dialect)} then 1 end) as empty_text
 from {source}"""
 
 

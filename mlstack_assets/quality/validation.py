@@ -191,6 +191,8 @@ def validate_table(
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
+    from mlstack_assets.quality.data_docs import prune_history
+
     context = gx.get_context(mode="ephemeral")
     context.add_data_docs_site(
         "mlstack",
@@ -207,6 +209,7 @@ def validate_table(
         },
     )
     context.delete_data_docs_site("local_site")
+    prune_history(data_docs_dir)
     columns = {name for name, _ in warehouse.table_columns(schema, table) or []}
     datasource = _datasource(context, warehouse, schema)
     try:

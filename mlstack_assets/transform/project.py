@@ -22,11 +22,12 @@ def _put_venv_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
 
 
-def _manifest_database(manifest_path: Path) -> str | None:
-    nodes = json.loads(manifest_path.read_text()).get("nodes", {}).values()
-    return next(
-        (node.get("database") for node in nodes if node.get("resource_type") == "model"), None
-    )
+def _parsed_for(manifest_path: Path) -> tuple[str | None, str | None]:
+    """(adapter, database) the manifest was parsed for."""
+    manifest = json.loads(manifest_path.read_text())
+    nodes = manifest.get("nodes", {}).values()
+    database = next((n.get("database") for n in nodes if n.get("resource_type") == "model"), None)
+    return manifest.get("metadata", {}).get("adapter_type"), database
 
 
 @cache
@@ -35,17 +36,18 @@ def dbt_project(target: str, database: str) -> DbtProject:
 
     `dagster dev` re-parses on every load (dagster-dbt's `prepare_if_dev`); other entry
     points (CLI, tests) parse when the manifest is missing or was parsed for another
-    database (DuckDB names it after the file, BigQuery after the project), so a fresh
-    clone or a new MLSTACK_DUCKDB_PATH works without a separate build step.
+    target or database (DuckDB names it after the file, BigQuery after the project), so a
+    fresh clone, a new MLSTACK_DUCKDB_PATH or a switch to BigQuery needs no build step.
+    The manifest stays in dbt's default `target/`, where dagster-dbt finds dbt's partial
+    parse file and hands it to every `dbt build` (saving a full parse per run).
     """
     _put_venv_on_path()
-    project = DbtProject(
-        project_dir=DBT_PROJECT_DIR,
-        target=target,
-        target_path=Path("target", target),
-    )
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=target)
     project.prepare_if_dev()
-    if not project.manifest_path.exists() or _manifest_database(project.manifest_path) != database:
+    if not project.manifest_path.exists() or _parsed_for(project.manifest_path) != (
+        target,
+        database,
+    ):
         project.preparer.prepare(project)
     return project
 

@@ -10,7 +10,14 @@ same IO managers still store and load pandas DataFrames.
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import InputContext, OutputContext, TableColumn, TableSchema
+from dagster import (
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 
 
@@ -28,9 +35,14 @@ class WarehouseTable:
 
 @dataclass(frozen=True)
 class WarehouseQuery:
-    """A SELECT that the IO manager materializes as the asset's table."""
+    """A SELECT that the IO manager materializes as the asset's table.
+
+    `count_by` names columns to count the built table's rows by, for the metadata (one
+    GROUP BY on the table, instead of computing the query a second time).
+    """
 
     sql: str
+    count_by: tuple[str, ...] = ()
 
 
 class RelationTypeHandler(DbTypeHandler):
@@ -56,13 +68,33 @@ class RelationTypeHandler(DbTypeHandler):
         self.execute(connection, f"create or replace table {name} as\n{obj.sql}")
         [(rows,)] = self.execute(connection, f"select count(*) from {name}")
         columns = self.columns(connection, table_slice)
-        return {
+        metadata: dict[str, Any] = {
             "dagster/row_count": rows,
             "dagster/column_schema": TableSchema(
                 columns=[TableColumn(name=column, type=dtype) for column, dtype in columns]
             ),
             "dagster/table_name": f"{table_slice.schema}.{table_slice.table}",
         }
+        if obj.count_by:
+            keys = ", ".join(obj.count_by)
+            counts = self.execute(
+                connection, f"select {keys}, count(*) from {name} group by {keys} order by {keys}"
+            )
+            metadata[f"rows_per_{'_and_'.join(obj.count_by)}"] = MetadataValue.table(
+                records=[
+                    TableRecord(
+                        {**dict(zip(obj.count_by, row[:-1], strict=True)), "rows": int(row[-1])}
+                    )
+                    for row in counts
+                ],
+                schema=TableSchema(
+                    columns=[
+                        *(TableColumn(key, "string") for key in obj.count_by),
+                        TableColumn("rows", "int"),
+                    ]
+                ),
+            )
+        return metadata
 
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection

@@ -1,0 +1,88 @@
+"""The bare baseline: mlstack's work as plain code in one process, without Dagster.
+
+The same PyAirbyte syncs (same connector, same staging tables), the same GX suites, the
+same publish, `dbt build`, the GX suite on labeled_projects and the ML SQL and chart,
+called one after the other. What mlstack costs on top of this is orchestration.
+Run by `benchmarks/run.py` with the MLSTACK_* variables set; prints stage seconds as JSON.
+"""
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dagster_duckdb import DuckDBResource
+
+from mlstack_assets.ingestion.embedded import EmbeddedAirbyte
+from mlstack_assets.ingestion.sources import source_specs
+from mlstack_assets.ml import plot
+from mlstack_assets.ml.assets import known_tags
+from mlstack_assets.ml.sql import ml_dataset_sql, ml_splits_sql, split_counts_sql
+from mlstack_assets.quality.suites import load_suite
+from mlstack_assets.quality.validation import validate_table
+from mlstack_assets.settings import DBT_PROJECT_DIR, load_settings
+from mlstack_assets.warehouse.duckdb import DuckDBWarehouse
+
+
+def main() -> None:
+    settings = load_settings()
+    warehouse = DuckDBWarehouse(
+        dataset=settings.dataset, duckdb=DuckDBResource(database=str(settings.duckdb_path))
+    )
+    loader = EmbeddedAirbyte(connector_dir=str(settings.connector_dir))
+    log = logging.getLogger("baseline")
+    seconds = {"extract_load": 0.0, "audit": 0.0, "publish": 0.0}
+    for spec in source_specs(settings):
+        started = time.perf_counter()
+        loader.sync_to_staging(spec, warehouse, log)
+        synced = time.perf_counter()
+        validation = validate_table(
+            warehouse,
+            warehouse.staging_dataset,
+            spec.name,
+            load_suite(spec.name),
+            settings.data_docs_dir,
+        )
+        assert not validation.blocking_failures, validation.failure_report()
+        audited = time.perf_counter()
+        warehouse.publish(spec.name)
+        seconds["extract_load"] += synced - started
+        seconds["audit"] += audited - synced
+        seconds["publish"] += time.perf_counter() - audited
+
+    started = time.perf_counter()
+    dbt = Path(sys.executable).parent / "dbt"
+    subprocess.run([str(dbt), "build", "--quiet"], cwd=DBT_PROJECT_DIR, check=True)
+    seconds["transform"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    validation = validate_table(
+        warehouse,
+        warehouse.dataset,
+        "labeled_projects",
+        load_suite("labeled_projects"),
+        settings.data_docs_dir,
+    )
+    assert not validation.blocking_failures, validation.failure_report()
+    seconds["checks"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    labeled = warehouse.qualified(warehouse.dataset, "labeled_projects")
+    dataset = warehouse.qualified(warehouse.dataset, "ml_dataset")
+    splits = warehouse.qualified(warehouse.dataset, "ml_splits")
+    warehouse.query(
+        f"create or replace table {dataset} as {ml_dataset_sql(labeled, 'duckdb', known_tags())}"
+    )
+    warehouse.query(
+        f"create or replace table {splits} as {ml_splits_sql(dataset, 'duckdb', 42, 0.15, 0.15)}"
+    )
+    table = plot.distribution_table(warehouse.query(split_counts_sql(splits)))
+    plot.render(table, settings.home / "plots" / "baseline_tag_distribution.png")
+    seconds["ml"] = time.perf_counter() - started
+    print(json.dumps(seconds))
+
+
+if __name__ == "__main__":
+    main()

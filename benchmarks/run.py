@@ -1,0 +1,398 @@
+"""`make bench`: what a full refresh costs, where the time goes, and how it grows.
+
+For each size (synthetic sources, `benchmarks/generate.py`), three ways of doing the same
+work, interleaved in one run, each in a fresh process tree on a fresh DuckDB file:
+
+- mlstack:  `dagster asset materialize --select '*' -m mlstack_assets` (fresh DAGSTER_HOME);
+- baseline: the same syncs, audits, publish, dbt build, checks and ML steps as plain code
+  (`benchmarks/baseline.py`), no Dagster;
+- limit:    DuckDB alone, in SQL (`benchmarks/limit.py`).
+
+Reports wall time per stage and in total, peak resident memory of the whole process tree
+(sampled every 50 ms), rows/s, and the ratios mlstack/baseline and mlstack/limit; plus one
+sensor tick when nothing changed. Writes `benchmarks/results/latest.json` (and a dated
+copy) and `benchmarks/results/time_vs_size.png`. Figures are never asserted by tests.
+
+Usage: python -m benchmarks.run [--sizes 1000,100000,1000000] [--repeat N] [--workdir DIR]
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import psutil
+
+from benchmarks.generate import generate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+STAGES = ("extract_load", "audit", "publish", "transform", "checks", "ml")
+VARIANTS = ("limit", "baseline", "mlstack")
+BIN = Path(sys.executable).parent
+
+
+def measure(command: list[str], env: dict[str, str]) -> tuple[str, float, int, list]:
+    """Run `command`; return its stdout, wall seconds, the peak RSS of its process tree, and
+    the sampled (epoch seconds, tree RSS bytes) timeline."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    peak, done, timeline = 0, threading.Event(), []
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(process.pid)
+        while not done.is_set():
+            with contextlib.suppress(psutil.Error):  # processes come and go between calls
+                rss = 0
+                for member in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        rss += member.memory_info().rss
+                peak = max(peak, rss)
+                timeline.append((time.time(), rss))
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-4000:]}")
+    return stdout, wall, peak, timeline
+
+
+def mlstack_stages(home: Path) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Per-stage seconds of the run in `home`, and each step's (start, end) epoch seconds,
+    from its event log."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs()
+        starts, steps, windows = {}, {}, {}
+        stages = dict.fromkeys(STAGES, 0.0)
+        for record in instance.all_logs(run.run_id):
+            event = record.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.STEP_START:
+                starts[event.step_key] = record.timestamp
+            elif event.event_type == DagsterEventType.STEP_SUCCESS:
+                steps[event.step_key] = record.timestamp - starts[event.step_key]
+                windows[event.step_key] = (starts[event.step_key], record.timestamp)
+            elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                metadata = event.step_materialization_data.materialization.metadata
+                if "seconds" in metadata:
+                    for stage, seconds in metadata["seconds"].value.items():
+                        stages[stage] += seconds
+    stages["transform"] = steps.get("dbt_models", 0.0)
+    stages["checks"] = steps.get("labeled_projects_suite", 0.0)
+    stages["ml"] = sum(
+        steps.get(step, 0.0) for step in ("ml_dataset", "ml_splits", "tag_distribution")
+    )
+    return stages, windows
+
+
+def step_peaks(timeline: list, windows: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Peak RSS (MB) of the process tree while each Dagster step ran."""
+    return {
+        step: max((rss for t, rss in timeline if start <= t <= end), default=0) / 2**20
+        for step, (start, end) in windows.items()
+    }
+
+
+def run_variant(variant: str, size: int, sources: tuple[Path, Path], workdir: Path) -> dict:
+    workdir.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "MLSTACK_DUCKDB_PATH": str(workdir / "warehouse.duckdb"),
+        "MLSTACK_PROJECTS_URL": str(sources[0]),
+        "MLSTACK_TAGS_URL": str(sources[1]),
+        "MLSTACK_WAREHOUSE": "duckdb",
+        "MLSTACK_AIRBYTE": "embedded",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    if variant == "mlstack":
+        home = workdir / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+        env["DAGSTER_HOME"] = str(home)
+        command = [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "--select",
+            "*",
+            "-m",
+            "mlstack_assets",
+        ]
+        _, wall, peak, timeline = measure(command, env)
+        stages, windows = mlstack_stages(home)
+        extra = {"step_peak_rss_mb": step_peaks(timeline, windows)}
+    elif variant == "baseline":
+        stdout, wall, peak, _ = measure([sys.executable, "-m", "benchmarks.baseline"], env)
+        stages = json.loads(stdout.strip().splitlines()[-1])
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.limit",
+            str(sources[0]),
+            str(sources[1]),
+            str(workdir / "limit.duckdb"),
+        ]
+        stdout, wall, peak, _ = measure(command, env)
+        stages = json.loads(stdout.strip().splitlines()[-1])
+    return {
+        **(extra if variant == "mlstack" else {}),
+        "variant": variant,
+        "size": size,
+        "total_s": wall,
+        "peak_rss_mb": peak / 2**20,
+        "rows_per_s": size / wall,
+        "stages_s": stages,
+        "other_s": wall - sum(stages.values()),  # process start, imports, orchestration
+    }
+
+
+def machine() -> dict:
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    return {
+        "cpu": cpu,
+        "cores": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "versions": {
+            p: version(p)
+            for p in (
+                "dagster",
+                "dagster-dbt",
+                "dbt-core",
+                "duckdb",
+                "great-expectations",
+                "airbyte",
+            )
+        },
+    }
+
+
+def median_runs(runs: list[dict]) -> dict:
+    """Per variant and size, the run with the median total (keeps its stages consistent)."""
+    by_key: dict[tuple, list[dict]] = {}
+    for run in runs:
+        by_key.setdefault((run["variant"], run["size"]), []).append(run)
+    picked = {}
+    for key, group in by_key.items():
+        group.sort(key=lambda r: r["total_s"])
+        picked[key] = group[len(group) // 2]
+    return picked
+
+
+def markdown(picked: dict, sizes: list[int]) -> str:
+    head = [
+        "size",
+        "variant",
+        "total s",
+        *[f"{s} s" for s in STAGES],
+        "other s",
+        "peak RSS MB",
+        "rows/s",
+        "x baseline",
+        "x limit",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for size in sizes:
+        for variant in VARIANTS:
+            run = picked[(variant, size)]
+            baseline, limit = (picked[(other, size)]["total_s"] for other in ("baseline", "limit"))
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        f"{size:,}",
+                        variant,
+                        f"{run['total_s']:.1f}",
+                        *[f"{run['stages_s'].get(s, 0.0):.2f}" for s in STAGES],
+                        f"{run['other_s']:.1f}",
+                        f"{run['peak_rss_mb']:.0f}",
+                        f"{run['rows_per_s']:,.0f}",
+                        f"{run['total_s'] / baseline:.2f}",
+                        f"{run['total_s'] / limit:.2f}",
+                    ]
+                )
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def targets(picked: dict, sizes: list[int], tick: dict | None) -> list[str]:
+    lines = []
+    small, large = min(sizes), max(sizes)
+    for size, limit in ((small, 1.25), (large, 1.10)):
+        ratio = picked[("mlstack", size)]["total_s"] / picked[("baseline", size)]["total_s"]
+        lines.append(
+            f"overhead at {size:,} rows: mlstack/baseline = {ratio:.2f} (target <= {limit}): "
+            + ("met" if ratio <= limit else "MISSED")
+        )
+    peak = picked[("mlstack", large)]["peak_rss_mb"]
+    lines.append(
+        f"peak RSS at {large:,} rows: {peak:.0f} MB (target <= 1536 MB at 1M): "
+        + ("met" if peak <= 1536 else "MISSED")
+    )
+    if len(sizes) > 1:
+        mid = sorted(sizes)[-2]
+        grow = peak / picked[("mlstack", mid)]["peak_rss_mb"]
+        lines.append(f"peak RSS {mid:,} → {large:,} rows: x{grow:.2f} for x{large / mid:.0f} rows")
+        before = picked[("mlstack", mid)]["step_peak_rss_mb"]
+        after = picked[("mlstack", large)]["step_peak_rss_mb"]
+        lines.append(
+            f"peak RSS per Dagster step (process tree), {mid:,} → {large:,} rows: "
+            + ", ".join(
+                f"{step} {before[step]:.0f} → {after[step]:.0f} MB"
+                f" (x{after[step] / before[step]:.2f})"
+                for step in after
+                if before.get(step)
+            )
+        )
+    audit = picked[("mlstack", large)]["stages_s"]["audit"]
+    limit_audit = picked[("limit", large)]["stages_s"]["audit"]
+    lines.append(
+        f"audit at {large:,} rows: {audit:.2f} s vs limit SQL checks {limit_audit:.2f} s"
+        f" = x{audit / limit_audit:.1f} (target <= 2): "
+        + ("met" if audit <= 2 * limit_audit else "MISSED")
+    )
+    if tick:
+        worst = max(t["mean_ms_per_source"] for t in tick.values())
+        lines.append(
+            f"sensor tick, nothing changed: {worst:.1f} ms per source at worst (target <= 100 ms): "
+            + ("met" if worst <= 100 else "MISSED")
+        )
+    return lines
+
+
+def plot(picked: dict, sizes: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for variant in VARIANTS:
+        axes.plot(
+            sizes, [picked[(variant, s)]["total_s"] for s in sizes], marker="o", label=variant
+        )
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("projects (rows per source)")
+    axes.set_ylabel("wall time, s (full refresh)")
+    axes.set_title("mlstack full refresh vs baseline and DuckDB limit")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=os.environ.get("MLSTACK_BENCH_SIZES", "1000,100000"))
+    parser.add_argument(
+        "--repeat", type=int, default=int(os.environ.get("MLSTACK_BENCH_REPEAT", "1"))
+    )
+    parser.add_argument("--ticks", type=int, default=20)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mlstack-bench-"))
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+
+    runs = []
+    for size in sizes:
+        sources = generate(workdir / f"sources-{size}", size)
+        for rep in range(args.repeat):
+            order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]  # interleave the order too
+            for variant in order:
+                run = run_variant(variant, size, sources, workdir / f"{variant}-{size}-{rep}")
+                runs.append(run)
+                print(
+                    f"{size:>9,} {variant:<8} {run['total_s']:7.1f} s"
+                    f"  {run['peak_rss_mb']:6.0f} MB",
+                    flush=True,
+                )
+    tick_out, _, _, _ = measure(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.sensor_tick",
+            str(workdir / "tick"),
+            str(max(sizes)),
+            str(args.ticks),
+        ],
+        {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
+    )
+    tick = json.loads(tick_out.strip().splitlines()[-1])
+
+    picked = median_runs(runs)
+    table = markdown(picked, sizes)
+    verdicts = targets(picked, sizes, tick)
+    report = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "sizes": sizes,
+        "repeat": args.repeat,
+        "runs": runs,
+        "sensor_tick": tick,
+        "targets": verdicts,
+        "table": table,
+    }
+    stamp = report["when"].replace(":", "").replace("-", "")
+    (results / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2))
+    (results / "latest.json").write_text(json.dumps(report, indent=2))
+    plot(picked, sizes, results / "time_vs_size.png")
+    print()
+    print(table)
+    print()
+    print(
+        "sensor tick, nothing changed: "
+        + ", ".join(
+            f"{k} {v['mean_ms_per_source']:.1f} ms/source (mean of {args.ticks})"
+            for k, v in tick.items()
+        )
+    )
+    print(*verdicts, sep="\n")
+    print(
+        f"\nmachine: {report['machine']['cpu']}, {report['machine']['cores']} cores,"
+        f" {report['machine']['memory_gb']} GB; results in {results}"
+    )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""`make bench` keeps working: the benchmark end to end at a tiny size (figures not asserted)."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.generate import TAG_WEIGHTS, generate
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_generated_sources_are_deterministic_and_shaped_like_the_lessons(tmp_path: Path):
+    first = generate(tmp_path / "a", 300)
+    again = generate(tmp_path / "b", 300)
+
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in again]
+    with first[0].open(newline="") as handle:
+        projects = list(csv.DictReader(handle))
+    with first[1].open(newline="") as handle:
+        tags = list(csv.DictReader(handle))
+    assert len(projects) == len(tags) == 300
+    assert [p["id"] for p in projects] == [t["id"] for t in tags]
+    assert any("\n" in p["description"] for p in projects)
+    assert any('"' in p["description"] for p in projects)
+    assert len({(p["title"], p["description"]) for p in projects}) == 300
+    assert {t["tag"] for t in tags} <= set(TAG_WEIGHTS)
+
+
+def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path):
+    results = tmp_path / "results"
+
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--sizes",
+            "200",
+            "--ticks",
+            "2",
+            "--results",
+            str(results),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((results / "latest.json").read_text())
+    assert {run["variant"] for run in report["runs"]} == {"mlstack", "baseline", "limit"}
+    for run in report["runs"]:
+        assert run["total_s"] > 0 and run["peak_rss_mb"] > 0
+        assert set(run["stages_s"]) == {
+            "extract_load",
+            "audit",
+            "publish",
+            "transform",
+            "checks",
+            "ml",
+        }
+    assert {"local", "https_etag"} == set(report["sensor_tick"])
+    assert (results / "time_vs_size.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 200 | mlstack |" in completed.stdout
