@@ -160,9 +160,6 @@ class Validation:
         )
 
     def check_results(self, asset_key: AssetKey) -> list[AssetCheckResult]:
-        for outcome in self.outcomes:
-            if self.data_docs:
-                outcome.metadata["data_docs"] = MetadataValue.url(self.data_docs)
         return [outcome.check_result(asset_key) for outcome in self.outcomes]
 
 
@@ -246,4 +243,8 @@ def validate_table(
         for expectation in suite.expectations
     ]
     urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name="mlstack")
-    return Validation(outcomes=outcomes, data_docs=urls[0]["site_url"] if urls else None)
+    data_docs = urls[0]["site_url"] if urls else None
+    if data_docs:
+        for outcome in outcomes:
+            outcome.metadata["data_docs"] = MetadataValue.url(data_docs)
+    return Validation(outcomes=outcomes, data_docs=data_docs)
