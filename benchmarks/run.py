@@ -34,6 +34,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.generate import generate
+from mlstack_assets.cli import materialize_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -130,15 +131,7 @@ def run_variant(variant: str, size: int, sources: tuple[Path, Path], workdir: Pa
         home.mkdir()
         shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
         env["DAGSTER_HOME"] = str(home)
-        command = [
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "--select",
-            "*",
-            "-m",
-            "mlstack_assets",
-        ]
+        command = materialize_command()
         _, wall, peak, timeline = measure(command, env)
         stages, windows = mlstack_stages(home)
         extra = {"step_peak_rss_mb": step_peaks(timeline, windows)}

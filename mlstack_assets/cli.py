@@ -105,21 +105,18 @@ def format_summary(summary: RunSummary, elapsed: float) -> str:
     return "\n".join(lines)
 
 
+def materialize_command(selection: str = "*") -> list[str]:
+    """The plain Dagster command that materializes `selection` (what `make run` runs)."""
+    dagster = Path(sys.executable).parent / "dagster"
+    return [str(dagster), "asset", "materialize", "--select", selection, "-m", "mlstack_assets"]
+
+
 def run(_: argparse.Namespace) -> int:
     ensure_dagster_home()
     from dagster import DagsterInstance, RunsFilter
 
     started = time.time()
-    command = [
-        str(Path(sys.executable).parent / "dagster"),
-        "asset",
-        "materialize",
-        "--select",
-        "*",
-        "-m",
-        "mlstack_assets",
-    ]
-    returncode = subprocess.call(command, cwd=REPO_ROOT)
+    returncode = subprocess.call(materialize_command(), cwd=REPO_ROOT)
     elapsed = time.time() - started
     with DagsterInstance.get() as instance:
         records = instance.get_run_records(

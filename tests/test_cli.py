@@ -1,18 +1,17 @@
 """Both ways users run the graph: the Dagster CLI, and `mlstack run` (used by `make run`)."""
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 from dagster import DagsterInstance
 
-from mlstack_assets.cli import format_summary, summarize_run
+from mlstack_assets.cli import format_summary, materialize_command, summarize_run
 from tests.conftest import REPO_ROOT, Stack
 from tests.fixture_data import PROJECTS
+from tests.processes import dagster_home
 
 pytestmark = pytest.mark.slow
 
@@ -20,14 +19,11 @@ pytestmark = pytest.mark.slow
 def test_dagster_asset_materialize_builds_the_whole_graph_from_the_cli(
     stack: Stack, tmp_path: Path
 ):
-    home = tmp_path / "cli_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(tmp_path / "cli_home")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    dagster = Path(sys.executable).parent / "dagster"
 
     completed = subprocess.run(
-        [str(dagster), "asset", "materialize", "--select", "*", "-m", "mlstack_assets"],
+        materialize_command("*"),
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -1,8 +1,6 @@
 """End to end: the Dagster daemon keeps the graph current when a source file changes."""
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -12,8 +10,10 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
+from mlstack_assets.cli import materialize_command
 from tests.conftest import REPO_ROOT, Stack
 from tests.fixture_data import PROJECT_TAGS, write_tags
+from tests.processes import dagster_home, stop
 from tests.test_sensors import TAGS_DOWNSTREAM, touch_later
 
 pytestmark = pytest.mark.slow
@@ -23,9 +23,7 @@ INTERVAL = 3
 @pytest.fixture
 def daemon(stack: Stack, tmp_path: Path) -> Iterator[Path]:
     """`dagster-daemon run` on a temporary DAGSTER_HOME; killed (with its children) at the end."""
-    home = tmp_path / "daemon_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(tmp_path / "daemon_home")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -43,12 +41,7 @@ def daemon(stack: Stack, tmp_path: Path) -> Iterator[Path]:
     try:
         yield home
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        stop(process)
         log.close()
 
 
@@ -73,15 +66,7 @@ def run_assets(run) -> set[str]:
 
 def materialize_by_hand(home: Path, selection: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "asset",
-            "materialize",
-            "--select",
-            selection,
-            "-m",
-            "mlstack_assets",
-        ],
+        materialize_command(selection),
         cwd=REPO_ROOT,
         env={**os.environ, "DAGSTER_HOME": str(home)},
         stdout=subprocess.PIPE,

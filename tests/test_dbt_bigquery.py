@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import REPO_ROOT
+from tests.processes import offline
 
 
 def write_placeholder_service_account(path: Path, project: str) -> Path:
@@ -33,18 +33,6 @@ def write_placeholder_service_account(path: Path, project: str) -> Path:
         )
     )
     return path
-
-
-def offline(command: list[str]) -> list[str]:
-    if (
-        shutil.which("unshare")
-        and subprocess.run(
-            ["unshare", "--net", "true"], capture_output=True, check=False
-        ).returncode
-        == 0
-    ):
-        return ["unshare", "--net", *command]
-    return command
 
 
 def test_bigquery_target_compiles_offline_into_the_configured_project_and_dataset(tmp_path: Path):

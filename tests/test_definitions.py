@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -10,6 +9,7 @@ import pytest
 
 from mlstack_assets.settings import SettingsError, load_settings
 from tests.conftest import REPO_ROOT
+from tests.processes import offline
 
 LIST_GRAPH = """
 import json, socket
@@ -31,17 +31,8 @@ print(json.dumps({
 
 def load_graph_offline(**env: str) -> dict:
     """Load the definitions in a fresh process with no network (its own netns when possible)."""
-    command = [sys.executable, "-c", LIST_GRAPH]
-    if (
-        shutil.which("unshare")
-        and subprocess.run(
-            ["unshare", "--net", "true"], capture_output=True, check=False
-        ).returncode
-        == 0
-    ):
-        command = ["unshare", "--net", *command]
     completed = subprocess.run(
-        command,
+        offline([sys.executable, "-c", LIST_GRAPH]),
         cwd=REPO_ROOT,
         env={**os.environ, **env},
         capture_output=True,

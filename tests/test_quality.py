@@ -5,10 +5,8 @@ with the published tables unchanged, row for row, and an error naming source and
 """
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +15,12 @@ from urllib.parse import urlparse
 import pytest
 from dagster import AssetCheckSeverity, AssetKey
 
+from mlstack_assets.cli import materialize_command
 from mlstack_assets.quality.suites import load_suite
 from tests.conftest import REPO_ROOT, Stack
 from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects, write_tags
 from tests.https_server import HTTPSServer, Route
+from tests.processes import dagster_home
 from tests.test_pipeline import failure_messages, materialized_keys
 
 PUBLISHED = ("mlops_course.projects", "mlops_course.tags", "mlops_course.labeled_projects")
@@ -269,20 +269,10 @@ def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
     # Serve past what the pre-flight reads (64 KiB), then stall: the connector is mid-sync.
     https_server.routes["/tags.csv"] = Route(body=body, slow_after=150_000)
     published_stack.set_source("tags", https_server.url("/tags.csv"))
-    home = published_stack.root / "cli_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(published_stack.root / "cli_home")
     log = (published_stack.root / "killed.log").open("w")
     process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "asset",
-            "materialize",
-            "--select",
-            "tags",
-            "-m",
-            "mlstack_assets",
-        ],
+        materialize_command("tags"),
         cwd=REPO_ROOT,
         env={**os.environ, "DAGSTER_HOME": str(home)},
         stdout=log,

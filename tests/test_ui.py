@@ -8,7 +8,6 @@ Playwright (`make test` installs Chromium); it is skipped only when no Chromium 
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import requests
 
 from tests.conftest import REPO_ROOT
 from tests.fixture_data import PROJECTS, write_projects, write_tags
+from tests.processes import dagster_home, stop
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -62,9 +62,7 @@ def free_port() -> int:
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
     """`make dev`'s command on a free loopback port; stopped, with its children, at the end."""
     root = tmp_path_factory.mktemp("ui")
-    home = root / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(root / "dagster_home")
     port = free_port()
     env = {
         **os.environ,
@@ -119,12 +117,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
             time.sleep(1)
         yield server
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        stop(process, grace=60)
 
 
 ASSET_NODES = """

@@ -1,0 +1,36 @@
+"""Helpers for tests that start real processes: Dagster homes, no-network runs, clean stops."""
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT
+
+
+def dagster_home(path: Path) -> Path:
+    """A fresh DAGSTER_HOME with the repo's instance configuration."""
+    path.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "dagster.yaml", path / "dagster.yaml")
+    return path
+
+
+def offline(command: list[str]) -> list[str]:
+    """`command` in its own network namespace (no network at all) when the OS allows it."""
+    if shutil.which("unshare"):
+        probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["unshare", "--net", *command]
+    return command
+
+
+def stop(process: subprocess.Popen, grace: float = 30) -> None:
+    """Stop a process started with `start_new_session=True`, and everything it started."""
+    with_children = os.getpgid(process.pid)
+    os.killpg(with_children, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(with_children, signal.SIGKILL)
+        process.wait(timeout=30)
