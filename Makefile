@@ -11,10 +11,12 @@ PORT ?= 3000
 
 .PHONY: setup run test dev bench airbyte-setup browser lint lock clean
 
-$(INSTALLED): pyproject.toml setup.py requirements-lock.txt
+# --compile-bytecode: every `dagster`, `dbt` and test process would otherwise compile its
+# imports from source when PYTHONDONTWRITEBYTECODE is set (as here and in many containers).
+$(INSTALLED): pyproject.toml setup.py requirements-lock.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<0.9"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-lock.txt -e ".[test]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-lock.txt -e ".[test]"
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml

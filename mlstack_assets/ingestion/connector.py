@@ -64,6 +64,10 @@ def ensure_connector(install_root: Path) -> Path:
                 "pip",
                 "install",
                 "--quiet",
+                # each sync starts the connector several times (spec, discover, read):
+                # without bytecode, and with PYTHONDONTWRITEBYTECODE set as in many
+                # containers, every start compiles pandas and the CDK from source again
+                "--compile-bytecode",
                 "--python",
                 str(venv / "bin" / "python"),
                 CONNECTOR_PACKAGE,
