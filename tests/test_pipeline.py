@@ -2,6 +2,7 @@
 
 import socket
 
+import duckdb
 import pandas as pd
 from dagster import AssetKey
 
@@ -67,6 +68,33 @@ def test_dbt_schema_tests_run_as_passing_checks_on_labeled_projects(stack: Stack
         "not_null_labeled_projects_description": True,
         "not_null_labeled_projects_tag": True,
     }
+
+
+def test_failing_dbt_test_fails_the_run_and_still_reports_what_dbt_built(published_stack: Stack):
+    # A project loses its tag in the published table (bypassing the audit), so the join
+    # leaves its tag null: dbt builds labeled_projects, then its not_null test fails.
+    with duckdb.connect(str(published_stack.warehouse_path)) as conn:
+        conn.execute("delete from mlops_course.tags where id = 9")
+
+    result = published_stack.materialize("labeled_projects*")
+
+    assert not result.success
+    dbt_tests = {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == AssetKey("labeled_projects") and "labeled_projects" in e.check_name
+    }
+    assert dbt_tests["not_null_labeled_projects_tag"] is False
+    assert dbt_tests["unique_labeled_projects_id"] is True
+    [built] = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == AssetKey("labeled_projects")
+    ]
+    assert built.metadata["dagster/row_count"].value == len(PROJECTS)
+    assert "dagster/column_schema" in built.metadata
+    assert "dbt build" in failure_messages(result)
+    assert not {"ml_dataset", "ml_splits", "tag_distribution"} & materialized_keys(result)
 
 
 def test_raw_tables_keep_airbyte_metadata_columns_and_record_their_lineage(stack: Stack):

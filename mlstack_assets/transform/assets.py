@@ -7,7 +7,7 @@ upstream of the staging models in the lineage.
 """
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dagster import (
@@ -26,6 +26,7 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
+from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 
 from mlstack_assets.warehouse import Warehouse
 
@@ -67,6 +68,32 @@ def close_in_process_dbt_duckdb() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
+def events_with_metadata(invocation: DbtCliInvocation) -> Iterator[Any]:
+    """dbt's events with row counts, column schemas and column-level lineage attached (DuckDB).
+
+    dagster-dbt attaches metadata through `dagster._core.utils.imap`, which spins without
+    sleeping while its input is not ready: chained twice over a live `dbt build`, two
+    threads of this process spin for the whole build. On DuckDB dagster-dbt waits for dbt
+    to exit before fetching anyway (dbt holds the file), so collecting the events first
+    changes nothing but the spinning. If dbt fails, the events it did produce are still
+    reported before its error is raised.
+    """
+    events: list[Any] = []
+    error: Exception | None = None
+    try:
+        for event in invocation.stream():
+            events.append(event)
+    except Exception as failure:  # re-raised below, after the events it did produce
+        error = failure
+    yield from (
+        DbtEventIterator(iter(events), dbt_cli_invocation=invocation)
+        .fetch_row_counts()
+        .fetch_column_metadata()
+    )
+    if error is not None:
+        raise error
+
+
 def with_compiled_sql(event: Any, invocation: DbtCliInvocation) -> Any:
     """Attach the SQL dbt actually ran for a model (what the warehouse executed)."""
     if not isinstance(event, Output):
@@ -102,9 +129,16 @@ def build_dbt_assets(project: DbtProject, pool: str | None) -> AssetsDefinition:
         """`dbt build`: staging views, then labeled_projects, then its schema tests."""
         with warehouse.exclusive():
             invocation = dbt.cli(["build"], context=context)
-            # Row counts, column schemas and column-level lineage come from the dbt adapter
-            # (on DuckDB, dagster-dbt waits for dbt to exit and release the file first).
-            events = invocation.stream().fetch_row_counts().fetch_column_metadata()
+            # The adapter's first metadata query imports agate, babel and pytz (which lists
+            # ~600 time zones); in dagster-dbt's pool threads, beside its polling loop, that
+            # took up to 7 s in `make bench`. Import them now, while dbt runs in its process.
+            import dbt_common.clients.agate_helper  # noqa: F401
+
+            # Row counts, column schemas and column-level lineage come from the dbt adapter.
+            if warehouse.kind == "duckdb":
+                events = events_with_metadata(invocation)
+            else:  # on BigQuery, fetched while dbt goes on building the other models
+                events = invocation.stream().fetch_row_counts().fetch_column_metadata()
             try:
                 for event in events:
                     yield with_compiled_sql(event, invocation)
