@@ -69,14 +69,15 @@ def close_in_process_dbt_duckdb() -> None:
 
 
 def events_with_metadata(invocation: DbtCliInvocation) -> Iterator[Any]:
-    """dbt's events with row counts, column schemas and column-level lineage attached (DuckDB).
+    """dbt's events with row counts, column schemas and column-level lineage attached.
 
     dagster-dbt attaches metadata through `dagster._core.utils.imap`, which spins without
     sleeping while its input is not ready: chained twice over a live `dbt build`, two
-    threads of this process spin for the whole build. On DuckDB dagster-dbt waits for dbt
-    to exit before fetching anyway (dbt holds the file), so collecting the events first
-    changes nothing but the spinning. If dbt fails, the events it did produce are still
-    reported before its error is raised.
+    threads of this process spin for the whole build. Collecting dbt's events first stops
+    that; on DuckDB dagster-dbt waits for dbt to exit before fetching anyway (dbt holds the
+    file), and on BigQuery fetching after the build costs a few metadata queries in a row.
+    One path for both warehouses keeps the one the tests run the one production runs. If
+    dbt fails, the events it did produce are still reported before its error is raised.
     """
     events: list[Any] = []
     error: Exception | None = None
@@ -134,13 +135,8 @@ def build_dbt_assets(project: DbtProject, pool: str | None) -> AssetsDefinition:
             # took up to 7 s in `make bench`. Import them now, while dbt runs in its process.
             import dbt_common.clients.agate_helper  # noqa: F401
 
-            # Row counts, column schemas and column-level lineage come from the dbt adapter.
-            if warehouse.kind == "duckdb":
-                events = events_with_metadata(invocation)
-            else:  # on BigQuery, fetched while dbt goes on building the other models
-                events = invocation.stream().fetch_row_counts().fetch_column_metadata()
             try:
-                for event in events:
+                for event in events_with_metadata(invocation):
                     yield with_compiled_sql(event, invocation)
             finally:
                 if warehouse.kind == "duckdb":
