@@ -15,7 +15,6 @@ from dagster import (
 from mlstack_assets.automation.definitions import build_automation_definitions
 from mlstack_assets.ingestion.definitions import build_ingestion_definitions
 from mlstack_assets.ml.definitions import build_ml_definitions
-from mlstack_assets.quality.definitions import build_quality_definitions
 from mlstack_assets.settings import Settings, load_settings
 from mlstack_assets.transform.definitions import build_transform_definitions
 from mlstack_assets.warehouse import build_warehouse_resources
@@ -34,7 +33,6 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions.merge(
         build_ingestion_definitions(settings),
         build_transform_definitions(settings),
-        build_quality_definitions(settings),
         build_ml_definitions(settings),
         build_automation_definitions(settings),
         Definitions(resources=build_warehouse_resources(settings), executor=executor),

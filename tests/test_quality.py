@@ -23,7 +23,14 @@ from tests.https_server import HTTPSServer, Route
 from tests.processes import dagster_home
 from tests.test_pipeline import failure_messages, materialized_keys
 
-PUBLISHED = ("mlops_course.projects", "mlops_course.tags", "mlops_course.labeled_projects")
+PUBLISHED = (
+    "mlops_course.projects",
+    "mlops_course.tags",
+    "mlops_course.labeled_projects",
+    "mlops_course.ml_dataset",
+    "mlops_course.ml_splits",
+    "mlops_course.tag_distribution",
+)
 
 
 def snapshot(stack: Stack) -> dict[str, list[tuple]]:
@@ -101,14 +108,51 @@ def _not_utf8_deep(d: Path) -> Path:
     return path
 
 
+def _tag_id(spelling: str) -> Callable[[Path], Path]:
+    """tags.csv with one more row whose id is spelled `spelling` (written verbatim)."""
+
+    def make(d: Path) -> Path:
+        path = write_tags(d / "tags.csv")
+        with path.open("a") as handle:
+            handle.write(f"{spelling},mlops\n")
+        return path
+
+    return make
+
+
+def _project_id(spelling: str) -> Callable[[Path], Path]:
+    def make(d: Path) -> Path:
+        path = write_projects(d / "projects.csv")
+        with path.open("a") as handle:
+            handle.write(f"{spelling},2021-01-01 00:00:00,A title,A description\n")
+        return path
+
+    return make
+
+
+def _nul_in_field(d: Path) -> Path:
+    path = write_projects(d / "projects.csv")
+    with path.open("a") as handle:
+        handle.write('40,2021-01-01 00:00:00,"Cut\x00here",A description\n')
+    return path
+
+
 BAD_INPUTS: list[tuple[str, str, Callable[[Path], Path], list[str]]] = [
+    # ids: staging casts them to BIGINT, so only plain integers pass (7.4 would round to 7
+    # and join twice, 1e3 would become 1000, 007 would collide with 7)
+    ("tags", "fractional id in tags", _tag_id("7.4"), ["id_is_integer", "'7.4'"]),
+    ("projects", "fractional id in projects", _project_id("7.4"), ["id_is_integer", "'7.4'"]),
+    ("tags", "id past BIGINT", _tag_id("9223372036854775808"), ["9223372036854775808"]),
+    ("tags", "id in exponent form", _tag_id("1e3"), ["id_is_integer", "'1e3'"]),
+    ("tags", "id with a leading zero", _tag_id("007"), ["id_is_integer", "'007'"]),
+    ("projects", "id that is text", _project_id("abc"), ["id_is_integer", "'abc'"]),
     (
         "tags",
         "tags without an id column",
         _tags_without_id,
         ["expected_columns_exist", "missing columns ['id']"],
     ),
-    ("tags", "duplicate ids", _duplicate_ids, ["id_is_unique", "2 of 9 rows", "ids [7, 7]"]),
+    ("tags", "duplicate ids", _duplicate_ids, ["id_is_unique", "2 of 9 rows", "ids ['7', '7']"]),
     ("projects", "null title", _null_title, ["title_is_not_null", "1 of 8 rows", "ids [15]"]),
     (
         "projects",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,14 @@ SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
     "tags": ("id", "tag"),
 }
 SOURCE_ENV_VARS = {"projects": "MLSTACK_PROJECTS_URL", "tags": "MLSTACK_TAGS_URL"}
+
+# pandas options for the File source's CSV reader. By default pandas guesses each column's
+# type per 10,000-row chunk: `7.4` turns an id column into floats (later cast to 7), `1e3`
+# becomes 1000, `007` becomes 7, and the words `NA`, `null` or `NaN` become NULL. Read as
+# text, every field lands in staging exactly as the file spells it; only an empty field is
+# NULL. The audit then checks the text (e.g. ids are integers) and the dbt staging models
+# cast it, so a value that does not fit fails loudly instead of changing quietly.
+READER_OPTIONS = {"dtype": "str", "keep_default_na": False, "na_values": [""]}
 
 
 class SourceError(RuntimeError):
@@ -55,12 +64,19 @@ class SourceSpec:
         return Path(self.url)
 
     def connector_config(self) -> dict:
-        """source-file config as the lesson sets it: CSV, HTTPS public web or local file."""
+        """source-file config as the lesson sets it (CSV, HTTPS public web or local file),
+        with every field read as text (`READER_OPTIONS`)."""
         if self.is_remote:
             provider = {"storage": "HTTPS", "user_agent": False}
         else:
             provider = {"storage": "local"}
-        return {"dataset_name": self.name, "format": "csv", "url": self.url, "provider": provider}
+        return {
+            "dataset_name": self.name,
+            "format": "csv",
+            "url": self.url,
+            "provider": provider,
+            "reader_options": json.dumps(READER_OPTIONS),
+        }
 
 
 def source_specs(settings: Settings) -> list[SourceSpec]:

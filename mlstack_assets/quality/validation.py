@@ -138,9 +138,29 @@ def _outcome(expectation: Expectation, result: Any, table: str) -> ExpectationOu
             "sample_unexpected_rows": MetadataValue.json(rows),
         }
         summary = f"{observed} rows unexpected" + (f"; e.g. {rows}" if observed else "")
+    elif expectation.config["type"] == "unexpected_rows_expectation":
+        observed = details.get("observed_value", 0)
+        metadata["unexpected_count"] = observed
+        summary = f"{observed} rows unexpected"
     else:
         summary = f"observed {_plain(details.get('observed_value'))}"
     return ExpectationOutcome(expectation, bool(result.success), summary, metadata)
+
+
+def _add_sample_rows(
+    outcome: ExpectationOutcome, config: dict[str, Any], warehouse: Warehouse, relation: str
+) -> None:
+    """GX returns an unexpected-rows query's rows only in COMPLETE format, which would bring
+    every offending row into Python; ask the warehouse for a few instead."""
+    query = config["kwargs"]["unexpected_rows_query"].replace("{batch}", relation)
+    try:
+        rows = warehouse.query(f"select * from ({query}) as unexpected limit {SAMPLE_SIZE}")
+    except Exception:  # the samples illustrate a failure; they must not replace it
+        return
+    samples = _plain([row[0] if len(row) == 1 else list(row) for row in rows])
+    outcome.metadata["sample_unexpected_values"] = MetadataValue.json(samples)
+    if samples:
+        outcome.summary += f"; e.g. {samples}"
 
 
 @dataclass
@@ -242,6 +262,10 @@ def validate_table(
         _outcome(expectation, by_check[expectation.check_name], f"{schema}.{table}")
         for expectation in suite.expectations
     ]
+    document = _suite_document(suite, warehouse.kind)
+    for outcome, config in zip(outcomes, document["expectations"], strict=True):
+        if config["type"] == "unexpected_rows_expectation" and not outcome.passed:
+            _add_sample_rows(outcome, config, warehouse, warehouse.qualified(schema, table))
     urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name="mlstack")
     data_docs = urls[0]["site_url"] if urls else None
     if data_docs:

@@ -1,9 +1,14 @@
-"""dbt models as Dagster assets: `dbt build` runs the models and their tests (as checks).
+"""dbt models as Dagster assets, with write-audit-publish.
 
-One `@dbt_assets` for the whole project, because dagster-dbt only respects test failures
-within a single definition. dbt sources carry `meta.dagster.asset_key`, which the
-translator honours, so `projects` and `tags` (the Airbyte-backed raw assets) are the
-upstream of the staging models in the lineage.
+`dbt build` writes every model into `<dataset>_audit` (dbt's own `+schema: audit` in
+dbt_project.yml) and runs dbt's tests there; the Great Expectations suite of a model
+(dbt `meta.great_expectations_suite`) then audits the same relation. Only when no
+blocking check failed are the models published to `<dataset>`, all in one step
+(`Warehouse.publish_relations`); otherwise the step fails with a report and the
+published tables keep their content. One multi-asset for the whole project, because
+dagster-dbt only respects test failures within a single definition. dbt sources carry
+`meta.dagster.asset_key`, which the translator honours, so `projects` and `tags` (the
+Airbyte-backed raw assets) are the upstream of the staging models in the lineage.
 """
 
 import contextlib
@@ -11,12 +16,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
     AssetsDefinition,
     AssetSpec,
     AutomationCondition,
+    Failure,
     MetadataValue,
     Output,
+    multi_asset,
 )
 from dagster_dbt import (
     DagsterDbtTranslator,
@@ -24,10 +32,19 @@ from dagster_dbt import (
     DbtCliInvocation,
     DbtCliResource,
     DbtProject,
-    dbt_assets,
 )
 from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 
+from mlstack_assets.compat import dbt_asset_and_check_specs
+from mlstack_assets.quality.suites import load_suite
+from mlstack_assets.quality.validation import validate_table
+from mlstack_assets.settings import Settings
+from mlstack_assets.transform.audit import (
+    BuiltModel,
+    blocks,
+    describe_test_failure,
+    lineage_by_key,
+)
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
@@ -36,7 +53,12 @@ OWNER = "team:mlstack"
 
 
 class MlstackDbtTranslator(DagsterDbtTranslator):
-    """dbt nodes become assets of the `transform` group, owned by the data team."""
+    """dbt nodes become assets of the `transform` group, owned by the data team; a model's
+    table name is where it is published (`<dataset>`), not where dbt builds it (the audit)."""
+
+    def __init__(self, dataset: str, settings: DagsterDbtTranslatorSettings | None = None):
+        super().__init__(settings=settings)
+        self.dataset = dataset
 
     def get_asset_spec(
         self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
@@ -50,9 +72,11 @@ class MlstackDbtTranslator(DagsterDbtTranslator):
             # a raw asset materialized by hand brings its dbt dependents up to date
             automation_condition=AutomationCondition.eager(),
         )
-        if GX_SUITE_META in manifest["nodes"][unique_id].get("config", {}).get("meta", {}):
+        node = manifest["nodes"][unique_id]
+        if GX_SUITE_META in node.get("config", {}).get("meta", {}):
             spec = spec.merge_attributes(kinds={"great_expectations"})
-        return spec
+        published = ".".join(p for p in (node.get("database"), self.dataset, node["alias"]) if p)
+        return spec.replace_attributes(metadata={**spec.metadata, "dagster/table_name": published})
 
 
 def close_in_process_dbt_duckdb() -> None:
@@ -114,32 +138,133 @@ def with_compiled_sql(event: Any, invocation: DbtCliInvocation) -> Any:
     )
 
 
-def build_dbt_assets(project: DbtProject, pool: str | None) -> AssetsDefinition:
-    translator = MlstackDbtTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)
-    )
+def _failure_report(
+    warehouse: Warehouse,
+    dbt_failures: list[str],
+    gx_failures: list[str],
+    dbt_error: Exception | None,
+) -> str:
+    lines = [
+        f"dbt built the models in {warehouse.audit_dataset}, and their audit failed, so nothing"
+        f" was published: the tables in {warehouse.dataset} keep their previous content. The"
+        f" audited rows stay in {warehouse.audit_dataset} for inspection.",
+        *dbt_failures,
+        *gx_failures,
+    ]
+    if dbt_error is not None and not dbt_failures:
+        lines.append(f"- dbt build failed: {dbt_error}")
+    return "\n".join(lines)
 
-    @dbt_assets(
-        manifest=project.manifest_path,
-        project=project,
-        dagster_dbt_translator=translator,
+
+def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinition:
+    """One multi-asset for every dbt model: write (dbt build in the audit schema), audit
+    (dbt's tests and the GX suite, there), publish (all models at once, atomically)."""
+    translator = MlstackDbtTranslator(
+        settings.dataset,
+        settings=DagsterDbtTranslatorSettings(
+            enable_asset_checks=True, enable_code_references=True
+        ),
+    )
+    specs, dbt_check_specs = dbt_asset_and_check_specs(project, translator)
+    suites = {
+        spec.key: load_suite(spec.key.path[-1])
+        for spec in specs
+        if "great_expectations" in spec.kinds
+    }
+    gx_check_specs = [spec for key, suite in suites.items() for spec in suite.check_specs(key)]
+
+    @multi_asset(
         name="dbt_models",
-        pool=pool,
+        specs=specs,
+        check_specs=[*dbt_check_specs, *gx_check_specs],
+        can_subset=True,
+        pool=settings.warehouse_pool,
+        allow_arbitrary_check_specs=True,
     )
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse):
-        """`dbt build`: staging views, then labeled_projects, then its schema tests."""
+        """`dbt build` into the audit schema, its tests and GX suites there, then publish."""
         with warehouse.exclusive():
-            invocation = dbt.cli(["build"], context=context)
+            invocation = dbt.cli(["build"], context=context, raise_on_error=False)
             # The adapter's first metadata query imports agate, babel and pytz (which lists
             # ~600 time zones); in dagster-dbt's pool threads, beside its polling loop, that
             # took up to 7 s in `make bench`. Import them now, while dbt runs in its process.
             import dbt_common.clients.agate_helper  # noqa: F401
 
             try:
-                for event in events_with_metadata(invocation):
-                    yield with_compiled_sql(event, invocation)
+                events = [
+                    with_compiled_sql(e, invocation) for e in events_with_metadata(invocation)
+                ]
             finally:
                 if warehouse.kind == "duckdb":
                     close_in_process_dbt_duckdb()
+            manifest = invocation.manifest
+            models = [
+                model
+                for event in events
+                if isinstance(event, Output)
+                and (
+                    model := BuiltModel.from_output(
+                        context.asset_key_for_output(event.output_name),
+                        event,
+                        manifest,
+                        invocation.target_path,
+                    )
+                )
+            ]
+            dbt_checks = [e for e in events if isinstance(e, AssetCheckResult)]
+            gx_checks: list[AssetCheckResult] = []
+            gx_failures: list[str] = []
+            for model in models:
+                if model.key not in suites:
+                    continue
+                validation = validate_table(
+                    warehouse,
+                    warehouse.audit_dataset,
+                    model.alias,
+                    suites[model.key],
+                    settings.data_docs_dir,
+                )
+                for outcome in validation.outcomes:
+                    if outcome.warning:
+                        context.log.warning(f"{outcome.expectation.check_name}: {outcome.warning}")
+                gx_checks += validation.check_results(model.key)
+                gx_failures += [
+                    f"- {model.key.to_user_string()}: {line.removeprefix('- ')}"
+                    for line in validation.failure_report().splitlines()
+                    if line
+                ]
+            lineage = lineage_by_key(models)
+            dbt_failures = [
+                describe_test_failure(check, manifest, warehouse, lineage).describe(
+                    warehouse.dataset
+                )
+                for check in dbt_checks
+                if blocks(check)
+            ]
+            dbt_error = invocation.get_error()
+            if dbt_failures or gx_failures or dbt_error is not None:
+                yield from dbt_checks
+                yield from gx_checks
+                raise Failure(
+                    description=_failure_report(warehouse, dbt_failures, gx_failures, dbt_error),
+                    metadata={"audit_dataset": warehouse.audit_dataset},
+                    allow_retries=False,
+                )
+            warehouse.publish_relations(
+                warehouse.audit_dataset,
+                tables=[m.alias for m in models if m.materialized != "view"],
+                views={m.alias: m.compiled_sql for m in models if m.materialized == "view"},
+            )
+            for model in models:
+                # dagster-dbt fetched row count, schema and lineage from the audit relation:
+                # the same after the copy; the table name is the published one
+                table_name = context.assets_def.specs_by_key[model.key].metadata.get(
+                    "dagster/table_name"
+                )
+                yield model.output.with_metadata(
+                    {**model.output.metadata, "dagster/table_name": table_name}
+                )
+            yield from dbt_checks
+            yield from gx_checks
 
     return dbt_models

@@ -11,6 +11,7 @@ from packaging.version import Version
 
 from mlstack_assets.settings import Settings
 from mlstack_assets.transform.assets import build_dbt_assets
+from mlstack_assets.transform.dbt_child import dbt_child_executable
 from mlstack_assets.transform.project import dbt_project
 
 
@@ -30,6 +31,8 @@ class InstalledDbtCliResource(DbtCliResource):
 def build_transform_definitions(settings: Settings) -> Definitions:
     project = dbt_project(settings.warehouse, settings.dbt_database)
     return Definitions(
-        assets=[build_dbt_assets(project, settings.warehouse_pool)],
-        resources={"dbt": InstalledDbtCliResource(project_dir=project)},
+        assets=[build_dbt_assets(project, settings)],
+        resources={
+            "dbt": InstalledDbtCliResource(project_dir=project, dbt_executable=dbt_child_executable())
+        },
     )

@@ -31,6 +31,12 @@ class Warehouse(ConfigurableResource):
     def staging_dataset(self) -> str:
         return f"{self.dataset}_staging"
 
+    @property
+    def audit_dataset(self) -> str:
+        """Where dbt builds its models and the ML assets their tables, for their audit:
+        `<dataset>_audit`; readers look in `<dataset>`, which only a publish replaces."""
+        return f"{self.dataset}_audit"
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold while reading or writing the warehouse from this process (DuckDB needs it)."""
@@ -56,6 +62,14 @@ class Warehouse(ConfigurableResource):
 
     def publish(self, table: str) -> None:
         """Replace `<dataset>.<table>` by `<staging>.<table>` in one atomic step."""
+        self.publish_relations(self.staging_dataset, tables=[table])
+
+    def publish_relations(
+        self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
+    ) -> None:
+        """Replace `<dataset>.<table>` by `<source_schema>.<table>` for each table, and
+        (re)create each view in `<dataset>` from its SQL, as atomically as the warehouse can:
+        DuckDB in one transaction, BigQuery one atomic job per relation."""
         raise NotImplementedError
 
 

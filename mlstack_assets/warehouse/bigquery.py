@@ -49,17 +49,25 @@ class BigQueryWarehouse(Warehouse):
         with self.bigquery.get_client() as client:
             client.delete_table(f"{self.project}.{self.staging_dataset}.{table}", not_found_ok=True)
 
-    def publish(self, table: str) -> None:
+    def publish_relations(
+        self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
+    ) -> None:
+        """Views by `CREATE OR REPLACE VIEW`, tables by a copy job with WRITE_TRUNCATE: each
+        replaces its relation atomically (BigQuery has no transaction across tables)."""
         from google.cloud import bigquery
 
         with self.bigquery.get_client() as client:
             client.create_dataset(f"{self.project}.{self.dataset}", exists_ok=True)
-            job = client.copy_table(
-                f"{self.project}.{self.staging_dataset}.{table}",
-                f"{self.project}.{self.dataset}.{table}",
-                job_config=bigquery.CopyJobConfig(write_disposition="WRITE_TRUNCATE"),
-            )
-            job.result()
+            for name, sql in (views or {}).items():
+                client.query(
+                    f"create or replace view {self.qualified(self.dataset, name)} as {sql}"
+                ).result()
+            for table in tables:
+                client.copy_table(
+                    f"{self.project}.{source_schema}.{table}",
+                    f"{self.project}.{self.dataset}.{table}",
+                    job_config=bigquery.CopyJobConfig(write_disposition="WRITE_TRUNCATE"),
+                ).result()
 
 
 class BigQueryRelationTypeHandler(RelationTypeHandler):

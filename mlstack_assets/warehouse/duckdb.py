@@ -103,15 +103,22 @@ class DuckDBWarehouse(Warehouse):
         with self.connection() as conn:
             conn.execute(f"drop table if exists {self.qualified(self.staging_dataset, table)}")
 
-    def publish(self, table: str) -> None:
+    def publish_relations(
+        self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
+    ) -> None:
         with self.connection() as conn:
             conn.execute(f'create schema if not exists "{self.dataset}"')
             conn.execute("begin transaction")
             try:
-                conn.execute(
-                    f"create or replace table {self.qualified(self.dataset, table)} as"
-                    f" select * from {self.qualified(self.staging_dataset, table)}"
-                )
+                for name, sql in (views or {}).items():
+                    conn.execute(
+                        f"create or replace view {self.qualified(self.dataset, name)} as {sql}"
+                    )
+                for table in tables:
+                    conn.execute(
+                        f"create or replace table {self.qualified(self.dataset, table)} as"
+                        f" select * from {self.qualified(source_schema, table)}"
+                    )
                 conn.execute("commit")
             except Exception:
                 conn.execute("rollback")

@@ -1,0 +1,42 @@
+"""The private APIs mlstack relies on, fenced in one place.
+
+Each entry says why the public API does not do, and `tests/test_compat.py` fails when
+the dependency changes under it, so an upgrade shows exactly what to revisit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dagster import AssetCheckSpec, AssetSpec
+from dagster_dbt import DagsterDbtTranslator, DbtProject
+
+
+def dbt_asset_and_check_specs(
+    project: DbtProject, translator: DagsterDbtTranslator
+) -> tuple[Sequence[AssetSpec], Sequence[AssetCheckSpec]]:
+    """The asset specs and test check specs that `@dbt_assets` would build.
+
+    Why private: `@dbt_assets` takes no extra check specs, and the GX suite on
+    labeled_projects must run inside the dbt step, on the audit schema, before publishing
+    (write-audit-publish), so it has to be declared on the same multi-asset as dbt's own
+    tests. dagster-dbt's public `build_dbt_asset_specs` returns only the asset specs; this
+    is the function `@dbt_assets` itself calls (dagster_dbt/asset_decorator.py).
+    """
+    from dagster_dbt.asset_utils import (
+        DBT_DEFAULT_EXCLUDE,
+        DBT_DEFAULT_SELECT,
+        DBT_DEFAULT_SELECTOR,
+        build_dbt_specs,
+    )
+    from dagster_dbt.dbt_manifest import validate_manifest
+
+    return build_dbt_specs(
+        translator=translator,
+        manifest=validate_manifest(project.manifest_path),
+        select=DBT_DEFAULT_SELECT,
+        exclude=DBT_DEFAULT_EXCLUDE,
+        selector=DBT_DEFAULT_SELECTOR,
+        io_manager_key=None,
+        project=project,
+    )
