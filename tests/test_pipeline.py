@@ -70,9 +70,13 @@ def test_dbt_schema_tests_run_as_passing_checks_on_labeled_projects(stack: Stack
     }
 
 
-def test_failing_dbt_test_fails_the_run_and_still_reports_what_dbt_built(published_stack: Stack):
+def test_failing_dbt_test_keeps_the_published_table_and_reports_what_failed(
+    published_stack: Stack,
+):
     # A project loses its tag in the published table (bypassing the audit), so the join
-    # leaves its tag null: dbt builds labeled_projects, then its not_null test fails.
+    # leaves its tag null: dbt builds labeled_projects in the audit schema, its not_null
+    # test fails there, and nothing is published.
+    before = published_stack.table_bytes(LABELED)
     with duckdb.connect(str(published_stack.warehouse_path)) as conn:
         conn.execute("delete from mlops_course.tags where id = 9")
 
@@ -86,14 +90,15 @@ def test_failing_dbt_test_fails_the_run_and_still_reports_what_dbt_built(publish
     }
     assert dbt_tests["not_null_labeled_projects_tag"] is False
     assert dbt_tests["unique_labeled_projects_id"] is True
-    [built] = [
-        e.materialization
-        for e in result.get_asset_materialization_events()
-        if e.asset_key == AssetKey("labeled_projects")
-    ]
-    assert built.metadata["dagster/row_count"].value == len(PROJECTS)
-    assert "dagster/column_schema" in built.metadata
-    assert "dbt build" in failure_messages(result)
+    message = failure_messages(result)
+    assert "labeled_projects: dbt test not_null_labeled_projects_tag failed on 1 rows" in message
+    assert "e.g. ids [9]" in message and "raw source 'tags' (mlops_course.tags)" in message
+    assert "labeled_projects" not in materialized_keys(result)
+    assert published_stack.table_bytes(LABELED) == before
+    # the audited rows stay where dbt built them, for inspection
+    assert published_stack.query(
+        "select id from mlops_course_audit.labeled_projects where tag is null"
+    ) == [(9,)]
     assert not {"ml_dataset", "ml_splits", "tag_distribution"} & materialized_keys(result)
 
 

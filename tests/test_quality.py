@@ -203,6 +203,31 @@ def test_bad_input_fails_clearly_and_never_replaces_a_published_table(
     assert snapshot(published_stack) == before
 
 
+def test_untagged_projects_never_reach_the_published_labeled_projects(published_stack: Stack):
+    # tags.csv is valid on its own, but two projects have no row in it: the raw audit of
+    # tags passes, the join leaves their tag NULL, and the transform audit stops it.
+    before = snapshot(published_stack)
+    untagged = {i: t for i, t in PROJECT_TAGS.items() if i not in (9, 15)}
+    published_stack.set_source("tags", write_tags(published_stack.root / "t.csv", untagged))
+
+    result = published_stack.materialize("tags*")
+
+    assert not result.success
+    message = failure_messages(result)
+    assert "not_null_labeled_projects_tag failed on 2 rows; e.g. ids [9, 15]" in message
+    assert "raw source 'tags' (mlops_course.tags)" in message
+    assert "labeled_projects" not in materialized_keys(result)
+    after = snapshot(published_stack)
+    # tags passed its own audit and mirrors its source; every table built from it did not
+    assert after["mlops_course.tags"] != before["mlops_course.tags"]
+    for table in PUBLISHED:
+        if table != "mlops_course.tags":
+            assert after[table] == before[table], table
+    assert published_stack.query(
+        "select id from mlops_course_audit.labeled_projects where tag is null order by id"
+    ) == [(9,), (15,)]
+
+
 def test_failed_audit_reports_each_expectation_as_a_failed_check_and_keeps_staged_rows(
     published_stack: Stack,
 ):

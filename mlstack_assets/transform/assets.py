@@ -235,9 +235,9 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
                 ]
             lineage = lineage_by_key(models)
             dbt_failures = [
-                describe_test_failure(check, manifest, warehouse, lineage).describe(
-                    warehouse.dataset
-                )
+                describe_test_failure(
+                    check, manifest, warehouse, lineage, context.assets_def.asset_deps
+                ).describe(warehouse.dataset)
                 for check in dbt_checks
                 if blocks(check)
             ]

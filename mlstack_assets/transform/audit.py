@@ -10,6 +10,7 @@ through the column-level lineage dagster-dbt computes for each model.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,27 @@ def lineage_by_key(models: Iterable[BuiltModel]) -> dict[AssetKey, Any]:
     }
 
 
-def raw_sources(key: AssetKey, column: str, lineage: Mapping[AssetKey, Any]) -> list[str]:
-    """The raw assets that `key.column` is computed from, following column lineage upstream
-    until it leaves the dbt models (the first asset with no lineage of its own is raw)."""
-    if key not in lineage:
+def raw_sources(
+    key: AssetKey,
+    column: str | None,
+    lineage: Mapping[AssetKey, Any],
+    deps: Mapping[AssetKey, AbstractSet[AssetKey]],
+) -> list[str]:
+    """The raw assets that `key.column` is computed from. Column lineage (computed by
+    dagster-dbt with sqlglot) is followed where it exists; where it does not (e.g. a view
+    over a source), every upstream asset of the model counts. An asset that is not a dbt
+    model (not in `deps`) is raw."""
+    if key not in deps:
         return [key.to_user_string()]
+    column_deps = lineage[key].deps_by_column.get(column, []) if key in lineage else []
+    upstream = (
+        [(dep.asset_key, dep.column_name) for dep in column_deps]
+        if column_deps
+        else [(parent, column) for parent in sorted(deps[key], key=str)]
+    )
     found: list[str] = []
-    for dep in lineage[key].deps_by_column.get(column, []):
-        for source in raw_sources(dep.asset_key, dep.column_name, lineage):
+    for parent, parent_column in upstream:
+        for source in raw_sources(parent, parent_column, lineage, deps):
             if source not in found:
                 found.append(source)
     return found
@@ -91,6 +105,7 @@ class DbtTestFailure:
     failed_rows: int | None
     column: str | None
     examples: list[Any]
+    example_label: str
     sources: list[str]
 
     def describe(self, dataset: str) -> str:
@@ -98,7 +113,7 @@ class DbtTestFailure:
         if self.failed_rows is not None:
             line += f" on {self.failed_rows} rows"
         if self.examples:
-            line += f"; e.g. {self.examples}"
+            line += f"; e.g. {self.example_label} {self.examples}"
         if self.sources:
             names = ", ".join(f"'{s}' ({dataset}.{s})" for s in self.sources)
             line += f"; column {self.column} comes from raw source {names}"
@@ -107,20 +122,22 @@ class DbtTestFailure:
 
 def _examples(
     warehouse: Warehouse, relation: str, test: str, column: str, columns: set[str]
-) -> list[Any]:
-    """A few offending rows, found with a query in the warehouse (ids where there are ids)."""
+) -> tuple[str, list[Any]]:
+    """A few offending rows, found with a query in the warehouse: the ids of rows with a
+    NULL (when the model has ids), or the duplicated values."""
     if test == "not_null":
         shown = "id" if "id" in columns and column != "id" else column
         sql = f"select {shown} from {relation} where {column} is null order by 1 limit {EXAMPLES}"
+        label = "ids" if shown == "id" else column
     elif test == "unique":
         sql = (
             f"select {column} from {relation} where {column} is not null"
             f" group by {column} having count(*) > 1 order by 1 limit {EXAMPLES}"
         )
+        label = f"duplicated {column}"
     else:
-        return []
-    label = "ids" if test == "not_null" and column != "id" and "id" in columns else column
-    return [{label: row[0]} for row in warehouse.query(sql)]
+        return "", []
+    return label, [row[0] for row in warehouse.query(sql)]
 
 
 def describe_test_failure(
@@ -128,6 +145,7 @@ def describe_test_failure(
     manifest: Mapping[str, Any],
     warehouse: Warehouse,
     lineage: Mapping[AssetKey, Any],
+    deps: Mapping[AssetKey, AbstractSet[AssetKey]],
 ) -> DbtTestFailure:
     """What failed, on which rows, and which raw source the tested column comes from."""
     unique_id = result.metadata.get("unique_id")
@@ -139,20 +157,24 @@ def describe_test_failure(
     model_id = test.get("attached_node")
     model = manifest["nodes"].get(model_id or "", {})
     examples: list[Any] = []
+    label = ""
     sources: list[str] = []
     if column and model:
         relation = warehouse.qualified(warehouse.audit_dataset, model.get("alias") or model["name"])
         kind = (test.get("test_metadata") or {}).get("name", "")
         try:
-            examples = _examples(warehouse, relation, kind, column, set(model.get("columns", {})))
+            label, examples = _examples(
+                warehouse, relation, kind, column, set(model.get("columns", {}))
+            )
         except Exception:  # the report must not hide the failure it reports
             examples = []
-        sources = raw_sources(result.asset_key, column, lineage)
+        sources = raw_sources(result.asset_key, column, lineage, deps)
     return DbtTestFailure(
         model=result.asset_key.to_user_string(),
         check_name=result.check_name,
         failed_rows=int(failed.value) if failed is not None else None,
         column=column,
         examples=examples,
+        example_label=label,
         sources=[s for s in sources if s != result.asset_key.to_user_string()],
     )

@@ -33,6 +33,8 @@ def build_transform_definitions(settings: Settings) -> Definitions:
     return Definitions(
         assets=[build_dbt_assets(project, settings)],
         resources={
-            "dbt": InstalledDbtCliResource(project_dir=project, dbt_executable=dbt_child_executable())
+            "dbt": InstalledDbtCliResource(
+                project_dir=project, dbt_executable=dbt_child_executable()
+            )
         },
     )
