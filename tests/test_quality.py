@@ -374,6 +374,69 @@ def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
     ]
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie has finished: it only waits for someone to read its exit status)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_run_killed_during_dbt_leaves_published_tables_and_no_dbt_behind(published_stack: Stack):
+    before = snapshot(published_stack)
+    home = dagster_home(published_stack.root / "cli_home")
+    log = (published_stack.root / "killed.log").open("w")
+    process = subprocess.Popen(
+        materialize_command("labeled_projects"),
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    dbt: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not dbt and process.poll() is None:
+            assert time.monotonic() < deadline, "dbt never started"
+            dbt = [
+                child
+                for child in _children(process.pid)
+                if b"dbt" in Path(f"/proc/{child}/cmdline").read_bytes()
+            ]
+            time.sleep(0.05)
+        assert dbt, (published_stack.root / "killed.log").read_text()[-2000:]
+        os.kill(process.pid, signal.SIGKILL)  # the run's process only, not its group
+        process.wait(timeout=30)
+    finally:
+        log.close()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in dbt) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in dbt), "dbt outlived the run that started it"
+    assert snapshot(published_stack) == before
+
+    published_stack.set_source(
+        "tags", write_tags(published_stack.root / "good.csv", {**PROJECT_TAGS, 6: "mlops"})
+    )
+    result = published_stack.materialize("tags*")
+
+    assert result.success, failure_messages(result)
+    assert published_stack.query("select tag from mlops_course.labeled_projects where id = 6") == [
+        ("mlops",)
+    ]
+
+
 def test_data_docs_keep_the_newest_validations_of_each_suite(tmp_path: Path):
     from mlstack_assets.quality.data_docs import prune_history
 
