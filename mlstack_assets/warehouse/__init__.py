@@ -31,6 +31,12 @@ class Warehouse(ConfigurableResource):
     def staging_dataset(self) -> str:
         return f"{self.dataset}_staging"
 
+    @property
+    def audit_dataset(self) -> str:
+        """Where tables are built and checked before they replace the published ones (the
+        ML tables here, dbt's models with `+schema: audit`): readers never look there."""
+        return f"{self.dataset}_audit"
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold while reading or writing the warehouse from this process (DuckDB needs it)."""
@@ -57,6 +63,20 @@ class Warehouse(ConfigurableResource):
     def publish(self, table: str) -> None:
         """Replace `<dataset>.<table>` by `<staging>.<table>` in one atomic step."""
         raise NotImplementedError
+
+    def ensure_dataset(self, dataset: str) -> None:
+        """Create the schema / dataset when it does not exist yet."""
+        raise NotImplementedError
+
+    def build_audit_table(self, table: str, sql: str) -> str:
+        """Build `<audit>.<table>` from `sql`, replacing any earlier one; return its SQL name.
+
+        The same statement on both warehouses; nothing published is touched.
+        """
+        self.ensure_dataset(self.audit_dataset)
+        name = self.qualified(self.audit_dataset, table)
+        self.query(f"create or replace table {name} as\n{sql}")
+        return name
 
 
 def build_warehouse_resources(settings: Settings) -> dict[str, Any]:

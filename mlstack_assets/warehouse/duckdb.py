@@ -14,7 +14,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import TableColumns, Warehouse
-from mlstack_assets.warehouse.relations import RelationTypeHandler
+from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 
 class _ProcessFileLock:
@@ -103,6 +103,9 @@ class DuckDBWarehouse(Warehouse):
         with self.connection() as conn:
             conn.execute(f"drop table if exists {self.qualified(self.staging_dataset, table)}")
 
+    def ensure_dataset(self, dataset: str) -> None:
+        self.query(f'create schema if not exists "{dataset}"')
+
     def publish(self, table: str) -> None:
         with self.connection() as conn:
             conn.execute(f'create schema if not exists "{self.dataset}"')
@@ -145,15 +148,16 @@ class _LockingDuckDbClient(DuckDbClient):
 
 
 class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
-    """`DuckDBPandasIOManager` that also materializes `WarehouseQuery` outputs in DuckDB,
-    and queues on the warehouse file lock instead of failing."""
+    """`DuckDBPandasIOManager` that also materializes `WarehouseQuery` outputs in DuckDB
+    (in one statement, see `ReplacingDbIOManager`), and queues on the warehouse file lock
+    instead of failing."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [DuckDBPandasTypeHandler(), DuckDBRelationTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
+        return ReplacingDbIOManager(
             db_client=_LockingDuckDbClient(),
             database=self.database,
             schema=self.schema_,
