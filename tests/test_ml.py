@@ -9,9 +9,14 @@ import pandas as pd
 import pytest
 from dagster import AssetKey
 
-from mlstack_assets.ml import plot
+from mlstack_assets.ml import checks, plot
 from mlstack_assets.ml.assets import known_tags
-from mlstack_assets.ml.sql import ml_dataset_sql, ml_splits_sql
+from mlstack_assets.ml.sql import (
+    ml_dataset_sql,
+    ml_splits_sql,
+    split_counts_sql,
+    tag_distribution_sql,
+)
 from tests.conftest import Stack
 from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
 from tests.test_pipeline import failure_messages, materialized_keys
@@ -82,6 +87,105 @@ def test_every_project_is_in_exactly_one_split(dataset):
     assert set(result["split"]) == {"train", "validation", "test"}
 
 
+def query_on(conn: duckdb.DuckDBPyConnection):
+    return lambda sql: conn.execute(sql).fetchall()
+
+
+def built_splits(conn: duckdb.DuckDBPyConnection, validation=0.15, test=0.15) -> None:
+    sql = ml_splits_sql("ml_dataset", "duckdb", 42, validation, test)
+    conn.execute(f"create or replace table ml_splits as {sql}")
+
+
+def test_dataset_row_count_check_wants_rows_and_every_exclusion_accounted_for(dataset):
+    query = query_on(dataset)
+    size = sum(TAG_SIZES.values())
+
+    assert checks.row_count_matches_labeled_projects(query, "ml_dataset", size + 3, 2, 1).passed
+    lost = checks.row_count_matches_labeled_projects(query, "ml_dataset", size + 4, 2, 1)
+    dataset.execute("delete from ml_dataset")
+    empty = checks.row_count_matches_labeled_projects(query, "ml_dataset", 3, 2, 1)
+
+    assert not lost.passed and lost.metadata["expected_rows"] == size + 1
+    assert not empty.passed and empty.summary.startswith("0 rows; expected 0 > 0 = 3")
+
+
+@pytest.mark.parametrize("validation, test", [(0.15, 0.15), (0.1, 0.2), (0.25, 0.05), (0.5, 0.49)])
+def test_split_checks_pass_on_the_split_as_built(dataset, validation, test):
+    built_splits(dataset, validation, test)
+    query = query_on(dataset)
+    shares = checks.tag_shares(query, "ml_splits", validation, test)
+
+    outcomes = [
+        checks.every_id_in_one_split(query, "ml_splits", "ml_dataset"),
+        checks.every_tag_in_every_split(shares),
+        checks.fractions_within_one_row(shares, validation, test),
+    ]
+
+    assert [o.name for o in outcomes if not o.passed] == []
+    assert {s.tag for s in shares if not s.has_enough_rows} >= {"reinforcement-learning"}
+
+
+def test_one_split_check_names_repeated_ids_and_ids_without_a_split(dataset):
+    built_splits(dataset)
+    [(first,), (second,)] = dataset.execute(
+        "select id from ml_splits order by id limit 2"
+    ).fetchall()
+    dataset.execute(f"insert into ml_splits select * from ml_splits where id = {first}")
+    dataset.execute(f"update ml_splits set split = null where id = {second}")
+
+    outcome = checks.every_id_in_one_split(query_on(dataset), "ml_splits", "ml_dataset")
+
+    assert not outcome.passed
+    assert outcome.metadata["ids_in_several_rows"] == [first]
+    assert outcome.metadata["ids_without_a_split"] == [second]
+    assert outcome.metadata["rows_without_a_split"] == 1
+
+
+def test_tag_and_fraction_checks_catch_an_emptied_split(dataset):
+    built_splits(dataset)
+    dataset.execute("update ml_splits set split = 'train' where tag = 'mlops' and split = 'test'")
+    shares = checks.tag_shares(query_on(dataset), "ml_splits", 0.15, 0.15)
+
+    every_split = checks.every_tag_in_every_split(shares)
+    fractions = checks.fractions_within_one_row(shares, 0.15, 0.15)
+
+    assert not every_split.passed
+    assert every_split.metadata["empty_tag_splits"] == ["mlops (n=41): no test rows"]
+    assert not fractions.passed
+    assert fractions.metadata["tags_off"] == ["mlops (n=41): train 35, validation 6, test 0"]
+
+
+def test_tag_distribution_table_matches_the_split_counts_and_its_check(dataset):
+    built_splits(dataset)
+    dataset.execute(f"create table distribution as {tag_distribution_sql('ml_splits')}")
+    counts = dataset.execute(split_counts_sql("ml_splits")).fetchall()
+
+    built = dataset.execute("select * from distribution").df()
+    outcome = checks.sums_to_split_counts(query_on(dataset), "distribution", "ml_splits")
+
+    pd.testing.assert_frame_equal(
+        built, plot.distribution_table(counts), check_dtype=False, check_names=False
+    )
+    assert outcome.passed, outcome.summary
+    dataset.execute("update ml_splits set split = 'holdout' where tag = 'mlops'")
+    assert not checks.sums_to_split_counts(query_on(dataset), "distribution", "ml_splits").passed
+
+
+def test_failure_message_names_the_checks_numbers_and_tables():
+    outcomes = [
+        checks.Outcome("a_check", True, "fine"),
+        checks.Outcome("b_check", False, "3 rows; expected 4"),
+    ]
+
+    message = checks.failure_message("ml_x", outcomes, "ds.ml_x", "ds_audit.ml_x")
+
+    assert message == (
+        "ml_x: 1 of 2 blocking checks failed, so ds.ml_x was not replaced (it keeps its"
+        " previous content); the audited rows are in ds_audit.ml_x.\n- b_check: 3 rows; expected 4"
+    )
+    assert checks.failure_message("ml_x", outcomes[:1], "ds.ml_x", "ds_audit.ml_x") is None
+
+
 def test_dataset_normalizes_text_and_leaves_out_unknown_tags_and_empty_text():
     conn = duckdb.connect()
     conn.execute("""create table labeled as select * from (values
@@ -145,6 +249,39 @@ def test_ml_assets_materialize_through_the_io_manager_with_counts_in_metadata(st
         "ml_splits", python_type=pd.DataFrame, instance=stack.instance
     )
     assert sorted(loaded["id"]) == sorted(p[0] for p in PROJECTS if p[0] != 31)
+    distribution = stack.definitions().load_asset_value(
+        "tag_distribution", python_type=pd.DataFrame, instance=stack.instance
+    )
+    assert list(distribution.columns) == ["tag", *plot.SPLITS, "total"]
+    assert distribution["total"].sum() == len(PROJECTS) - 1
+    assert {
+        (split, row.tag): getattr(row, split)
+        for row in distribution.itertuples()
+        for split in plot.SPLITS
+        if getattr(row, split)
+    } == in_table
+
+
+def test_ml_checks_are_blocking_asset_checks_that_pass_on_good_data(published_stack: Stack):
+    tables = {t: published_stack.table_bytes(f"mlops_course.{t}") for t in ML_TABLES}
+
+    result = published_stack.materialize("ml_dataset*")
+
+    assert result.success, failure_messages(result)
+    graph = published_stack.definitions().resolve_asset_graph()
+    for asset, names in checks.CHECKS_BY_ASSET.items():
+        specs = {key.name: graph.get(key) for key in graph.get(AssetKey(asset)).check_keys}
+        assert set(specs) == set(names), asset
+        assert all(spec.blocking for spec in specs.values()), asset
+    evaluations = {
+        (e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()
+    }
+    expected = {(asset, name) for asset, names in checks.CHECKS_BY_ASSET.items() for name in names}
+    assert set(evaluations) == expected
+    assert all(e.passed for e in evaluations.values())
+    # the same input gives the same tables, now published from the audit dataset
+    assert {t: published_stack.table_bytes(f"mlops_course.{t}") for t in ML_TABLES} == tables
+    assert published_stack.table_bytes("mlops_course_audit.ml_splits") == tables["ml_splits"]
 
 
 def test_failing_labeled_projects_check_blocks_the_ml_assets(published_stack: Stack):
@@ -172,3 +309,107 @@ def test_failing_labeled_projects_check_blocks_the_ml_assets(published_stack: St
     assert "labeled_projects" not in materialized_keys(result)
     assert "title_description_are_unique" in failure_messages(result)
     assert not {"ml_dataset", "ml_splits", "tag_distribution"} & materialized_keys(result)
+
+
+ML_TABLES = ("ml_dataset", "ml_splits", "tag_distribution")
+
+
+def ml_tables(stack: Stack) -> dict[str, list[tuple]]:
+    return {table: stack.table_bytes(f"mlops_course.{table}") for table in ML_TABLES}
+
+
+def failed_checks(result, asset: str) -> dict[str, object]:
+    return {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == AssetKey(asset) and not e.passed
+    }
+
+
+def test_failing_ml_dataset_check_keeps_the_published_ml_tables(published_stack: Stack):
+    before = ml_tables(published_stack)
+    # Every tag of labeled_projects becomes one the model does not know: nothing is left.
+    with duckdb.connect(str(published_stack.warehouse_path)) as conn:
+        conn.execute("update mlops_course.labeled_projects set tag = 'quantum-ml'")
+
+    result = published_stack.materialize("ml_dataset*")
+
+    assert not result.success
+    assert set(failed_checks(result, "ml_dataset")) == {checks.ROW_COUNT}
+    message = failure_messages(result)
+    assert "ml_dataset: 1 of 1 blocking checks failed" in message
+    assert (
+        f"{checks.ROW_COUNT}: 0 rows; expected 0 > 0 = {len(PROJECTS)} labeled_projects" in message
+    )
+    assert "mlops_course.ml_dataset was not replaced" in message
+    assert "the audited rows are in mlops_course_audit.ml_dataset" in message
+    assert not set(ML_TABLES) & materialized_keys(result)
+    assert ml_tables(published_stack) == before
+    assert published_stack.query("select count(*) from mlops_course_audit.ml_dataset") == [(0,)]
+
+
+def test_failing_ml_splits_check_keeps_the_published_ml_tables(published_stack: Stack):
+    # A project written twice straight into the published ml_dataset (bypassing its audit).
+    with duckdb.connect(str(published_stack.warehouse_path)) as conn:
+        conn.execute(
+            "insert into mlops_course.ml_dataset select * from mlops_course.ml_dataset where id = 9"
+        )
+    before = ml_tables(published_stack)
+
+    result = published_stack.materialize("ml_splits*")
+
+    assert not result.success
+    assert set(failed_checks(result, "ml_splits")) == {checks.ONE_SPLIT}
+    message = failure_messages(result)
+    assert "ml_splits: 1 of 3 blocking checks failed" in message
+    assert "8 distinct ids" in message and "ids in several rows [9]" in message
+    assert "mlops_course_audit.ml_splits" in message
+    assert not {"ml_splits", "tag_distribution"} & materialized_keys(result)
+    assert ml_tables(published_stack) == before
+
+
+def test_failing_tag_distribution_check_keeps_the_published_table_and_plot(
+    published_stack: Stack,
+):
+    from mlstack_assets.settings import load_settings
+
+    plot_path = load_settings().home / "plots" / "tag_distribution.png"
+    plot_before = plot_path.read_bytes() if plot_path.exists() else None
+    # A row whose split is none of the three: the distribution would silently lose it.
+    with duckdb.connect(str(published_stack.warehouse_path)) as conn:
+        conn.execute("update mlops_course.ml_splits set split = 'holdout' where id = 6")
+    before = ml_tables(published_stack)
+
+    result = published_stack.materialize("tag_distribution")
+
+    assert not result.success
+    assert set(failed_checks(result, "tag_distribution")) == {checks.SUMS}
+    message = failure_messages(result)
+    assert f"total {len(PROJECTS) - 2}; ml_splits rows" in message
+    assert "differing: total" in message
+    assert ml_tables(published_stack) == before
+    assert (plot_path.read_bytes() if plot_path.exists() else None) == plot_before
+
+
+def test_a_failed_publish_leaves_the_published_table_as_it_was(
+    published_stack: Stack, monkeypatch: pytest.MonkeyPatch
+):
+    # Dagster's DbIOManager deletes the rows before writing (dagster #14091): the replace
+    # must be the only statement that touches the published table.
+    from mlstack_assets.warehouse.duckdb import DuckDBRelationTypeHandler
+
+    before = ml_tables(published_stack)
+    execute = DuckDBRelationTypeHandler.execute
+
+    def failing_replace(self, connection, sql):
+        if sql.startswith("create or replace table"):
+            raise RuntimeError("disk full")
+        return execute(self, connection, sql)
+
+    monkeypatch.setattr(DuckDBRelationTypeHandler, "execute", failing_replace)
+
+    result = published_stack.materialize("ml_splits")
+
+    assert not result.success
+    assert 'handling output "result" of step "ml_splits"' in failure_messages(result)
+    assert ml_tables(published_stack) == before

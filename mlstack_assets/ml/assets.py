@@ -1,26 +1,39 @@
 """ML-ready assets downstream of labeled_projects: dataset, stratified splits, a picture.
 
-`ml_dataset` and `ml_splits` are SQL built here and materialized by the IO manager inside
-the warehouse (see `warehouse/relations.py`); `tag_distribution` is a small pandas frame
-of counts, stored through the same IO manager, with its bar chart in the metadata.
+Write-audit-publish, as for the raw tables: each asset builds its table with SQL in the
+audit dataset (`<dataset>_audit.<asset>`), runs its blocking checks there (`checks.py`),
+and only when they all pass hands the IO manager a `WarehouseQuery` that replaces the
+published table in one `CREATE OR REPLACE TABLE ... AS SELECT` (see
+`warehouse/relations.py`). A failing check fails the step before anything is published:
+the published table keeps its previous content and nothing downstream runs.
 """
+
+import os
+from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
     AssetsDefinition,
     AutomationCondition,
     Config,
+    Failure,
     MetadataValue,
     Output,
-    TableColumn,
-    TableSchema,
     asset,
 )
 from pydantic import Field, model_validator
 
-from mlstack_assets.ml import plot
-from mlstack_assets.ml.sql import exclusions_sql, ml_dataset_sql, ml_splits_sql, split_counts_sql
+from mlstack_assets.ml import checks, plot
+from mlstack_assets.ml.sql import (
+    SPLITS,
+    exclusions_sql,
+    ml_dataset_sql,
+    ml_splits_sql,
+    tag_distribution_sql,
+)
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
@@ -51,68 +64,134 @@ class SplitConfig(Config):
         return self
 
 
+def publish_if_checks_pass(
+    asset_name: str,
+    warehouse: Warehouse,
+    audited: str,
+    outcomes: list[checks.Outcome],
+    metadata: dict[str, Any],
+    count_by: tuple[str, ...] = (),
+) -> Iterator[Output[WarehouseQuery] | AssetCheckResult]:
+    """Publish `audited` through the IO manager when every check passed, else fail the step.
+
+    On success the Output comes first, so the check results attach to the materialization
+    that published the checked rows.
+    """
+    results = [outcome.result(asset_name) for outcome in outcomes]
+    message = checks.failure_message(
+        asset_name,
+        outcomes,
+        published=f"{warehouse.dataset}.{asset_name}",
+        audited=f"{warehouse.audit_dataset}.{asset_name}",
+    )
+    if message:
+        yield from results
+        raise Failure(
+            description=message,
+            metadata={
+                "failed_checks": [o.name for o in outcomes if not o.passed],
+                "audit_table": f"{warehouse.audit_dataset}.{asset_name}",
+            },
+            allow_retries=False,
+        )
+    yield Output(WarehouseQuery(f"select * from {audited}", count_by=count_by), metadata=metadata)
+    yield from results
+
+
 def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
     kinds = {"python", settings.warehouse}
     pool = settings.warehouse_pool
     eager = AutomationCondition.eager()
 
-    @asset(group_name=ML_GROUP, kinds=kinds, owners=[OWNER], pool=pool, automation_condition=eager)
+    @asset(
+        group_name=ML_GROUP,
+        kinds=kinds,
+        owners=[OWNER],
+        pool=pool,
+        automation_condition=eager,
+        check_specs=checks.check_specs("ml_dataset"),
+    )
     def ml_dataset(
         context: AssetExecutionContext, labeled_projects: WarehouseTable, warehouse: Warehouse
-    ) -> Output[WarehouseQuery]:
+    ):
         """ML: one row per project (id, created_on, text = title + description, tag).
 
         Rows with an unknown tag or no text are left out and counted in the metadata.
         """
         tags = known_tags()
+        sql = ml_dataset_sql(labeled_projects.sql_name, warehouse.kind, tags)
         with warehouse.exclusive():
             [(total, unknown, empty)] = warehouse.query(
                 exclusions_sql(labeled_projects.sql_name, warehouse.kind, tags)
             )
+            audited = warehouse.build_audit_table("ml_dataset", sql)
+            outcomes = [
+                checks.row_count_matches_labeled_projects(
+                    warehouse.query, audited, total, unknown, empty
+                )
+            ]
         for reason, count in (("unknown or missing tag", unknown), ("empty text", empty)):
             if count:
                 context.log.warning(f"ml_dataset leaves out {count} rows: {reason}")
-        query = WarehouseQuery(ml_dataset_sql(labeled_projects.sql_name, warehouse.kind, tags))
-        return Output(
-            query,
+        yield from publish_if_checks_pass(
+            "ml_dataset",
+            warehouse,
+            audited,
+            outcomes,
             metadata={
                 "labeled_rows": total,
                 "excluded_unknown_or_missing_tag": unknown,
                 "excluded_empty_text": empty,
                 "known_tags": MetadataValue.json(tags),
-                "sql": MetadataValue.md(f"```sql\n{query.sql}\n```"),
+                "audit_table": f"{warehouse.audit_dataset}.ml_dataset",
+                "sql": MetadataValue.md(f"```sql\n{sql}\n```"),
             },
         )
 
-    @asset(group_name=ML_GROUP, kinds=kinds, owners=[OWNER], pool=pool, automation_condition=eager)
+    @asset(
+        group_name=ML_GROUP,
+        kinds=kinds,
+        owners=[OWNER],
+        pool=pool,
+        automation_condition=eager,
+        check_specs=checks.check_specs("ml_splits"),
+    )
     def ml_splits(
         context: AssetExecutionContext,
         config: SplitConfig,
         ml_dataset: WarehouseTable,
         warehouse: Warehouse,
-    ) -> Output[WarehouseQuery]:
+    ):
         """ML: ml_dataset with a `split` column (train / validation / test), stratified by tag."""
-        sql = ml_splits_sql(
-            ml_dataset.sql_name,
-            warehouse.kind,
-            config.seed,
-            config.validation_fraction,
-            config.test_fraction,
-        )
-        return Output(
-            # the IO manager counts the built table's rows per split and tag
-            WarehouseQuery(sql, count_by=("split", "tag")),
+        validation, test = config.validation_fraction, config.test_fraction
+        sql = ml_splits_sql(ml_dataset.sql_name, warehouse.kind, config.seed, validation, test)
+        with warehouse.exclusive():
+            audited = warehouse.build_audit_table("ml_splits", sql)
+            shares = checks.tag_shares(warehouse.query, audited, validation, test)
+            outcomes = [
+                checks.every_id_in_one_split(warehouse.query, audited, ml_dataset.sql_name),
+                checks.every_tag_in_every_split(shares),
+                checks.fractions_within_one_row(shares, validation, test),
+            ]
+        yield from publish_if_checks_pass(
+            "ml_splits",
+            warehouse,
+            audited,
+            outcomes,
             metadata={
                 "seed": config.seed,
                 "fractions": MetadataValue.json(
                     {
-                        "train": round(1 - config.validation_fraction - config.test_fraction, 4),
-                        "validation": config.validation_fraction,
-                        "test": config.test_fraction,
+                        "train": round(1 - validation - test, 4),
+                        "validation": validation,
+                        "test": test,
                     }
                 ),
+                "audit_table": f"{warehouse.audit_dataset}.ml_splits",
                 "sql": MetadataValue.md(f"```sql\n{sql}\n```"),
             },
+            # the IO manager counts the published table's rows per split and tag
+            count_by=("split", "tag"),
         )
 
     @asset(
@@ -121,26 +200,36 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
         owners=[OWNER],
         pool=pool,
         automation_condition=eager,
+        check_specs=checks.check_specs("tag_distribution"),
     )
     def tag_distribution(
         context: AssetExecutionContext, ml_splits: WarehouseTable, warehouse: Warehouse
-    ) -> pd.DataFrame:
+    ):
         """ML: projects per tag and split, as a table and a bar chart (in the metadata)."""
         with warehouse.exclusive():
-            counts = warehouse.query(split_counts_sql(ml_splits.sql_name))
-        table = plot.distribution_table(counts)
+            audited = warehouse.build_audit_table(
+                "tag_distribution", tag_distribution_sql(ml_splits.sql_name)
+            )
+            outcomes = [checks.sums_to_split_counts(warehouse.query, audited, ml_splits.sql_name)]
+            # one row per tag: small enough for pandas and the chart
+            rows = warehouse.query(
+                f"select tag, {', '.join(SPLITS)}, total from {audited} order by total desc, tag"
+            )
+        table = pd.DataFrame(rows, columns=["tag", *SPLITS, "total"])
         path = settings.home / "plots" / "tag_distribution.png"
-        plot.render(table, path)
-        context.add_output_metadata(
-            {
-                "plot": MetadataValue.md(plot.markdown_image(path)),
-                "plot_path": MetadataValue.path(str(path)),
-                "counts": MetadataValue.md(plot.markdown_table(table)),
-                "dagster/column_schema": TableSchema(
-                    columns=[TableColumn(name, str(dtype)) for name, dtype in table.dtypes.items()]
-                ),
-            }
+        # drawn beside the published one; it replaces it only once the table is published
+        drawn = path.with_name(f".{path.stem}.audit.png")
+        metadata: dict[str, Any] = {
+            "counts": MetadataValue.md(plot.markdown_table(table)),
+            "plot_path": MetadataValue.path(str(path)),
+            "audit_table": f"{warehouse.audit_dataset}.tag_distribution",
+        }
+        if all(outcome.passed for outcome in outcomes):
+            plot.render(table, drawn)
+            metadata["plot"] = MetadataValue.md(plot.markdown_image(drawn))
+        yield from publish_if_checks_pass(
+            "tag_distribution", warehouse, audited, outcomes, metadata=metadata
         )
-        return table
+        os.replace(drawn, path)
 
     return [ml_dataset, ml_splits, tag_distribution]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-SPLITS = ("train", "validation", "test")
+from mlstack_assets.ml.sql import SPLITS
 
 
 def distribution_table(counts: list[tuple[str, str, int]]) -> pd.DataFrame:

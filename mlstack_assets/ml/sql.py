@@ -115,3 +115,28 @@ def split_counts_sql(source: str) -> str:
 from {source}
 group by split, tag
 order by tag, split"""
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def split_count(split: str, column: str = "split") -> str:
+    return f"count(case when {column} = {_literal(split)} then 1 end)"
+
+
+def in_splits(column: str = "split") -> str:
+    """True for train, validation and test; false or null for anything else."""
+    return f"{column} in ({', '.join(_literal(split) for split in SPLITS)})"
+
+
+def tag_distribution_sql(source: str) -> str:
+    """One row per tag: its rows in each split, and their total. A row whose split is none
+    of the three is in no column (the tag_distribution check catches it)."""
+    per_split = ",\n    ".join(f"{split_count(split)} as {split}" for split in SPLITS)
+    return f"""select
+    tag,
+    {per_split},
+    count(case when {in_splits()} then 1 end) as total
+from {source}
+group by tag
+order by total desc, tag"""

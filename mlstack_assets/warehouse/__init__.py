@@ -33,8 +33,8 @@ class Warehouse(ConfigurableResource):
 
     @property
     def audit_dataset(self) -> str:
-        """Where dbt builds its models and the ML assets their tables, for their audit:
-        `<dataset>_audit`; readers look in `<dataset>`, which only a publish replaces."""
+        """Where tables are built and checked before they replace the published ones (the
+        ML tables here, dbt's models with `+schema: audit`): readers never look there."""
         return f"{self.dataset}_audit"
 
     @contextmanager
@@ -71,6 +71,20 @@ class Warehouse(ConfigurableResource):
         (re)create each view in `<dataset>` from its SQL, as atomically as the warehouse can:
         DuckDB in one transaction, BigQuery one atomic job per relation."""
         raise NotImplementedError
+
+    def ensure_dataset(self, dataset: str) -> None:
+        """Create the schema / dataset when it does not exist yet."""
+        raise NotImplementedError
+
+    def build_audit_table(self, table: str, sql: str) -> str:
+        """Build `<audit>.<table>` from `sql`, replacing any earlier one; return its SQL name.
+
+        The same statement on both warehouses; nothing published is touched.
+        """
+        self.ensure_dataset(self.audit_dataset)
+        name = self.qualified(self.audit_dataset, table)
+        self.query(f"create or replace table {name} as\n{sql}")
+        return name
 
 
 def build_warehouse_resources(settings: Settings) -> dict[str, Any]:

@@ -3,13 +3,14 @@
 from collections.abc import Sequence
 from typing import Any
 
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_gcp import BigQueryResource
+from dagster_gcp.bigquery.io_manager import BigQueryClient
 from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandler
 
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import TableColumns, Warehouse
-from mlstack_assets.warehouse.relations import RelationTypeHandler
+from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 
 class BigQueryWarehouse(Warehouse):
@@ -49,6 +50,14 @@ class BigQueryWarehouse(Warehouse):
         with self.bigquery.get_client() as client:
             client.delete_table(f"{self.project}.{self.staging_dataset}.{table}", not_found_ok=True)
 
+    def ensure_dataset(self, dataset: str) -> None:
+        from google.cloud import bigquery
+
+        created = bigquery.Dataset(f"{self.project}.{dataset}")
+        created.location = self.bigquery.location
+        with self.bigquery.get_client() as client:
+            client.create_dataset(created, exists_ok=True)
+
     def publish_relations(
         self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
     ) -> None:
@@ -56,8 +65,8 @@ class BigQueryWarehouse(Warehouse):
         replaces its relation atomically (BigQuery has no transaction across tables)."""
         from google.cloud import bigquery
 
+        self.ensure_dataset(self.dataset)
         with self.bigquery.get_client() as client:
-            client.create_dataset(f"{self.project}.{self.dataset}", exists_ok=True)
             for name, sql in (views or {}).items():
                 client.query(
                     f"create or replace view {self.qualified(self.dataset, name)} as {sql}"
@@ -85,11 +94,24 @@ class BigQueryRelationTypeHandler(RelationTypeHandler):
 
 
 class WarehouseBigQueryIOManager(BigQueryPandasIOManager):
-    """`BigQueryPandasIOManager` that also materializes `WarehouseQuery` outputs in BigQuery."""
+    """`BigQueryPandasIOManager` that also materializes `WarehouseQuery` outputs in BigQuery,
+    with one `CREATE OR REPLACE TABLE ... AS` and no TRUNCATE first (`ReplacingDbIOManager`)."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [BigQueryPandasTypeHandler(), BigQueryRelationTypeHandler()]
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return ReplacingDbIOManager(
+            db_client=BigQueryClient(
+                write_mode=self.write_mode, gcp_credentials=self.gcp_credentials
+            ),
+            io_manager_name="WarehouseBigQueryIOManager",
+            database=self.project,
+            schema=self.dataset,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+        )
 
 
 def build_bigquery_resources(settings: Settings) -> dict[str, Any]:

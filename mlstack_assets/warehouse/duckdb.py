@@ -14,7 +14,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import TableColumns, Warehouse
-from mlstack_assets.warehouse.relations import RelationTypeHandler
+from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 
 class _ProcessFileLock:
@@ -103,11 +103,14 @@ class DuckDBWarehouse(Warehouse):
         with self.connection() as conn:
             conn.execute(f"drop table if exists {self.qualified(self.staging_dataset, table)}")
 
+    def ensure_dataset(self, dataset: str) -> None:
+        self.query(f'create schema if not exists "{dataset}"')
+
     def publish_relations(
         self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
     ) -> None:
+        self.ensure_dataset(self.dataset)
         with self.connection() as conn:
-            conn.execute(f'create schema if not exists "{self.dataset}"')
             conn.execute("begin transaction")
             try:
                 for name, sql in (views or {}).items():
@@ -152,15 +155,16 @@ class _LockingDuckDbClient(DuckDbClient):
 
 
 class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
-    """`DuckDBPandasIOManager` that also materializes `WarehouseQuery` outputs in DuckDB,
-    and queues on the warehouse file lock instead of failing."""
+    """`DuckDBPandasIOManager` that also materializes `WarehouseQuery` outputs in DuckDB
+    (in one statement, see `ReplacingDbIOManager`), and queues on the warehouse file lock
+    instead of failing."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [DuckDBPandasTypeHandler(), DuckDBRelationTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
+        return ReplacingDbIOManager(
             db_client=_LockingDuckDbClient(),
             database=self.database,
             schema=self.schema_,

@@ -5,6 +5,12 @@ with `CREATE OR REPLACE TABLE ... AS <query>`, inside the warehouse; an input an
 `WarehouseTable` arrives as the upstream table's name, not its rows. So the ML assets
 read and write through the IO manager like any pandas asset, at any table size. The
 same IO managers still store and load pandas DataFrames.
+
+Dagster's `DbIOManager` deletes a table's rows before its type handler writes (DELETE on
+DuckDB, TRUNCATE on BigQuery, each committed on its own: dagster issue #14091), so a
+build that fails or is killed in between leaves the table empty. `ReplacingDbIOManager`
+skips that delete for `WarehouseQuery` outputs: their one `CREATE OR REPLACE TABLE ... AS`
+statement is the whole write, atomic on both warehouses.
 """
 
 from dataclasses import dataclass
@@ -18,7 +24,7 @@ from dagster import (
     TableRecord,
     TableSchema,
 )
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 
 
 @dataclass(frozen=True)
@@ -100,3 +106,21 @@ class RelationTypeHandler(DbTypeHandler):
         self, context: InputContext, table_slice: TableSlice, connection
     ) -> WarehouseTable:
         return WarehouseTable(self.sql_name(table_slice), table_slice.schema, table_slice.table)
+
+
+class ReplacingDbIOManager(DbIOManager):
+    """`DbIOManager` whose `WarehouseQuery` outputs replace their table in one statement."""
+
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        if not isinstance(obj, WarehouseQuery):
+            return super().handle_output(context, obj)
+        table_slice = self._get_table_slice(context, context)
+        with self._db_client.connect(context, table_slice) as connection:
+            self._db_client.ensure_schema_exists(context, table_slice, connection)
+            # no delete_table_slice here: the published rows stay until the replace commits
+            metadata = self._resolve_handler(WarehouseQuery).handle_output(
+                context, table_slice, obj, connection
+            )
+        context.add_output_metadata(
+            {**metadata, "Query": self._db_client.get_select_statement(table_slice)}
+        )
