@@ -164,6 +164,11 @@ def build_raw_asset(spec: SourceSpec, settings: Settings) -> AssetsDefinition:
                 metadata={"source": spec.name, "source_url": _url_metadata(spec)},
                 allow_retries=False,
             ) from None
+        except TimeoutError as error:  # the warehouse lock (WarehouseLockTimeout)
+            raise Failure(
+                description=f"{spec.name}: nothing was staged or published: {error}",
+                metadata={"source": spec.name},
+            ) from None
 
     def _audit_and_publish(context, spec, warehouse, extracted, seconds):
         sync = extracted.report

@@ -25,7 +25,7 @@ from mlstack_assets.warehouse.relations import RelationTypeHandler
 DEFAULT_LOCK_TIMEOUT_SECONDS = 900.0  # MLSTACK_LOCK_TIMEOUT_SECONDS's default (settings.py)
 
 
-class WarehouseLockTimeout(RuntimeError):
+class WarehouseLockTimeout(TimeoutError):
     """Another process held the warehouse file longer than `MLSTACK_LOCK_TIMEOUT_SECONDS`."""
 
 
@@ -149,8 +149,9 @@ class _ProcessFileLock:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    self._check_wait(wait, describe_holder(self.holder()))
-                    time.sleep(self.POLL_SECONDS)
+                    pass  # held by another process: report (outside this handler) and poll
+                self._check_wait(wait, describe_holder(self.holder()))
+                time.sleep(self.POLL_SECONDS)
         except BaseException:
             handle.close()
             raise
