@@ -111,10 +111,66 @@ def materialize_command(selection: str = "*") -> list[str]:
     return [str(dagster), "asset", "materialize", "--select", selection, "-m", "mlstack_assets"]
 
 
+def _process_alive_since(pid: int, since: float) -> bool:
+    """Is `pid` running, and the same process that was running at `since` (epoch s)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: a pid reused by a process started later is not the same process
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + 1
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+
+
+def fail_orphaned_runs(instance) -> list[str]:
+    """Mark failed the runs left STARTED/STARTING by a process that is gone (SIGKILL, OOM).
+
+    Such a run stays "in progress" in the instance for ever. Only for an instance kept on
+    this machine (SQLite storage): each event records the pid that wrote it, and when no
+    process that wrote events for the run still runs, nothing will ever finish it. Runs on
+    a shared instance (Postgres, Kubernetes) are left to Dagster's run monitoring.
+    Returns one line per run marked failed.
+    """
+    from dagster import DagsterRunStatus, RunsFilter
+    from dagster._core.storage.runs.sqlite import SqliteRunStorage
+
+    storage = getattr(instance.run_storage, "_storage", instance.run_storage)
+    if not isinstance(storage, SqliteRunStorage):
+        return []
+    lines = []
+    in_progress = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING]
+    for record in instance.get_run_records(filters=RunsFilter(statuses=in_progress)):
+        run = record.dagster_run
+        logs = instance.all_logs(run.run_id)
+        pids = {e.dagster_event.pid for e in logs if e.dagster_event and e.dagster_event.pid}
+        since = (record.start_time or record.create_timestamp.timestamp()) if logs else 0
+        if not pids or any(_process_alive_since(pid, since) for pid in pids):
+            continue
+        message = (
+            f"marked failed by mlstack run: its process{'es' if len(pids) > 1 else ''}"
+            f" ({', '.join(map(str, sorted(pids)))}) ended without finishing it (killed?)"
+        )
+        instance.report_run_failed(run, message)
+        lines.append(f"run {run.run_id[:8]} ({run.status.value}): {message}")
+    return lines
+
+
 def run(_: argparse.Namespace) -> int:
     ensure_dagster_home()
     from dagster import DagsterInstance, RunsFilter
 
+    with DagsterInstance.get() as instance:
+        for line in fail_orphaned_runs(instance):
+            print(line)
     started = time.time()
     returncode = subprocess.call(materialize_command(), cwd=REPO_ROOT)
     elapsed = time.time() - started

@@ -48,6 +48,9 @@ class Settings:
     sensor_interval_seconds: int
     source_sensor_on: bool
     daily_cron: str
+    source_timeout_seconds: float = 60.0
+    source_retries: int = 3
+    lock_timeout_seconds: float = 900.0
 
     @property
     def staging_dataset(self) -> str:
@@ -96,6 +99,26 @@ def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[
     return value
 
 
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} must be a number of seconds") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be greater than zero")
+    return value
+
+
+def _count(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise SettingsError(f"{name}={raw!r} must be a whole number (0 or more)")
+    return int(raw)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the `MLSTACK_*` variables (README, "Configuration"), with the documented defaults."""
     env = os.environ if environ is None else environ
@@ -130,4 +153,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sensor_interval_seconds=int(env.get("MLSTACK_SENSOR_INTERVAL_SECONDS", "").strip() or 60),
         source_sensor_on=_choice(env, "MLSTACK_SOURCE_SENSOR", "on", ("on", "off")) == "on",
         daily_cron=env.get("MLSTACK_DAILY_CRON", "").strip() or "0 6 * * *",
+        # a source that sends nothing for this long has stalled (per read, not per file)
+        source_timeout_seconds=_positive(env, "MLSTACK_SOURCE_TIMEOUT_SECONDS", 60.0),
+        # retries of transient network errors on HTTPS sources (resets, refusals, 5xx)
+        source_retries=_count(env, "MLSTACK_SOURCE_RETRIES", 3),
+        # the longest a step waits for another process's warehouse lock before failing
+        lock_timeout_seconds=_positive(env, "MLSTACK_LOCK_TIMEOUT_SECONDS", 900.0),
     )

@@ -3,13 +3,16 @@
 The Airbyte File source reads web sources over HTTPS only, so tests serve their CSVs over
 TLS. The test points `REQUESTS_CA_BUNDLE` at the certificate, which the connector's own
 process inherits. Routes can return any status, ETag / Last-Modified headers, or stream
-a body slowly (to kill a sync in the middle).
+a body slowly (to kill a sync in the middle), or fail their first requests with a
+connection reset in the middle of the body or an HTTP error (to test retries).
 """
 
 import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
+import struct
 import threading
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
@@ -60,6 +63,9 @@ class Route:
     etag: str | None = None
     last_modified: float | None = None  # epoch seconds
     slow_after: int | None = None  # send this many bytes, then stall until released
+    # the first requests fail, one item each: "reset" (half the body, then a TCP reset)
+    # or an HTTP status; later requests are answered normally
+    failures: list[str | int] = field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +103,13 @@ def _handler(server: HTTPSServer) -> type[BaseHTTPRequestHandler]:
                 self.send_response(304)
                 self.end_headers()
                 return
+            if route.failures:
+                failure = route.failures.pop(0)
+                if failure != "reset":
+                    self.send_error(int(failure))
+                    return
+                self._reset_midway(route.body)
+                return
             self.send_response(route.status)
             self.send_header("Content-Type", "text/csv")
             self.send_header("Content-Length", str(len(route.body)))
@@ -114,6 +127,22 @@ def _handler(server: HTTPSServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
             server.release.wait(timeout=120)
             self.wfile.write(route.body[route.slow_after :])
+
+        def _reset_midway(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            # SO_LINGER 0: closing sends a TCP RST, as a dropped connection does
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+
+        def finish(self) -> None:
+            with contextlib.suppress(OSError, ValueError):  # after a deliberate reset
+                super().finish()
 
         def do_GET(self) -> None:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):

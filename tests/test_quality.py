@@ -130,11 +130,24 @@ def _project_id(spelling: str) -> Callable[[Path], Path]:
     return make
 
 
-def _nul_in_field(d: Path) -> Path:
-    path = write_projects(d / "projects.csv")
-    with path.open("a") as handle:
-        handle.write('40,2021-01-01 00:00:00,"Cut\x00here",A description\n')
+def _nul_byte(d: Path) -> Path:
+    """The connector's CSV reader cuts a field at a NUL and succeeds: it must fail instead."""
+    path = write_tags(d / "tags.csv")
+    with path.open("ab") as handle:
+        handle.write(b"40,ml\x00ops\n")
     return path
+
+
+def _whitespace_line(d: Path) -> Path:
+    """A line of spaces: the connector's reader drops it without a word."""
+    path = write_tags(d / "tags.csv")
+    with path.open("a") as handle:
+        handle.write("   \n40,mlops\n")
+    return path
+
+
+def _directory(d: Path) -> Path:
+    return d
 
 
 BAD_INPUTS: list[tuple[str, str, Callable[[Path], Path], list[str]]] = [
@@ -177,6 +190,19 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Path], Path], list[str]]] = [
         _not_utf8_deep,
         ["can't decode byte 0xe9", "UnicodeDecodeError"],
     ),
+    (
+        "tags",
+        "NUL byte inside a field",
+        _nul_byte,
+        [f"NUL byte (0x00) at line {len(PROJECT_TAGS) + 2}, column 6", "silently cut"],
+    ),
+    (
+        "tags",
+        "a line the reader would drop",
+        _whitespace_line,
+        [f"holds {len(PROJECT_TAGS) + 2} CSV records but {len(PROJECT_TAGS) + 1} arrived"],
+    ),
+    ("tags", "a directory, not a file", _directory, ["is a directory, not a file"]),
 ]
 
 
@@ -292,6 +318,7 @@ def test_source_url_returning_404_fails_naming_the_source(
     assert not result.success
     assert "source 'projects'" in failure_messages(result)
     assert "HTTP 404 Not Found" in failure_messages(result)
+    assert https_server.count("/missing/projects.csv") == 1  # a 404 is never retried
     assert snapshot(published_stack) == before
 
 
@@ -307,7 +334,8 @@ def test_https_source_is_synced_through_the_connector(
     result = published_stack.materialize("tags*")
 
     assert result.success, failure_messages(result)
-    assert https_server.count("/tags.csv") >= 2  # the pre-flight read, then the connector
+    # fetched once by mlstack (stall timeout, retries); the connector reads the local copy
+    assert https_server.count("/tags.csv") == 1
     assert published_stack.query("select tag from mlops_course.labeled_projects where id = 6") == [
         ("mlops",)
     ]
@@ -335,10 +363,12 @@ def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
     before = snapshot(published_stack)
     many = {**PROJECT_TAGS, **{1000 + i: "mlops" for i in range(15000)}}  # ~230 KB
     body = write_tags(published_stack.root / "big.csv", many).read_bytes()
-    # Serve past what the pre-flight reads (64 KiB), then stall: the connector is mid-sync.
+    # Serve part of the file, then stall: the sync is mid-download.
     https_server.routes["/tags.csv"] = Route(body=body, slow_after=150_000)
     published_stack.set_source("tags", https_server.url("/tags.csv"))
     home = dagster_home(published_stack.root / "cli_home")
+    syncs = REPO_ROOT / ".mlstack" / "airbyte" / "syncs"  # the sync's private directories
+    existing = set(syncs.glob("tags-*"))
     log = (published_stack.root / "killed.log").open("w")
     process = subprocess.Popen(
         materialize_command("tags"),
@@ -350,7 +380,7 @@ def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
     )
     try:
         deadline = time.monotonic() + 240
-        while https_server.count("/tags.csv") < 2 and process.poll() is None:
+        while https_server.count("/tags.csv") < 1 and process.poll() is None:
             assert time.monotonic() < deadline, "the connector never requested the source"
             time.sleep(0.2)
         time.sleep(2)  # let it read up to the stall
@@ -361,6 +391,21 @@ def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
         log.close()
 
     assert snapshot(published_stack) == before
+    left_behind = set(syncs.glob("tags-*")) - existing  # the partial download
+    assert left_behind
+    # the killed run is left STARTED; `mlstack run` marks it failed before its own run
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    from mlstack_assets.cli import fail_orphaned_runs
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        [killed] = instance.get_runs()
+        assert killed.status == DagsterRunStatus.STARTED
+        lines = fail_orphaned_runs(instance)
+        assert lines == [f"run {killed.run_id[:8]} (STARTED): {lines[0].split(': ', 1)[1]}"]
+        assert "ended without finishing it" in lines[0]
+        assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
+        assert fail_orphaned_runs(instance) == []
 
     published_stack.set_source(
         "tags", write_tags(published_stack.root / "good.csv", {**PROJECT_TAGS, 6: "mlops"})
@@ -372,6 +417,7 @@ def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
     assert published_stack.query("select count(*) from mlops_course.labeled_projects") == [
         (len(PROJECTS),)
     ]
+    assert not any(d.exists() for d in left_behind)  # pruned by the next sync
 
 
 def _children(pid: int) -> list[int]:

@@ -15,7 +15,11 @@ def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
     if settings.airbyte == "embedded":
         from mlstack_assets.ingestion.embedded import EmbeddedAirbyte
 
-        return EmbeddedAirbyte(connector_dir=str(settings.connector_dir))
+        return EmbeddedAirbyte(
+            connector_dir=str(settings.connector_dir),
+            source_timeout_seconds=settings.source_timeout_seconds,
+            source_retries=settings.source_retries,
+        )
     from mlstack_assets.ingestion.server import build_server_loader
 
     return build_server_loader(settings)

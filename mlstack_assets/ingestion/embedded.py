@@ -1,15 +1,25 @@
 """Embedded Airbyte: the File source connector, run locally by PyAirbyte, no server.
 
-Records stream from the connector into PyAirbyte's cache, which *is* the warehouse's
-staging schema (DuckDB file or BigQuery dataset): Python holds a batch at a time, never
-the table. Full refresh | Overwrite: every sync replaces the staged table, keeping
-Airbyte's `_airbyte_*` columns.
+A sync, step by step, none of it holding the warehouse lock:
+1. the source arrives as a local file: a local path is used as is; an HTTPS source is
+   downloaded by mlstack (`download.py`: stall timeout, bounded retries), because the
+   connector has no read timeout and would hang on a stalled server;
+2. the pre-flight checks that file (header, first record, UTF-8, NUL bytes);
+3. the connector reads the local file and PyAirbyte writes its records into a private
+   DuckDB cache in the sync's own directory (on BigQuery: into the staging dataset);
+4. the records in the file are counted and compared with the rows that arrived.
+Then `Extracted.stage`, called by the raw asset under the warehouse lock, copies the
+synced table into `<dataset>_staging.<source>` in one statement. Full refresh | Overwrite:
+every sync replaces the staged table, keeping Airbyte's `_airbyte_*` columns.
 """
 
+import dataclasses
 import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +28,14 @@ from mlstack_assets.ingestion.connector import (
     CONNECTOR_VERSION,
     ensure_connector,
 )
-from mlstack_assets.ingestion.loader import AirbyteLoader, SyncReport
-from mlstack_assets.ingestion.preflight import preflight
-from mlstack_assets.ingestion.sources import SourceError, SourceSpec
+from mlstack_assets.ingestion.download import download
+from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
+from mlstack_assets.ingestion.preflight import count_records, preflight
+from mlstack_assets.ingestion.sources import SourceError, SourceSpec, local_file
+from mlstack_assets.ingestion.syncdir import sync_directory
 from mlstack_assets.warehouse import Warehouse
+
+CACHE_ALIAS = "mlstack_sync"
 
 
 def _configure_pyairbyte(connector_dir: Path) -> None:
@@ -32,22 +46,67 @@ def _configure_pyairbyte(connector_dir: Path) -> None:
     os.environ.setdefault("AIRBYTE_LOGGING_ROOT", str(connector_dir / "logs"))
 
 
-def _cache(warehouse: Warehouse, connector_dir: Path) -> Any:
+@dataclasses.dataclass
+class _Cache:
+    """Where PyAirbyte writes, how many rows arrived there, and how they reach staging."""
+
+    cache: Any
+    synced_rows: Callable[[], int | None]
+    stage: Callable[[], None]
+
+
+def _cache(spec: SourceSpec, warehouse: Warehouse, workdir: Path) -> _Cache:
+    """The one place that decides where a sync writes.
+
+    DuckDB: a private DuckDB file in the sync's directory, no warehouse lock needed while
+    the connector runs; `stage` copies its table into the warehouse. BigQuery: PyAirbyte's
+    BigQuery cache writes the staging dataset itself (no lock exists or is needed).
+    """
     import airbyte as ab
 
-    cache_dir = connector_dir / "cache"
+    staging = warehouse.staging_dataset
     if warehouse.kind == "bigquery":
-        return ab.BigQueryCache(
+        # PyAirbyte leaves an existing table alone when a sync reads no records: start
+        # empty, so a header-only source stages zero rows instead of yesterday's.
+        warehouse.drop_staged(spec.name)
+        cache = ab.BigQueryCache(
             project_name=warehouse.project,  # type: ignore[attr-defined]
-            dataset_name=warehouse.staging_dataset,
+            dataset_name=staging,
             credentials_path=os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"),
-            cache_dir=cache_dir,
+            cache_dir=workdir / "pyairbyte",
         )
-    return ab.DuckDBCache(
-        db_path=warehouse.path,  # type: ignore[attr-defined]
-        schema_name=warehouse.staging_dataset,
-        cache_dir=cache_dir,
-    )
+        return _Cache(cache, synced_rows=lambda: None, stage=lambda: None)
+
+    import duckdb
+
+    db_path = workdir / "cache.duckdb"
+    cache = ab.DuckDBCache(db_path=db_path, schema_name=staging, cache_dir=workdir / "pyairbyte")
+
+    def synced_rows() -> int | None:
+        with duckdb.connect(str(db_path), read_only=True) as conn:
+            found = conn.execute(
+                "select count(*) from information_schema.tables"
+                " where table_schema = ? and table_name = ?",
+                [staging, spec.name],
+            ).fetchone()[0]
+            if not found:
+                return None
+            return conn.execute(f'select count(*) from "{staging}"."{spec.name}"').fetchone()[0]
+
+    def stage() -> None:
+        target = warehouse.qualified(staging, spec.name)
+        with warehouse.connection() as conn:
+            conn.execute(f"attach '{db_path}' as {CACHE_ALIAS} (read_only)")
+            try:
+                conn.execute(f'create schema if not exists "{staging}"')
+                conn.execute(
+                    f"create or replace table {target} as"
+                    f' select * from {CACHE_ALIAS}."{staging}"."{spec.name}"'
+                )
+            finally:
+                conn.execute(f"detach {CACHE_ALIAS}")
+
+    return _Cache(cache, synced_rows=synced_rows, stage=stage)
 
 
 _ROOT_CAUSE = re.compile(r"^([\w.]+(?:Error|Exception|Warning)): (.+)$")
@@ -86,38 +145,123 @@ def connector_failure(log_file: Path | None, since_ms: float) -> str:
     return f"the Airbyte File source connector failed: {detail}"
 
 
+_SQL_CAUSE = re.compile(r"\(([\w.]+(?:Error|Exception))\) (.+)")
+
+
+def short_cause(error: BaseException) -> str:
+    """One line about an exception: a DuckDB/SQLAlchemy cause when there is one, not the SQL.
+
+    PyAirbyte's `SQLRuntimeError` carries the whole statement (35 lines for a wide table)
+    before the database's own message; the full text goes to the debug log instead.
+    """
+    text = str(error)
+    for line in text.splitlines():
+        if match := _SQL_CAUSE.search(line):
+            return f"{match.group(2).strip()} ({match.group(1).rsplit('.', 1)[-1]})"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = first if len(first) <= 300 else first[:300] + "..."
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 class EmbeddedAirbyte(AirbyteLoader):
     """The Airbyte File source connector, run in this process's machine by PyAirbyte."""
 
     connector_dir: str
+    source_timeout_seconds: float = 60.0
+    source_retries: int = 3
 
     def sync_to_staging(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> SyncReport:
-        preflight(spec)
+        """Extract, then stage under the warehouse lock (for callers outside the raw asset)."""
+        with (
+            self.extract(spec, warehouse, log) as extracted,
+            warehouse.exclusive(purpose=f"stage {spec.name}"),
+        ):
+            extracted.stage()
+        return extracted.report
+
+    @contextmanager
+    def extract(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> Iterator[Extracted]:
         connector_dir = Path(self.connector_dir)
-        executable = ensure_connector(connector_dir)
-        _configure_pyairbyte(connector_dir)
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            timings[name] = round(time.perf_counter() - clock, 3)
+            clock = time.perf_counter()
+
+        with sync_directory(connector_dir, spec.name, log.info) as workdir:
+            path = self._local_copy(spec, workdir, log)
+            lap("download")
+            preflight(spec, path)
+            lap("preflight")
+            executable = ensure_connector(connector_dir)
+            _configure_pyairbyte(connector_dir)
+            target = _cache(spec, warehouse, workdir)
+            report = self._read(spec, path, executable, target.cache, log)
+            lap("connector")
+            self._reconcile(spec, path, report, target.synced_rows())
+            lap("reconcile")
+            report.metadata["extract_seconds"] = timings
+            yield Extracted(report=report, stage=lambda: self._stage(spec, target, log))
+
+    def _local_copy(self, spec: SourceSpec, workdir: Path, log: Any) -> Path:
+        if not spec.is_remote:
+            return local_file(spec)
+        path = workdir / f"{spec.name}.csv"
+        started = time.perf_counter()
+        size = download(spec, path, self.source_timeout_seconds, self.source_retries, log.warning)
+        log.info(f"downloaded {spec.url} ({size:,} bytes) in {time.perf_counter() - started:.2f} s")
+        return path
+
+    @staticmethod
+    def _read(spec: SourceSpec, path: Path, executable: Path, cache: Any, log: Any) -> SyncReport:
         import airbyte as ab
         from airbyte.exceptions import PyAirbyteError
 
         started_ms = time.time() * 1000
-        # PyAirbyte leaves an existing table alone when a sync reads no records: start empty,
-        # so a header-only source stages zero rows instead of yesterday's.
-        warehouse.drop_staged(spec.name)
-        cache = _cache(warehouse, connector_dir)
+        # the connector reads the local copy: it never touches the network
+        config = dataclasses.replace(spec, url=str(path)).connector_config()
         try:
             source = ab.get_source(
-                CONNECTOR_NAME,
-                config=spec.connector_config(),
-                local_executable=executable,
-                streams=[spec.name],
+                CONNECTOR_NAME, config=config, local_executable=executable, streams=[spec.name]
             )
             result = source.read(cache=cache, force_full_refresh=True, write_strategy="replace")
         except PyAirbyteError as error:
+            log.debug(f"PyAirbyte error while syncing {spec.name}: {error}")
             cause = connector_failure(getattr(error, "log_file", None), started_ms)
             raise SourceError(spec, cause) from None
+        except Exception as error:  # e.g. SQLRuntimeError, which is not a PyAirbyteError
+            log.debug(f"error while syncing {spec.name}: {error!r}")
+            raise SourceError(spec, f"the sync failed: {short_cause(error)}") from None
         finally:
-            cache.close()  # release the DuckDB file before anyone else opens it
+            cache.close()  # release the cache file before anyone opens it
         return SyncReport(
             records=result.processed_records,
             metadata={"connector": f"airbyte/{CONNECTOR_NAME} {CONNECTOR_VERSION} (PyAirbyte)"},
         )
+
+    @staticmethod
+    def _reconcile(spec: SourceSpec, path: Path, report: SyncReport, rows: int | None) -> None:
+        """Every record of the file arrived, no more and no fewer: nothing silently dropped."""
+        in_file = count_records(path)
+        arrived = rows if rows is not None else report.records
+        if arrived is None:  # a cache that cannot be counted (BigQuery, nothing reported)
+            return
+        report.metadata["records_in_file"] = in_file
+        if arrived != in_file:
+            raise SourceError(
+                spec,
+                f"the file holds {in_file:,} CSV records but {arrived:,} arrived in the sync:"
+                " the connector's reader dropped or split records without an error",
+            )
+
+    @staticmethod
+    def _stage(spec: SourceSpec, target: _Cache, log: Any) -> None:
+        try:
+            target.stage()
+        except Exception as error:
+            log.debug(f"error while staging {spec.name}: {error!r}")
+            raise SourceError(
+                spec, f"staging the synced rows failed: {short_cause(error)}"
+            ) from None

@@ -1,10 +1,13 @@
-"""Read the header and first record of a source before the connector runs.
+"""Check the local copy of a source before the connector reads it.
 
-Two things the Airbyte File source cannot tell us clearly: why a source is unreachable
-(it reports "Something went wrong in the connector"), and whether pandas is about to
-shift every column: when the first record has more fields than the header, pandas
-silently turns the first column into the index. This probe reads a few kilobytes, never
-the whole file, and fails with a message that names the source and the cause.
+Things the Airbyte File source does not tell us, or gets silently wrong:
+- whether pandas is about to shift every column: when the first record has more fields
+  than the header, pandas silently turns the first column into the index. The probe reads
+  the header and first record (a few kilobytes) and refuses such a file.
+- NUL bytes: its CSV parser cuts a field at a NUL (0x00) and the sync succeeds with the
+  rest of the field gone. `scan_for_nul` streams the whole file (1 MiB at a time, a
+  C-speed `bytes.find`) and fails naming the line and column instead.
+Every failure names the source and the cause.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from pathlib import Path
 
-from mlstack_assets.ingestion.sources import SourceError, SourceSpec, http_response, local_file
+from mlstack_assets.ingestion.sources import SourceError, SourceSpec
 
 PREFLIGHT_BYTES = 64 * 1024
+SCAN_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -28,25 +30,15 @@ class Preflight:
     first_record: list[str] | None
 
 
-@contextmanager
-def open_source(spec: SourceSpec) -> Iterator[BinaryIO]:
-    """A binary stream of the source, with access errors turned into `SourceError`."""
-    if not spec.is_remote:
-        try:
-            with local_file(spec).open("rb") as stream:
-                yield stream
-        except PermissionError as error:
-            raise SourceError(spec, f"file not readable: {error}") from error
-        return
-    with http_response(spec) as response:
-        response.raw.decode_content = True
-        yield response.raw
-
-
-def preflight(spec: SourceSpec) -> Preflight:
-    """Check the source is reachable, UTF-8, not empty, and its first record fits the header."""
-    with open_source(spec) as stream:
-        head = stream.read(PREFLIGHT_BYTES)
+def preflight(spec: SourceSpec, path: Path) -> Preflight:
+    """Check the local copy `path` of the source: UTF-8, not empty, no NUL byte, and its
+    first record fits the header."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(PREFLIGHT_BYTES)
+    except PermissionError as error:
+        raise SourceError(spec, f"file not readable: {error}") from error
+    scan_for_nul(spec, path)  # first: Python 3.10's csv module stops at a NUL too, less clearly
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     try:
         # A cut-off multi-byte character at the end of `head` is not an error.
@@ -69,3 +61,45 @@ def preflight(spec: SourceSpec) -> Preflight:
             "column by one",
         )
     return Preflight(header=header, first_record=first_record)
+
+
+def scan_for_nul(spec: SourceSpec, path: Path) -> None:
+    """Fail on the first NUL byte, naming its physical line and column (1-based).
+
+    The column counts characters when the line so far is valid UTF-8, else bytes.
+    """
+    newlines = 0
+    line_start = b""  # the current line's bytes before this chunk, while they are short
+    line_bytes = 0  # and how many there are
+    with path.open("rb") as stream:
+        while chunk := stream.read(SCAN_CHUNK):
+            at = chunk.find(b"\x00")
+            end = at if at >= 0 else len(chunk)
+            last = chunk.rfind(b"\n", 0, end)
+            if last >= 0:
+                line_start, line_bytes = b"", 0
+            prefix = line_start + chunk[last + 1 : end]
+            line_bytes += end - last - 1
+            if at < 0:
+                newlines += chunk.count(b"\n")
+                line_start = prefix if len(prefix) <= SCAN_CHUNK else b""
+                continue
+            try:
+                if len(prefix) != line_bytes:
+                    raise UnicodeDecodeError("utf-8", b"", 0, 1, "line too long to keep")
+                column = len(prefix.decode("utf-8")) + 1
+            except UnicodeDecodeError:
+                column = line_bytes + 1
+            line = newlines + chunk.count(b"\n", 0, at) + 1
+            raise SourceError(
+                spec,
+                f"NUL byte (0x00) at line {line}, column {column}: the connector's CSV reader"
+                " would silently cut the field there; remove the byte from the source",
+            )
+
+
+def count_records(path: Path) -> int:
+    """CSV records after the header, as the connector's reader sees them: a quoted field
+    may span lines, blank lines are skipped."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as stream:
+        return max(sum(1 for row in csv.reader(stream) if row) - 1, 0)

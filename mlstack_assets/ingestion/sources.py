@@ -86,8 +86,11 @@ def source_specs(settings: Settings) -> list[SourceSpec]:
 def local_file(spec: SourceSpec) -> Path:
     """The source's file, or `SourceError` when there is none."""
     path = spec.local_path
+    if path.is_dir():
+        raise SourceError(spec, f"{path} is a directory, not a file")
     if not path.is_file():
-        raise SourceError(spec, f"file not found: {path}")
+        what = "not a regular file" if path.exists() else "file not found"
+        raise SourceError(spec, f"{what}: {path}")
     return path
 
 

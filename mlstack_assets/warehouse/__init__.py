@@ -38,8 +38,11 @@ class Warehouse(ConfigurableResource):
         return f"{self.dataset}_audit"
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold while reading or writing the warehouse from this process (DuckDB needs it)."""
+    def exclusive(self, purpose: str = "") -> Iterator[None]:
+        """Hold while reading or writing the warehouse from this process (DuckDB needs it).
+
+        `purpose` (e.g. "publish tags") is what a process waiting for it is told.
+        """
         yield
 
     def qualified(self, schema: str, table: str) -> str:

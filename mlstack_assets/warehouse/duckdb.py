@@ -1,12 +1,18 @@
 """DuckDB: one file, one writer process at a time, so every user of it holds a file lock."""
 
 import fcntl
+import json
+import os
+import socket
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagster import get_dagster_logger
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
@@ -16,6 +22,52 @@ from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
+DEFAULT_LOCK_TIMEOUT_SECONDS = 900.0  # MLSTACK_LOCK_TIMEOUT_SECONDS's default (settings.py)
+
+
+class WarehouseLockTimeout(TimeoutError):
+    """Another process held the warehouse file longer than `MLSTACK_LOCK_TIMEOUT_SECONDS`."""
+
+
+def _current_step() -> dict[str, str]:
+    """The Dagster run and step this process is executing, when it is executing one."""
+    try:
+        from dagster import OpExecutionContext
+
+        context = OpExecutionContext.get()
+        return {"run_id": context.run_id, "step": context.op.name}
+    except Exception:  # outside a step (scripts, tests, sensors): the pid says enough
+        return {}
+
+
+def describe_holder(info: dict[str, Any]) -> str:
+    """One line about whoever holds (or last held) a lock file, from what it wrote there."""
+    if not info:
+        return "an unknown process (it wrote no details: not mlstack, or just starting)"
+    parts = [f"pid {info.get('pid', '?')}"]
+    if info.get("host") and info.get("host") != socket.gethostname():
+        parts.append(f"on {info['host']}")
+    if info.get("run_id"):
+        parts.append(f"run {str(info['run_id'])[:8]}")
+    if info.get("step"):
+        parts.append(f"step {info['step']}")
+    if info.get("purpose"):
+        parts.append(f"({info['purpose']})")
+    if info.get("since"):
+        held = time.time() - float(info["since"])
+        parts.append(f"for {held:.0f} s")
+    return " ".join(parts)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 class _ProcessFileLock:
     """An exclusive lock on a file, held by one process at a time, re-entrant inside it.
@@ -23,7 +75,16 @@ class _ProcessFileLock:
     DuckDB lets one process open a database file for writing; a second writer (or reader)
     fails with "Could not set lock on file". Every step that touches the file holds this
     lock, so concurrent runs queue instead of failing, whatever the Dagster instance.
+
+    Nothing waits forever, or in silence: the holder writes who it is into the lock file
+    (pid, Dagster run and step, what for, since when); a waiter polls, logs that it waits
+    and for whom (at once, then every `LOG_EVERY_SECONDS`), and raises
+    `WarehouseLockTimeout` past its timeout. The kernel drops a killed holder's flock, so a
+    stale lock cannot block anyone; the next holder reports that it was left behind.
     """
+
+    POLL_SECONDS = 0.2
+    LOG_EVERY_SECONDS = 10.0
 
     def __init__(self, path: Path):
         self._path = path
@@ -31,21 +92,117 @@ class _ProcessFileLock:
         self._depth = 0
         self._handle: Any = None
 
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def holder(self) -> dict[str, Any]:
+        """What the current (or last) holder wrote into the lock file; {} when nothing."""
+        try:
+            text = self._path.read_text()
+        except OSError:
+            return {}
+        try:
+            info = json.loads(text) if text.strip() else {}
+        except ValueError:  # read while the holder was writing it
+            return {}
+        return info if isinstance(info, dict) else {}
+
     @contextmanager
-    def hold(self) -> Iterator[None]:
-        with self._thread_lock:
+    def hold(
+        self,
+        timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+        purpose: str = "",
+        log: Callable[[str], None] | None = None,
+    ) -> Iterator[None]:
+        """Hold the lock; wait at most `timeout` seconds for another process to release it."""
+        wait = _Wait(timeout, purpose, log or get_dagster_logger().info)
+        self._acquire_thread_lock(wait)
+        try:
             if self._depth == 0:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self._path.open("w")
-                fcntl.flock(self._handle, fcntl.LOCK_EX)
+                self._acquire_file_lock(wait)
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
                 if self._depth == 0:
+                    # an empty file after release: leftover details mean the holder was killed
+                    self._handle.seek(0)
+                    self._handle.truncate()
                     self._handle.close()  # closing releases the flock
                     self._handle = None
+        finally:
+            self._thread_lock.release()
+
+    def _acquire_thread_lock(self, wait: "_Wait") -> None:
+        # another thread of this process holds the file: wait for it the same bounded way
+        while not self._thread_lock.acquire(timeout=self.POLL_SECONDS):
+            self._check_wait(wait, "another thread of this process")
+
+    def _acquire_file_lock(self, wait: "_Wait") -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self._path.open("a+")  # not "w": that would erase the holder's details
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pass  # held by another process: report (outside this handler) and poll
+                self._check_wait(wait, describe_holder(self.holder()))
+                time.sleep(self.POLL_SECONDS)
+        except BaseException:
+            handle.close()
+            raise
+        left = self.holder()
+        if left.get("pid") and left.get("pid") != os.getpid() and not _pid_alive(left["pid"]):
+            wait.say(
+                f"the warehouse lock {self._path} was left by {describe_holder(left)}, which"
+                " ended without releasing it (killed?); its lock was dropped by the system"
+            )
+        waited = time.monotonic() - wait.started
+        if wait.logged_at is not None:
+            wait.say(f"got the warehouse lock {self._path} after waiting {waited:.1f} s")
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            **_current_step(),
+            "purpose": wait.purpose,
+            "since": time.time(),
+        }
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(info))
+        handle.flush()
+        self._handle = handle
+
+    def _check_wait(self, wait: "_Wait", holder: str) -> None:
+        waited = time.monotonic() - wait.started
+        doing = f" to {wait.purpose}" if wait.purpose else ""
+        if waited >= wait.timeout:
+            raise WarehouseLockTimeout(
+                f"gave up waiting{doing} for the warehouse {self._path.with_suffix('')}:"
+                f" its lock {self._path} is held by {holder}; waited {waited:.0f} s"
+                f" (MLSTACK_LOCK_TIMEOUT_SECONDS={wait.timeout:g})"
+            )
+        if wait.logged_at is None or waited - wait.logged_at >= self.LOG_EVERY_SECONDS:
+            wait.logged_at = waited
+            wait.say(
+                f"waiting{doing} for the warehouse lock {self._path}: held by {holder};"
+                f" waited {waited:.0f} s of at most {wait.timeout:g} s"
+            )
+
+
+@dataclass
+class _Wait:
+    """One `hold()` call's wait: its limit, what it is for, where it reports."""
+
+    timeout: float
+    purpose: str
+    say: Callable[[str], None]
+    started: float = field(default_factory=time.monotonic)
+    logged_at: float | None = None  # seconds into the wait of the last "waiting" message
 
 
 _FILE_LOCKS: dict[Path, _ProcessFileLock] = {}
@@ -62,6 +219,7 @@ class DuckDBWarehouse(Warehouse):
     """A DuckDB file; publishing is one `CREATE OR REPLACE TABLE` transaction."""
 
     duckdb: DuckDBResource
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
 
     @property
     def kind(self) -> str:
@@ -72,8 +230,8 @@ class DuckDBWarehouse(Warehouse):
         return self.duckdb.database
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with duckdb_file_lock(self.path).hold():
+    def exclusive(self, purpose: str = "") -> Iterator[None]:
+        with duckdb_file_lock(self.path).hold(self.lock_timeout_seconds, purpose):
             yield
 
     @contextmanager
@@ -146,11 +304,17 @@ class DuckDBRelationTypeHandler(RelationTypeHandler):
 class _LockingDuckDbClient(DuckDbClient):
     """Dagster's DuckDB client, holding the warehouse file lock while connected."""
 
-    @staticmethod
+    def __init__(self, lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS):
+        self.lock_timeout_seconds = lock_timeout_seconds
+
     @contextmanager
-    def connect(context, table_slice):  # type: ignore[override]
+    def connect(self, context, table_slice):  # type: ignore[override]
         lock = duckdb_file_lock(context.resource_config["database"])
-        with lock.hold(), DuckDbClient.connect(context, table_slice) as conn:
+        purpose = f"store or load {table_slice.schema}.{table_slice.table}"
+        with (
+            lock.hold(self.lock_timeout_seconds, purpose),
+            DuckDbClient.connect(context, table_slice) as conn,
+        ):
             yield conn
 
 
@@ -159,13 +323,15 @@ class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
     (in one statement, see `ReplacingDbIOManager`), and queues on the warehouse file lock
     instead of failing."""
 
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [DuckDBPandasTypeHandler(), DuckDBRelationTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
         return ReplacingDbIOManager(
-            db_client=_LockingDuckDbClient(),
+            db_client=_LockingDuckDbClient(self.lock_timeout_seconds),
             database=self.database,
             schema=self.schema_,
             type_handlers=self.type_handlers(),
@@ -178,7 +344,13 @@ def build_duckdb_resources(settings: Settings) -> dict[str, Any]:
     database = str(settings.duckdb_path)
     return {
         "warehouse": DuckDBWarehouse(
-            dataset=settings.dataset, duckdb=DuckDBResource(database=database)
+            dataset=settings.dataset,
+            duckdb=DuckDBResource(database=database),
+            lock_timeout_seconds=settings.lock_timeout_seconds,
         ),
-        "io_manager": WarehouseDuckDBIOManager(database=database, schema=settings.dataset),
+        "io_manager": WarehouseDuckDBIOManager(
+            database=database,
+            schema=settings.dataset,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+        ),
     }

@@ -1,0 +1,129 @@
+"""Fetch an HTTPS source to a local file, with a stall timeout and bounded retries.
+
+The Airbyte File source has no read timeout: a server that sends part of a file and then
+goes silent hangs the connector until someone kills it. So mlstack downloads the file
+itself (streamed to disk, never whole in memory) and the connector reads the local copy.
+
+What is retried, and why:
+- connection refused or reset, a connection broken mid-transfer, a connect timeout, and
+  HTTP 5xx / 429: the network or the server had a bad moment; asking again can succeed.
+- not a stall (the server answered, then sent nothing for `timeout` seconds): retrying
+  would multiply the promised bound (`MLSTACK_SOURCE_TIMEOUT_SECONDS`) by the number of
+  attempts, and a server that stops mid-file for that long is broken, not flaky.
+- never a 4xx (a 404 stays a 404), a TLS certificate error, or anything about the content.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+import urllib3.exceptions
+
+from mlstack_assets.ingestion.sources import SourceError, SourceSpec
+
+CHUNK = 1 << 20
+BACKOFF_SECONDS = 1.0  # first retry after 1 s, then 2, 4, ... (capped)
+BACKOFF_CAP_SECONDS = 30.0
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class _Transient(Exception):
+    """A failure worth another attempt; `str()` says what happened."""
+
+
+def _kind(error: BaseException) -> str:
+    """ "stall", "tls", "transient" or "other", however requests/urllib3 wrapped it."""
+    cause = error.args[0] if isinstance(error, requests.RequestException) and error.args else None
+    if isinstance(error, requests.ReadTimeout | urllib3.exceptions.ReadTimeoutError) or (
+        isinstance(cause, urllib3.exceptions.ReadTimeoutError)
+    ):
+        return "stall"
+    if isinstance(error, requests.exceptions.SSLError | urllib3.exceptions.SSLError):
+        return "tls"
+    if isinstance(
+        error,
+        requests.ConnectionError  # refused, reset, DNS, connect timeout
+        | requests.exceptions.ChunkedEncodingError  # the connection broke mid-body
+        | urllib3.exceptions.ProtocolError  # the same, from the raw reads
+        | urllib3.exceptions.NewConnectionError,
+    ):
+        return "transient"
+    return "other"
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, short."""
+    text = str(error)
+    if "Caused by " in text:
+        text = text.split("Caused by ", 1)[-1].rstrip(")")
+    if "IncompleteRead" in text:
+        text = "the connection closed before the whole body arrived"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _get(spec: SourceSpec, destination: Path, timeout: float) -> int:
+    """One attempt: stream the body to `destination`; return the byte count."""
+    received = 0
+    try:
+        with requests.get(spec.url, stream=True, timeout=(timeout, timeout)) as response:
+            if response.status_code in RETRIED_STATUSES:
+                raise _Transient(f"HTTP {response.status_code} {response.reason}")
+            if response.status_code != 200:
+                raise SourceError(spec, f"HTTP {response.status_code} {response.reason}")
+            with destination.open("wb") as out:
+                # read1: whatever has arrived (up to CHUNK), so `received` is exact when a
+                # read stalls or breaks; decoded as requests would (gzip transfer encoding)
+                while chunk := response.raw.read1(CHUNK, decode_content=True):
+                    out.write(chunk)
+                    received += len(chunk)
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+        kind = _kind(error)
+        where = f"after {received:,} bytes" if received else "before the first byte"
+        if kind == "stall":
+            raise SourceError(
+                spec,
+                f"the server stopped sending data: no bytes for {timeout:g} s {where}"
+                f" (MLSTACK_SOURCE_TIMEOUT_SECONDS={timeout:g})",
+            ) from None
+        if kind == "tls":
+            raise SourceError(spec, f"TLS error: {_reason(error)}") from None
+        if kind == "transient":
+            raise _Transient(f"{type(error).__name__} {where}: {_reason(error)}") from None
+        raise SourceError(spec, f"unreachable: {type(error).__name__}: {_reason(error)}") from None
+    return received
+
+
+def download(
+    spec: SourceSpec,
+    destination: Path,
+    timeout: float,
+    retries: int,
+    log: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Download an HTTPS source to `destination`; return its size in bytes.
+
+    Raises `SourceError` naming the source on a stall, a non-retryable status, or when
+    the transient failures outlast `retries` retries (each one logged through `log`).
+    """
+    if spec.url.startswith("http://"):
+        raise SourceError(
+            spec, "the Airbyte File source reads web sources over HTTPS only; use an https:// URL"
+        )
+    for attempt in range(retries + 1):
+        try:
+            return _get(spec, destination, timeout)
+        except _Transient as failure:
+            if attempt == retries:
+                tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
+                raise SourceError(spec, f"unreachable after {tries}: {failure}") from None
+            delay = min(BACKOFF_SECONDS * 2**attempt, BACKOFF_CAP_SECONDS)
+            log(
+                f"source '{spec.name}' ({spec.url}): {failure}; retry {attempt + 1} of"
+                f" {retries} in {delay:g} s"
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises

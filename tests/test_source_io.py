@@ -1,0 +1,215 @@
+"""Reading sources without hanging or blocking: stall time-outs, retries, lock waits.
+
+Real pieces only: the loopback HTTPS server stalls, resets connections or answers 503;
+a second real process holds the warehouse lock; the raw asset runs the real connector.
+"""
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, Stack
+from tests.fixture_data import PROJECT_TAGS, write_tags
+from tests.https_server import HTTPSServer, Route
+from tests.test_pipeline import failure_messages
+from tests.test_quality import snapshot
+
+
+def run_logs(stack: Stack, run_id: str) -> list[str]:
+    """Every log message of a run, as the step's log in the UI shows them."""
+    return [entry.user_message for entry in stack.instance.all_logs(run_id)]
+
+
+def big_tags(stack: Stack) -> bytes:
+    many = {**PROJECT_TAGS, **{1000 + i: "mlops" for i in range(15000)}}  # ~230 KB
+    return write_tags(stack.root / "big.csv", many).read_bytes()
+
+
+def test_stalling_https_source_fails_within_the_configured_time(
+    published_stack: Stack, https_server: HTTPSServer
+):
+    before = snapshot(published_stack)
+    https_server.routes["/tags.csv"] = Route(body=big_tags(published_stack), slow_after=150_000)
+    published_stack.set_source("tags", https_server.url("/tags.csv"))
+    published_stack.monkeypatch.setenv("MLSTACK_SOURCE_TIMEOUT_SECONDS", "2")
+
+    started = time.monotonic()
+    result = published_stack.materialize("tags")
+    elapsed = time.monotonic() - started
+
+    assert not result.success
+    message = failure_messages(result)
+    assert f"source 'tags' ({https_server.url('/tags.csv')})" in message
+    assert "the server stopped sending data: no bytes for 2 s after 150,000 bytes" in message
+    assert "MLSTACK_SOURCE_TIMEOUT_SECONDS=2" in message
+    assert https_server.count("/tags.csv") == 1  # a stall is not retried
+    assert elapsed < 30, elapsed  # 2 s of stall plus loading the definitions, not minutes
+    assert snapshot(published_stack) == before
+
+
+def test_connection_reset_twice_then_answered_is_retried_and_succeeds(
+    published_stack: Stack, https_server: HTTPSServer
+):
+    tags = {**PROJECT_TAGS, 6: "mlops"}
+    body = write_tags(published_stack.root / "t.csv", tags).read_bytes()
+    https_server.routes["/tags.csv"] = Route(body=body, failures=["reset", "reset"])
+    published_stack.set_source("tags", https_server.url("/tags.csv"))
+
+    result = published_stack.materialize("tags")
+
+    assert result.success, failure_messages(result)
+    assert https_server.count("/tags.csv") == 3
+    retries = [m for m in run_logs(published_stack, result.run_id) if "retry " in m]
+    assert len(retries) == 2, retries
+    assert "source 'tags'" in retries[0] and "retry 1 of 3 in 1 s" in retries[0]
+    assert "retry 2 of 3 in 2 s" in retries[1]
+    assert published_stack.query("select tag from mlops_course.tags where id = 6") == [("mlops",)]
+
+
+def test_server_errors_are_retried_a_bounded_number_of_times(
+    published_stack: Stack, https_server: HTTPSServer
+):
+    https_server.routes["/tags.csv"] = Route(body=b"id,tag\n", failures=[503, 503, 503])
+    published_stack.set_source("tags", https_server.url("/tags.csv"))
+    published_stack.monkeypatch.setenv("MLSTACK_SOURCE_RETRIES", "1")
+
+    result = published_stack.materialize("tags")
+
+    assert not result.success
+    assert https_server.count("/tags.csv") == 2
+    assert "unreachable after 2 attempts: HTTP 503" in failure_messages(result)
+
+
+HOLDER = """
+import sys, time
+from mlstack_assets.warehouse.duckdb import duckdb_file_lock
+with duckdb_file_lock(sys.argv[1]).hold(purpose="hold it for a test", log=print):
+    print("held", flush=True)
+    sys.stdin.readline()  # until the test says so (or closes the pipe)
+"""
+
+
+@pytest.fixture
+def lock_holder(published_stack: Stack):
+    """Another process holding the warehouse lock until the test writes a line to it."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(published_stack.warehouse_path)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    while (line := process.stdout.readline()) and line.strip() != "held":
+        pass
+    assert line.strip() == "held", "the holder could not take the lock"
+    yield process
+    process.stdin.close()
+    process.wait(timeout=30)
+
+
+def _release_when_waiting(stack: Stack, holder: subprocess.Popen, seen: list[str]) -> None:
+    """Release the holder once the run's log says it waits for the lock."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        for record in stack.instance.get_run_records():
+            messages = run_logs(stack, record.dagster_run.run_id)
+            waiting = [m for m in messages if "waiting to stage" in m]
+            if waiting:
+                seen.extend(waiting)
+                holder.stdin.write("release\n")
+                holder.stdin.flush()
+                return
+        time.sleep(0.5)
+
+
+def test_run_waiting_for_a_held_warehouse_logs_who_holds_it_then_proceeds(
+    published_stack: Stack, lock_holder: subprocess.Popen
+):
+    published_stack.set_source(
+        "tags", write_tags(published_stack.root / "t.csv", {**PROJECT_TAGS, 6: "mlops"})
+    )
+    seen: list[str] = []
+    releaser = threading.Thread(
+        target=_release_when_waiting, args=(published_stack, lock_holder, seen)
+    )
+    releaser.start()
+
+    result = published_stack.materialize("tags")
+    releaser.join()
+
+    assert result.success, failure_messages(result)
+    lock_file = f"{published_stack.warehouse_path}.lock"
+    assert seen, "the run never said it was waiting"
+    assert f"waiting to stage, audit and publish tags for the warehouse lock {lock_file}" in seen[0]
+    assert f"held by pid {lock_holder.pid} (hold it for a test)" in seen[0]
+    # it asks for the lock to stage only once the connector has finished: the sync itself
+    # ran while the other process held the lock; then it got the lock and went on
+    logs = [m or "" for m in run_logs(published_stack, result.run_id)]
+    waited = next(i for i, m in enumerate(logs) if "waiting to stage" in m)
+    got = next(i for i, m in enumerate(logs) if "got the warehouse lock" in m)
+    audited = next(i for i, m in enumerate(logs) if m.startswith("synced "))
+    assert waited < got < audited
+    assert published_stack.query("select tag from mlops_course.tags where id = 6") == [("mlops",)]
+
+
+def test_run_waiting_past_the_configured_wait_fails_naming_the_holder(
+    published_stack: Stack, lock_holder: subprocess.Popen
+):
+    before = snapshot(published_stack)
+    published_stack.monkeypatch.setenv("MLSTACK_LOCK_TIMEOUT_SECONDS", "3")
+
+    result = published_stack.materialize("tags")
+
+    assert not result.success
+    message = failure_messages(result)
+    assert "gave up waiting to stage, audit and publish tags for the warehouse" in message
+    assert str(published_stack.warehouse_path) in message
+    assert f"held by pid {lock_holder.pid}" in message and "(hold it for a test)" in message
+    assert "MLSTACK_LOCK_TIMEOUT_SECONDS=3" in message
+    assert any("waiting to stage" in m for m in run_logs(published_stack, result.run_id))
+    lock_holder.stdin.write("release\n")
+    lock_holder.stdin.flush()
+    lock_holder.wait(timeout=30)
+    assert snapshot(published_stack) == before
+
+
+def test_a_sql_error_from_pyairbyte_is_one_line_not_the_statement():
+    """PyAirbyte's SQLRuntimeError (not a PyAirbyteError) carries the whole SQL statement."""
+    import sqlalchemy
+    from airbyte.shared.sql_processor import SQLRuntimeError
+
+    from mlstack_assets.ingestion.embedded import short_cause
+
+    engine = sqlalchemy.create_engine("duckdb:///:memory:")
+    sql = "select cast(v as bigint)\nfrom (select 'seven point four' as v)\n" + "-- pad\n" * 30
+    with engine.connect() as conn:
+        try:
+            conn.execute(sqlalchemy.text(sql))
+        except sqlalchemy.exc.SQLAlchemyError as ex:  # wrapped exactly as PyAirbyte does
+            error = SQLRuntimeError(f"Error when executing SQL:\n{sql}\n{type(ex).__name__}{ex!s}")
+
+    cause = short_cause(error)
+
+    assert "\n" not in cause and "select" not in cause
+    assert "seven point four" in cause and "ConversionException" in cause
+
+
+def test_sync_directories_of_ended_processes_are_pruned(tmp_path: Path):
+    from mlstack_assets.ingestion.syncdir import prune_stale
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    stale = tmp_path / f"tags-{ended.pid}-abc123"
+    live = tmp_path / "tags-1-xyz789"  # pid 1 always runs
+    for directory in (stale, live):
+        directory.mkdir()
+        (directory / "cache.duckdb").write_bytes(b"x")
+    messages: list[str] = []
+
+    assert prune_stale(tmp_path, messages.append) == [stale]
+    assert live.is_dir() and not stale.exists()
+    assert stale.name in messages[0]
