@@ -48,6 +48,11 @@ class Settings:
     sensor_interval_seconds: int
     source_sensor_on: bool
     daily_cron: str
+    freshness_max_age_hours: float = 24.0
+    ui_url: str = "http://127.0.0.1:3000"
+    slack_channel: str = ""
+    slack_api_url: str = "https://slack.com/api/"
+    alert_webhook: bool = False
 
     @property
     def staging_dataset(self) -> str:
@@ -67,6 +72,11 @@ class Settings:
     def warehouse_pool(self) -> str | None:
         """Dagster concurrency pool of the steps that touch a DuckDB file (one writer at a time)."""
         return "duckdb_warehouse" if self.warehouse == "duckdb" else None
+
+    @property
+    def slack_alerts(self) -> bool:
+        """Alerts go to Slack when a channel is configured (the token comes through `EnvVar`)."""
+        return bool(self.slack_channel)
 
     @property
     def connector_dir(self) -> Path:
@@ -94,6 +104,37 @@ def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[
     if value not in allowed:
         raise SettingsError(f"{name}={value!r} is not supported; use one of {', '.join(allowed)}")
     return value
+
+
+def _freshness_max_age_hours(environ: Mapping[str, str]) -> float:
+    raw = environ.get("MLSTACK_FRESHNESS_MAX_AGE_HOURS", "").strip() or "24"
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = 0.0
+    if hours * 60 < 1:  # Dagster's own floor for a freshness window
+        raise SettingsError(
+            f"MLSTACK_FRESHNESS_MAX_AGE_HOURS={raw!r} must be a number of hours, at least 1/60"
+        )
+    return hours
+
+
+def _alert_settings(environ: Mapping[str, str]) -> dict:
+    """Where failure alerts go. Only whether a secret is set is read here, never its value."""
+    channel = environ.get("MLSTACK_SLACK_CHANNEL", "").strip()
+    if channel and not environ.get("MLSTACK_SLACK_TOKEN", "").strip():
+        raise SettingsError("MLSTACK_SLACK_CHANNEL is set but MLSTACK_SLACK_TOKEN is not")
+    return {
+        "ui_url": (environ.get("MLSTACK_UI_URL", "").strip() or "http://127.0.0.1:3000").rstrip(
+            "/"
+        ),
+        "slack_channel": channel,
+        "slack_api_url": (
+            environ.get("MLSTACK_SLACK_API_URL", "").strip() or "https://slack.com/api"
+        ).rstrip("/")
+        + "/",  # slack_sdk joins method names onto it
+        "alert_webhook": bool(environ.get("MLSTACK_ALERT_WEBHOOK_URL", "").strip()),
+    }
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -130,4 +171,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sensor_interval_seconds=int(env.get("MLSTACK_SENSOR_INTERVAL_SECONDS", "").strip() or 60),
         source_sensor_on=_choice(env, "MLSTACK_SOURCE_SENSOR", "on", ("on", "off")) == "on",
         daily_cron=env.get("MLSTACK_DAILY_CRON", "").strip() or "0 6 * * *",
+        freshness_max_age_hours=_freshness_max_age_hours(env),
+        **_alert_settings(env),
     )
