@@ -43,8 +43,10 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	} || echo "warning: chromium could not be installed; the browser test will be skipped"
 
+# `dg dev`: the webserver and the daemon (sensors, schedules, freshness, alerts). dg expects
+# the project's virtualenv to be the active one.
 dev: setup
-	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev --host $(HOST) --port $(PORT)
 
 # Sizes: BENCH_SIZES=1000,100000,1000000 make bench (1M takes about ten minutes here).
 BENCH_SIZES ?= 1000,100000

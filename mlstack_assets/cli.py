@@ -1,9 +1,14 @@
-"""`mlstack run`: materialize every asset with plain Dagster, then print what happened.
+"""`mlstack run`: materialize every asset with plain Dagster, show its progress, summarize it.
 
-The run itself is `dagster asset materialize --select '*' -m mlstack_assets`, the same
-command a user would type; this wrapper only prepares `DAGSTER_HOME` and reads the run's
-events back from the instance to print rows per table and checks passed/failed.
+The run itself is `dg launch --assets '*'`, the command a Dagster user would type. Its
+whole output (Dagster's DEBUG events, the connector's lines) goes to a log file under
+`.mlstack/logs/`; what the terminal shows is read from the run's events in the Dagster
+instance while it runs: one line per step as it starts and as it finishes (a live
+display on a terminal), then the rows and checks per table, and on failure the failed
+step, its checks and its message (the traceback with `--verbose`).
 """
+
+from __future__ import annotations
 
 import argparse
 import os
@@ -11,11 +16,26 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
+from mlstack_assets.runs import (
+    AssetSummary,
+    RunSummary,
+    StepFailure,
+    check_outcome,
+    failure_message,
+    planned_asset,
+    summarize_run,
+)
 from mlstack_assets.settings import REPO_ROOT, load_settings
+
+__all__ = ["AssetSummary", "RunSummary", "StepFailure", "format_summary", "summarize_run"]
+
+POLL_SECONDS = 0.5
+# runs started by the daemon in the same instance are not ours
+AUTOMATION_TAG_PREFIXES = ("dagster/sensor_name", "dagster/schedule_name", "dagster/backfill")
 
 
 def ensure_dagster_home() -> Path:
@@ -28,67 +48,244 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-@dataclass
-class AssetSummary:
-    rows: int | None = None
-    passed: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    warned: list[str] = field(default_factory=list)
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def launch_command(selection: str = "*") -> list[str]:
+    """The `dg` command that materializes `selection` (what `make run` runs)."""
+    return [_bin("dg"), "launch", "--assets", selection]
+
+
+def materialize_command(selection: str = "*") -> list[str]:
+    """The plain Dagster command for the same (still supported; Dagster calls it superseded)."""
+    return [_bin("dagster"), "asset", "materialize", "--select", selection, "-m", "mlstack_assets"]
+
+
+def dg_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for `dg`: this virtualenv marked active, as `dg` expects of a project."""
+    env = dict(os.environ if environ is None else environ)
+    env["VIRTUAL_ENV"] = str(Path(sys.prefix))
+    return env
+
+
+# ----------------------------------------------------------------------------- progress
 
 
 @dataclass
-class RunSummary:
-    run_id: str
-    status: str
-    assets: dict[str, AssetSummary]
-    failures: list[str]
+class StepProgress:
+    """One step of the run, as its events arrive."""
+
+    key: str
+    started: float = 0.0
+    finished: float | None = None
+    status: str = "running"  # running | ok | failed | skipped
+    assets: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, int] = field(default_factory=lambda: {"passed": 0, "warned": 0, "failed": 0})
+    failed_checks: list[str] = field(default_factory=list)
+    message: str = ""
 
     @property
-    def ok(self) -> bool:
-        return self.status == "SUCCESS" and not any(a.failed for a in self.assets.values())
+    def seconds(self) -> float:
+        return (self.finished or time.time()) - self.started
+
+    def label(self) -> str:
+        return self.key
+
+    def outcome(self) -> str:
+        """Rows and checks, e.g. `955 rows, 12/12 checks passed`."""
+        parts = []
+        if len(self.rows) == 1 and list(self.rows) == [self.key]:
+            parts.append(f"{self.rows[self.key]} rows")
+        else:
+            parts += [f"{asset} {rows} rows" for asset, rows in self.rows.items()]
+        total = sum(self.checks.values())
+        if total:
+            text = f"{self.checks['passed']}/{total} checks passed"
+            if self.checks["warned"]:
+                text += f", {self.checks['warned']} warned"
+            if self.failed_checks:
+                text += f", {len(self.failed_checks)} failed: {', '.join(self.failed_checks)}"
+            parts.append(text)
+        if self.status == "failed" and not self.failed_checks and self.message:
+            parts.append(self.message.splitlines()[0][:120])
+        return ", ".join(parts)
 
 
-def summarize_run(instance, run_id: str) -> RunSummary:
-    """Rows per materialized asset, check outcomes and step failures, from the event log."""
-    from dagster import DagsterEventType
+class RunProgress:
+    """Follows one run's events in the instance and turns them into step updates."""
 
-    run = instance.get_run_by_id(run_id)
-    assets: dict[str, AssetSummary] = defaultdict(AssetSummary)
-    failures: list[str] = []
-    for record in instance.all_logs(run_id):
-        event = record.dagster_event
-        if event is None:
-            continue
-        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-            materialization = event.step_materialization_data.materialization
-            rows = materialization.metadata.get("dagster/row_count")
-            summary = assets[materialization.asset_key.to_user_string()]
-            summary.rows = rows.value if rows is not None else summary.rows
-        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            summary = assets[evaluation.asset_key.to_user_string()]
-            if evaluation.passed:
-                summary.passed.append(evaluation.check_name)
-            elif evaluation.severity.value == "WARN":
-                summary.warned.append(evaluation.check_name)
-            else:
-                summary.failed.append(evaluation.check_name)
-        elif event.event_type == DagsterEventType.STEP_FAILURE:
-            error = event.step_failure_data.error
-            while (
-                error is not None
-                and error.cause is not None
-                and "Error occurred while" in error.message
-            ):
-                error = error.cause  # unwrap Dagster's "Error occurred while executing op" wrapper
-            message = error.message.strip() if error else "failed"
-            failures.append(f"{event.step_key}: {message}")
-    return RunSummary(
-        run_id=run_id, status=run.status.value, assets=dict(assets), failures=failures
+    TYPES = (
+        "ASSET_MATERIALIZATION_PLANNED",
+        "ASSET_CHECK_EVALUATION_PLANNED",
+        "STEP_START",
+        "STEP_SUCCESS",
+        "STEP_FAILURE",
+        "STEP_SKIPPED",
+        "ASSET_MATERIALIZATION",
+        "ASSET_CHECK_EVALUATION",
     )
 
+    def __init__(self, instance: Any, run_id: str) -> None:
+        self.instance = instance
+        self.run_id = run_id
+        self.cursor: str | None = None
+        self.steps: dict[str, StepProgress] = {}
+        self.planned: dict[str, list[str]] = {}
 
-def format_summary(summary: RunSummary, elapsed: float) -> str:
+    def poll(self) -> list[StepProgress]:
+        """Read the events since the last poll; return the steps that started or finished."""
+        from dagster import DagsterEventType
+
+        types = {DagsterEventType(name) for name in self.TYPES}
+        changed: list[StepProgress] = []
+        while True:
+            connection = self.instance.get_records_for_run(
+                self.run_id, cursor=self.cursor, of_type=types, limit=500
+            )
+            for record in connection.records:
+                step = self._apply(record.event_log_entry)
+                if step is not None:
+                    changed.append(step)
+            self.cursor = connection.cursor
+            if not connection.has_more:
+                return changed
+
+    def _apply(self, entry: Any) -> StepProgress | None:
+        event = entry.dagster_event
+        if event is None:
+            return None
+        kind = event.event_type_value
+        step_key = event.step_key or ""
+        if kind in ("ASSET_MATERIALIZATION_PLANNED", "ASSET_CHECK_EVALUATION_PLANNED"):
+            self.planned.setdefault(step_key, []).append(planned_asset(event))
+            return None
+        if kind == "STEP_START":
+            step = StepProgress(step_key, started=entry.timestamp)
+            step.assets = self.planned.get(step_key, [])
+            self.steps[step_key] = step
+            return step
+        step = self.steps.setdefault(step_key, StepProgress(step_key, started=entry.timestamp))
+        if kind == "ASSET_MATERIALIZATION":
+            materialization = event.step_materialization_data.materialization
+            rows = materialization.metadata.get("dagster/row_count")
+            if rows is not None:
+                step.rows[materialization.asset_key.to_user_string()] = rows.value
+        elif kind == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            outcome = check_outcome(evaluation)
+            step.checks[outcome] += 1
+            if outcome == "failed":
+                step.failed_checks.append(evaluation.check_name)
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
+            step.finished = entry.timestamp
+            step.status = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "failed"}.get(kind, "skipped")
+            if kind == "STEP_FAILURE":
+                step.message = failure_message(event.step_failure_data.error)[0]
+            return step
+        return None
+
+    def not_run(self) -> list[str]:
+        """Planned steps that never started (their upstream failed)."""
+        return [key for key in self.planned if key and key not in self.steps]
+
+
+SYMBOLS = {
+    "utf": {"start": "▸", "ok": "✓", "failed": "✗", "skipped": "·"},
+    "ascii": {"start": "->", "ok": "ok", "failed": "FAILED", "skipped": "--"},
+}
+
+
+def symbols_for(stream: TextIO) -> dict[str, str]:
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+    return SYMBOLS["utf" if encoding.startswith("utf") else "ascii"]
+
+
+def step_line(step: StepProgress, symbols: dict[str, str], started: bool = False) -> str:
+    """The line for a step that started, or that finished (with rows, checks, seconds)."""
+    if started:
+        return f"  {symbols['start']} {step.label()}"
+    mark = symbols[step.status]
+    detail = step.outcome()
+    seconds = f"{step.seconds:.1f} s"
+    return f"  {mark} {step.label():<28} {detail + ', ' if detail else ''}{seconds}"
+
+
+def live_display_wanted(stream: TextIO, environ: dict[str, str] | os._Environ) -> bool:
+    """A live display on a terminal; plain lines in a pipe, a file or CI (`CI` set)."""
+    if environ.get("CI", "").strip().lower() not in ("", "0", "false"):
+        return False
+    if environ.get("TERM", "") == "dumb":
+        return False
+    return stream.isatty()
+
+
+class PlainDisplay:
+    """One line per step as it starts and as it finishes: for logs, pipes and CI."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.symbols = symbols_for(stream)
+
+    def __enter__(self) -> PlainDisplay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stream.flush()
+
+    def print(self, line: str = "") -> None:
+        print(line, file=self.stream, flush=True)
+
+    def update(self, steps: list[StepProgress]) -> None:
+        for step in steps:
+            self.print(step_line(step, self.symbols, started=step.status == "running"))
+
+    def tick(self, running: list[StepProgress], waiting: str) -> None:
+        pass
+
+
+class LiveDisplay(PlainDisplay):
+    """On a terminal: finished steps stay as lines; running ones spin with their time."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=stream, highlight=False)
+        self.live = Live(console=self.console, refresh_per_second=4, transient=True)
+
+    def __enter__(self) -> LiveDisplay:
+        self.live.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.live.stop()
+
+    def print(self, line: str = "") -> None:
+        self.live.console.print(line, markup=False, highlight=False)
+
+    def update(self, steps: list[StepProgress]) -> None:
+        for step in steps:
+            if step.status != "running":
+                self.print(step_line(step, self.symbols))
+
+    def tick(self, running: list[StepProgress], waiting: str) -> None:
+        from rich.spinner import Spinner
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 1))
+        rows = [(step.label(), f"{step.seconds:.0f} s") for step in running] or [(waiting, "")]
+        for label, seconds in rows:
+            grid.add_row(Spinner("dots"), label, seconds)
+        self.live.update(grid)
+
+
+# ------------------------------------------------------------------------------ summary
+
+
+def format_summary(summary: RunSummary, elapsed: float, verbose: bool = False) -> str:
     lines = [f"mlstack run {summary.run_id[:8]}: {summary.status} in {elapsed:.1f} s", ""]
     lines.append(f"{'asset':<28}{'rows':>8}  checks")
     for key in sorted(summary.assets):
@@ -100,15 +297,23 @@ def format_summary(summary: RunSummary, elapsed: float) -> str:
             checks += f", {len(asset.failed)} FAILED ({', '.join(asset.failed)})"
         rows = "" if asset.rows is None else str(asset.rows)
         lines.append(f"{key:<28}{rows:>8}  {checks}")
-    if summary.failures:
-        lines += ["", "failed steps:", *(f"  {failure}" for failure in summary.failures)]
+    if summary.step_failures:
+        lines += ["", "failed steps:"]
+        for failure in summary.step_failures:
+            first, *rest = failure.message.splitlines() or [""]
+            lines.append(f"  {failure.step}: {first}")
+            lines += [f"    {line}" for line in rest]
+            if verbose and failure.traceback:
+                lines += [f"    {line}" for line in failure.traceback.rstrip().splitlines()]
     return "\n".join(lines)
 
 
-def materialize_command(selection: str = "*") -> list[str]:
-    """The plain Dagster command that materializes `selection` (what `make run` runs)."""
-    dagster = Path(sys.executable).parent / "dagster"
-    return [str(dagster), "asset", "materialize", "--select", selection, "-m", "mlstack_assets"]
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (shorter to read)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _process_alive_since(pid: int, since: float) -> bool:
@@ -164,29 +369,101 @@ def fail_orphaned_runs(instance) -> list[str]:
     return lines
 
 
-def run(_: argparse.Namespace) -> int:
+def log_path(home: Path) -> Path:
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+
+def find_run(instance: Any, created_after: float) -> str | None:
+    """The run `dg launch` created: the first one since it started, not the daemon's."""
+    from dagster import RunsFilter
+
+    records = instance.get_run_records(
+        filters=RunsFilter(created_after=_utc(created_after)), ascending=True, limit=20
+    )
+    for record in records:
+        tags = record.dagster_run.tags
+        if not any(tag.startswith(AUTOMATION_TAG_PREFIXES) for tag in tags):
+            return record.dagster_run.run_id
+    return None
+
+
+def follow(process: subprocess.Popen, instance: Any, started: float, display: Any) -> Any:
+    """Show the run's steps until the process exits; return its `RunProgress` (or None)."""
+    progress: RunProgress | None = None
+    while True:
+        exited = process.poll() is not None
+        if progress is None:
+            run_id = find_run(instance, started - 1)
+            if run_id is not None:
+                progress = RunProgress(instance, run_id)
+                display.print(f"run {run_id[:8]} started")
+        if progress is not None:
+            display.update(progress.poll())
+        running = [s for s in progress.steps.values() if s.status == "running"] if progress else []
+        display.tick(running, "loading definitions" if progress is None else "starting")
+        if exited:
+            return progress
+        time.sleep(POLL_SECONDS)
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    with path.open(errors="replace") as handle:
+        return handle.read().splitlines()[-lines:]
+
+
+def run(args: argparse.Namespace) -> int:
     ensure_dagster_home()
-    from dagster import DagsterInstance, RunsFilter
+    from dagster import DagsterInstance
 
     with DagsterInstance.get() as instance:
         for line in fail_orphaned_runs(instance):
             print(line)
-    started = time.time()
-    returncode = subprocess.call(materialize_command(), cwd=REPO_ROOT)
-    elapsed = time.time() - started
-    with DagsterInstance.get() as instance:
-        records = instance.get_run_records(
-            filters=RunsFilter(created_after=_utc(started - 1)), limit=1
-        )
-        if not records:
-            print("mlstack run: no run was created (see the output above)", file=sys.stderr)
-            return returncode or 1
-        summary = summarize_run(instance, records[0].dagster_run.run_id)
     settings = load_settings()
-    print()
-    print(format_summary(summary, elapsed))
+    log = log_path(settings.home)
+    out = sys.stdout
+    live = live_display_wanted(out, os.environ)
+    print(f"mlstack run: dg launch --assets '*'  (full log: {_shown(log)})", flush=True)
+    started = time.time()
+    with DagsterInstance.get() as instance:
+        with log.open("ab") as log_file:
+            process = subprocess.Popen(
+                launch_command(),
+                cwd=REPO_ROOT,
+                env=dg_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            display = LiveDisplay(out) if live else PlainDisplay(out)
+            try:
+                with display:
+                    progress = follow(process, instance, started, display)
+            except KeyboardInterrupt:  # the terminal sent it to `dg` too: let it stop
+                process.wait()
+                raise
+            except BaseException:
+                process.terminate()  # never leave a run going that nobody follows
+                process.wait()
+                raise
+        returncode = process.returncode
+        elapsed = time.time() - started
+        if progress is None:
+            print(f"\nmlstack run: Dagster started no run (exit code {returncode}).", file=out)
+            shown = tail(log, 40 if args.verbose else 3)
+            print("\n".join(f"  {line}" for line in shown), file=out)
+            print(f"\nfull log: {_shown(log)}", file=out)
+            return returncode or 1
+        skipped = progress.not_run()
+        if skipped:
+            symbol = symbols_for(out)["skipped"]
+            print(f"  {symbol} not run (upstream failed): {', '.join(skipped)}", file=out)
+        summary = summarize_run(instance, progress.run_id)
     where = settings.duckdb_path if settings.warehouse == "duckdb" else settings.bigquery_project
-    print(f"\nwarehouse: {settings.warehouse} {where}, dataset {settings.dataset}")
+    print("\n" + format_summary(summary, elapsed, verbose=args.verbose), file=out)
+    print(f"\nwarehouse: {settings.warehouse} {where}, dataset {settings.dataset}", file=out)
+    print(f"full log:  {_shown(log)}", file=out)
     return 0 if returncode == 0 and summary.ok else 1
 
 
@@ -214,9 +491,11 @@ def _utc(timestamp: float):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mlstack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="materialize every asset and print a summary").set_defaults(
-        func=run
+    run_parser = commands.add_parser("run", help="materialize every asset and print a summary")
+    run_parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show the tracebacks of failed steps"
     )
+    run_parser.set_defaults(func=run)
     commands.add_parser(
         "airbyte-setup", help="create or update the Airbyte sources, destination and connections"
     ).set_defaults(func=airbyte_setup)

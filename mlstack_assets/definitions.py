@@ -13,6 +13,7 @@ from dagster import (
 )
 
 from mlstack_assets.automation.definitions import build_automation_definitions
+from mlstack_assets.automation.freshness import with_freshness_policies
 from mlstack_assets.ingestion.definitions import build_ingestion_definitions
 from mlstack_assets.ml.definitions import build_ml_definitions
 from mlstack_assets.settings import Settings, load_settings
@@ -30,13 +31,14 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     # DuckDB serializes every step on one file anyway: running them in one process saves a
     # process start and a code-location import per step. BigQuery steps run in parallel.
     executor = in_process_executor if settings.warehouse == "duckdb" else multiprocess_executor
-    return Definitions.merge(
+    defs = Definitions.merge(
         build_ingestion_definitions(settings),
         build_transform_definitions(settings),
         build_ml_definitions(settings),
         build_automation_definitions(settings),
         Definitions(resources=build_warehouse_resources(settings), executor=executor),
     )
+    return with_freshness_policies(defs, settings)
 
 
 defs = build_definitions()

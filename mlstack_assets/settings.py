@@ -51,6 +51,11 @@ class Settings:
     source_timeout_seconds: float = 60.0
     source_retries: int = 3
     lock_timeout_seconds: float = 900.0
+    freshness_max_age_hours: float = 24.0
+    ui_url: str = "http://127.0.0.1:3000"
+    slack_channel: str = ""
+    slack_api_url: str = "https://slack.com/api/"
+    alert_webhook: bool = False
 
     @property
     def staging_dataset(self) -> str:
@@ -70,6 +75,11 @@ class Settings:
     def warehouse_pool(self) -> str | None:
         """Dagster concurrency pool of the steps that touch a DuckDB file (one writer at a time)."""
         return "duckdb_warehouse" if self.warehouse == "duckdb" else None
+
+    @property
+    def slack_alerts(self) -> bool:
+        """Alerts go to Slack when a channel is configured (the token comes through `EnvVar`)."""
+        return bool(self.slack_channel)
 
     @property
     def connector_dir(self) -> Path:
@@ -119,6 +129,37 @@ def _count(environ: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _freshness_max_age_hours(environ: Mapping[str, str]) -> float:
+    raw = environ.get("MLSTACK_FRESHNESS_MAX_AGE_HOURS", "").strip() or "24"
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = 0.0
+    if hours * 60 < 1:  # Dagster's own floor for a freshness window
+        raise SettingsError(
+            f"MLSTACK_FRESHNESS_MAX_AGE_HOURS={raw!r} must be a number of hours, at least 1/60"
+        )
+    return hours
+
+
+def _alert_settings(environ: Mapping[str, str]) -> dict:
+    """Where failure alerts go. Only whether a secret is set is read here, never its value."""
+    channel = environ.get("MLSTACK_SLACK_CHANNEL", "").strip()
+    if channel and not environ.get("MLSTACK_SLACK_TOKEN", "").strip():
+        raise SettingsError("MLSTACK_SLACK_CHANNEL is set but MLSTACK_SLACK_TOKEN is not")
+    return {
+        "ui_url": (environ.get("MLSTACK_UI_URL", "").strip() or "http://127.0.0.1:3000").rstrip(
+            "/"
+        ),
+        "slack_channel": channel,
+        "slack_api_url": (
+            environ.get("MLSTACK_SLACK_API_URL", "").strip() or "https://slack.com/api"
+        ).rstrip("/")
+        + "/",  # slack_sdk joins method names onto it
+        "alert_webhook": bool(environ.get("MLSTACK_ALERT_WEBHOOK_URL", "").strip()),
+    }
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the `MLSTACK_*` variables (README, "Configuration"), with the documented defaults."""
     env = os.environ if environ is None else environ
@@ -159,4 +200,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         source_retries=_count(env, "MLSTACK_SOURCE_RETRIES", 3),
         # the longest a step waits for another process's warehouse lock before failing
         lock_timeout_seconds=_positive(env, "MLSTACK_LOCK_TIMEOUT_SECONDS", 900.0),
+        freshness_max_age_hours=_freshness_max_age_hours(env),
+        **_alert_settings(env),
     )

@@ -6,6 +6,9 @@
   brings its dependents up to date; assets a sensor run already refreshed are not
   requested again (eager skips assets in progress or already newer than their deps).
 - `daily_full_refresh` (off by default): the whole graph once a day, `MLSTACK_DAILY_CRON`.
+- `alert_on_failure` (only when a Slack channel or webhook is configured): one message per
+  failed run (`alerts.py`).
+Freshness policies are applied over the whole graph in `freshness.py`.
 """
 
 from dagster import (
@@ -18,6 +21,7 @@ from dagster import (
     define_asset_job,
 )
 
+from mlstack_assets.automation.alerts import build_alert_definitions
 from mlstack_assets.automation.sensors import build_source_change_sensor
 from mlstack_assets.ingestion.sources import source_specs
 from mlstack_assets.settings import Settings
@@ -30,6 +34,10 @@ FULL_REFRESH_JOB = define_asset_job(
 
 
 def build_automation_definitions(settings: Settings) -> Definitions:
+    return Definitions.merge(build_alert_definitions(settings), _schedules_and_sensors(settings))
+
+
+def _schedules_and_sensors(settings: Settings) -> Definitions:
     return Definitions(
         jobs=[FULL_REFRESH_JOB],
         sensors=[
