@@ -57,10 +57,12 @@ def main() -> None:
     subprocess.run([str(dbt), "build", "--quiet"], cwd=DBT_PROJECT_DIR, check=True)
     seconds["transform"] = time.perf_counter() - started
 
+    # dbt's profile builds in `<dataset>_audit` (mlstack publishes from there); the plain
+    # baseline reads its models where dbt left them and publishes nothing
     started = time.perf_counter()
     validation = validate_table(
         warehouse,
-        warehouse.dataset,
+        warehouse.audit_dataset,
         "labeled_projects",
         load_suite("labeled_projects"),
         settings.data_docs_dir,
@@ -69,7 +71,7 @@ def main() -> None:
     seconds["checks"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    labeled = warehouse.qualified(warehouse.dataset, "labeled_projects")
+    labeled = warehouse.qualified(warehouse.audit_dataset, "labeled_projects")
     dataset = warehouse.qualified(warehouse.dataset, "ml_dataset")
     splits = warehouse.qualified(warehouse.dataset, "ml_splits")
     warehouse.query(

@@ -7,6 +7,7 @@ the dependency changes under it, so an upgrade shows exactly what to revisit.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from dagster import AssetCheckSpec, AssetSpec
 from dagster_dbt import DagsterDbtTranslator, DbtProject
@@ -40,3 +41,16 @@ def dbt_asset_and_check_specs(
         io_manager_key=None,
         project=project,
     )
+
+
+def preset_discovered_catalog(source: Any, catalog: Any) -> None:
+    """Give a PyAirbyte `Source` its catalog instead of letting it run `discover`.
+
+    Why private: PyAirbyte 0.35 builds the configured catalog from `discovered_catalog`,
+    which runs the connector's `discover` the first time it is read and has no public
+    setter. For the File source, discover starts another connector process and parses the
+    CSV to guess types, when mlstack already knows the stream: its columns are the file's
+    header (read by the pre-flight) and every one is text (`READER_OPTIONS`). The catalog
+    is cached in `Source._discovered_catalog` (airbyte/sources/base.py).
+    """
+    source._discovered_catalog = catalog

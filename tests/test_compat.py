@@ -22,3 +22,31 @@ def test_dbt_specs_are_the_ones_dbt_assets_builds():
     assert {spec.key for spec in specs} == set(reference.keys)
     assert {spec.key for spec in check_specs} == set(reference.check_keys)
     assert {c.name for c in check_specs} >= {"unique_labeled_projects_id"}
+
+
+def test_a_preset_catalog_is_used_without_running_the_connector(tmp_path):
+    import airbyte as ab
+
+    from mlstack_assets.compat import preset_discovered_catalog
+    from mlstack_assets.ingestion.embedded import catalog_from_header
+
+    never = tmp_path / "source-never"  # a connector that fails if anything starts it
+    never.write_text('#!/bin/sh\necho started >> "$0.log"\nexit 1\n')
+    never.chmod(0o755)
+    source = ab.get_source("source-file", config={}, local_executable=never)
+
+    preset_discovered_catalog(source, catalog_from_header("tags", ["id", "tag"]))
+    source.select_streams(["tags"])
+    configured = source.configured_catalog
+
+    [stream] = configured.streams
+    assert stream.stream.name == "tags"
+    assert list(stream.stream.json_schema["properties"]) == ["id", "tag"]
+    assert not (tmp_path / "source-never.log").exists()
+
+
+def test_no_catalog_from_a_header_pandas_would_rename():
+    from mlstack_assets.ingestion.embedded import catalog_from_header
+
+    assert catalog_from_header("tags", ["id", "id"]) is None
+    assert catalog_from_header("tags", ["id", " "]) is None

@@ -483,6 +483,49 @@ def test_run_killed_during_dbt_leaves_published_tables_and_no_dbt_behind(publish
     ]
 
 
+@pytest.mark.slow
+def test_run_killed_during_an_ml_step_leaves_published_tables_and_the_next_run_succeeds(
+    published_stack: Stack,
+):
+    from mlstack_assets.warehouse.duckdb import duckdb_file_lock
+
+    before = snapshot(published_stack)
+    home = dagster_home(published_stack.root / "cli_home")
+    log_path = published_stack.root / "killed.log"
+    log = log_path.open("w")
+    # Hold the warehouse while the run starts: its first ML step waits inside the step, in
+    # the middle of its work, where it is killed.
+    with duckdb_file_lock(published_stack.warehouse_path).hold(purpose="hold it for a test"):
+        process = subprocess.Popen(
+            materialize_command("ml_dataset*"),
+            cwd=REPO_ROOT,
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while "for the warehouse lock" not in log_path.read_text(errors="replace"):
+                assert process.poll() is None, log_path.read_text()[-2000:]
+                assert time.monotonic() < deadline, "the ML step never reached the warehouse"
+                time.sleep(0.1)
+            assert "ml_dataset" in log_path.read_text(errors="replace")
+            os.kill(process.pid, signal.SIGKILL)  # the run's process only, not its group
+            process.wait(timeout=30)
+        finally:
+            log.close()
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    assert snapshot(published_stack) == before
+    result = published_stack.materialize("ml_dataset*")
+
+    assert result.success, failure_messages(result)
+    assert {"ml_dataset", "ml_splits", "tag_distribution"} <= materialized_keys(result)
+    assert snapshot(published_stack) == before  # same inputs, same (deterministic) tables
+
+
 def test_data_docs_keep_the_newest_validations_of_each_suite(tmp_path: Path):
     from mlstack_assets.quality.data_docs import prune_history
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mlstack_assets.compat import preset_discovered_catalog
 from mlstack_assets.ingestion.connector import (
     CONNECTOR_NAME,
     CONNECTOR_VERSION,
@@ -163,6 +164,34 @@ def short_cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
+def catalog_from_header(stream: str, header: list[str]) -> Any:
+    """The File source's catalog for a CSV whose columns are `header`, all read as text.
+
+    What `discover` would report for this file with mlstack's reader options (every column
+    a nullable string, full refresh only), without parsing it. None when pandas would rename
+    columns (a blank or repeated name), so that discover names them as the reader will.
+    """
+    if len(set(header)) != len(header) or not all(name.strip() for name in header):
+        return None
+    from airbyte_protocol.models import AirbyteCatalog, AirbyteStream, SyncMode
+
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {name: {"type": ["string", "null"]} for name in header},
+    }
+    return AirbyteCatalog(
+        streams=[
+            AirbyteStream(
+                name=stream,
+                json_schema=schema,
+                supported_sync_modes=[SyncMode.full_refresh],
+                source_defined_cursor=False,
+            )
+        ]
+    )
+
+
 class EmbeddedAirbyte(AirbyteLoader):
     """The Airbyte File source connector, run in this process's machine by PyAirbyte."""
 
@@ -193,12 +222,12 @@ class EmbeddedAirbyte(AirbyteLoader):
         with sync_directory(connector_dir, spec.name, log.info) as workdir:
             path = self._local_copy(spec, workdir, log)
             lap("download")
-            preflight(spec, path)
+            header = preflight(spec, path).header
             lap("preflight")
             executable = ensure_connector(connector_dir)
             _configure_pyairbyte(connector_dir)
             target = _cache(spec, warehouse, workdir)
-            report = self._read(spec, path, executable, target.cache, log)
+            report = self._read(spec, path, executable, target.cache, log, header)
             lap("connector")
             self._reconcile(spec, path, report, target.synced_rows())
             lap("reconcile")
@@ -215,7 +244,14 @@ class EmbeddedAirbyte(AirbyteLoader):
         return path
 
     @staticmethod
-    def _read(spec: SourceSpec, path: Path, executable: Path, cache: Any, log: Any) -> SyncReport:
+    def _read(
+        spec: SourceSpec,
+        path: Path,
+        executable: Path,
+        cache: Any,
+        log: Any,
+        header: list[str],
+    ) -> SyncReport:
         import airbyte as ab
         from airbyte.exceptions import PyAirbyteError
 
@@ -223,10 +259,21 @@ class EmbeddedAirbyte(AirbyteLoader):
         # the connector reads the local copy: it never touches the network
         config = dataclasses.replace(spec, url=str(path)).connector_config()
         try:
-            source = ab.get_source(
-                CONNECTOR_NAME, config=config, local_executable=executable, streams=[spec.name]
+            # streams are selected after the catalog is set: selecting them in get_source
+            # would run `discover` to list the streams
+            source = ab.get_source(CONNECTOR_NAME, config=config, local_executable=executable)
+            catalog = catalog_from_header(spec.name, header)
+            if catalog is not None:  # the stream is known: no `discover` over the file
+                preset_discovered_catalog(source, catalog)
+            source.select_streams([spec.name])
+            # the pinned connector validates its config itself when it reads; PyAirbyte's
+            # own validation would start it once more just to ask for its spec
+            result = source.read(
+                cache=cache,
+                force_full_refresh=True,
+                write_strategy="replace",
+                skip_validation=True,
             )
-            result = source.read(cache=cache, force_full_refresh=True, write_strategy="replace")
         except PyAirbyteError as error:
             log.debug(f"PyAirbyte error while syncing {spec.name}: {error}")
             cause = connector_failure(getattr(error, "log_file", None), started_ms)

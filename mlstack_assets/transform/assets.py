@@ -12,6 +12,7 @@ Airbyte-backed raw assets) are the upstream of the staging models in the lineage
 """
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -184,6 +185,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse):
         """`dbt build` into the audit schema, its tests and GX suites there, then publish."""
         with warehouse.exclusive():
+            started = time.perf_counter()
             invocation = dbt.cli(["build"], context=context, raise_on_error=False)
             # The adapter's first metadata query imports agate, babel and pytz (which lists
             # ~600 time zones); in dagster-dbt's pool threads, beside its polling loop, that
@@ -212,6 +214,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
                 )
             ]
             dbt_checks = [e for e in events if isinstance(e, AssetCheckResult)]
+            seconds = {"transform": time.perf_counter() - started}
             gx_checks: list[AssetCheckResult] = []
             gx_failures: list[str] = []
             for model in models:
@@ -233,6 +236,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
                     for line in validation.failure_report().splitlines()
                     if line
                 ]
+            seconds["checks"] = time.perf_counter() - started - seconds["transform"]
             lineage = lineage_by_key(models)
             dbt_failures = [
                 describe_test_failure(
@@ -255,14 +259,21 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
                 tables=[m.alias for m in models if m.materialized != "view"],
                 views={m.alias: m.compiled_sql for m in models if m.materialized == "view"},
             )
-            for model in models:
+            seconds["publish"] = time.perf_counter() - started - sum(seconds.values())
+            timings = {"seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()})}
+            for position, model in enumerate(models):
                 # dagster-dbt fetched row count, schema and lineage from the audit relation:
                 # the same after the copy; the table name is the published one
                 table_name = context.assets_def.specs_by_key[model.key].metadata.get(
                     "dagster/table_name"
                 )
                 yield model.output.with_metadata(
-                    {**model.output.metadata, "dagster/table_name": table_name}
+                    {
+                        **model.output.metadata,
+                        "dagster/table_name": table_name,
+                        # the step's stages, once (on its first model), for `make bench`
+                        **(timings if position == 0 else {}),
+                    }
                 )
             yield from dbt_checks
             yield from gx_checks
