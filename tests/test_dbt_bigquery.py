@@ -73,7 +73,8 @@ def test_bigquery_target_compiles_offline_into_the_configured_project_and_datase
     staging = (compiled / "staging" / "stg_mlops_course__tags.sql").read_text()
     marts = (compiled / "marts" / "labeled_projects.sql").read_text()
     assert "`acme-ml-prod`.`lesson_data`.`tags`" in staging
-    assert "`acme-ml-prod`.`lesson_data`.`stg_mlops_course__projects`" in marts
+    # models are built and tested in the audit dataset, then published (write-audit-publish)
+    assert "`acme-ml-prod`.`lesson_data_audit`.`stg_mlops_course__projects`" in marts
     assert "cast(id as bigint)" in staging  # BIGINT is an INT64 alias in BigQuery
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["metadata"]["adapter_type"] == "bigquery"
