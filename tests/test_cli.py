@@ -1,16 +1,20 @@
 """The ways users run the graph: `dg`, plain `dagster`, and `mlstack run` (`make run`)."""
 
+import io
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import pytest
 from dagster import DagsterInstance
 
 from mlstack_assets.cli import (
+    PlainDisplay,
+    RunProgress,
     dg_environment,
     format_summary,
     launch_command,
@@ -185,3 +189,22 @@ def test_run_summary_of_a_failed_run_names_the_failing_source(stack: Stack):
     text = format_summary(summary, elapsed=1.0)
     assert "failed steps:" in text and "Traceback" not in text
     assert "Traceback" in format_summary(summary, elapsed=1.0, verbose=True)
+
+
+def test_a_step_that_starts_and_finishes_between_two_polls_shows_both_lines():
+    def entry(kind: str, at: float) -> SimpleNamespace:
+        event = SimpleNamespace(event_type_value=kind, step_key="ml_splits")
+        return SimpleNamespace(event_log_entry=SimpleNamespace(dagster_event=event, timestamp=at))
+
+    class Instance:
+        def get_records_for_run(self, run_id, cursor, of_type, limit):
+            records = [] if cursor else [entry("STEP_START", 1.0), entry("STEP_SUCCESS", 1.2)]
+            return SimpleNamespace(records=records, cursor="end", has_more=False)
+
+    out = io.StringIO()
+    PlainDisplay(out).update(RunProgress(Instance(), "run").poll())
+
+    assert [line.split()[:2] for line in out.getvalue().splitlines()] == [
+        ["->", "ml_splits"],
+        ["ok", "ml_splits"],
+    ]
