@@ -134,12 +134,15 @@ class RunProgress:
         self.steps: dict[str, StepProgress] = {}
         self.planned: dict[str, list[str]] = {}
 
-    def poll(self) -> list[StepProgress]:
-        """Read the events since the last poll; return the steps that started or finished."""
+    def poll(self) -> list[tuple[str, StepProgress]]:
+        """Read the events since the last poll: `("start" | "finish", step)` in order.
+
+        A step can start and finish between two polls: both are returned, in order.
+        """
         from dagster import DagsterEventType
 
         types = {DagsterEventType(name) for name in self.TYPES}
-        changed: list[StepProgress] = []
+        changed: list[tuple[str, StepProgress]] = []
         while True:
             connection = self.instance.get_records_for_run(
                 self.run_id, cursor=self.cursor, of_type=types, limit=500
@@ -152,7 +155,7 @@ class RunProgress:
             if not connection.has_more:
                 return changed
 
-    def _apply(self, entry: Any) -> StepProgress | None:
+    def _apply(self, entry: Any) -> tuple[str, StepProgress] | None:
         event = entry.dagster_event
         if event is None:
             return None
@@ -165,7 +168,7 @@ class RunProgress:
             step = StepProgress(step_key, started=entry.timestamp)
             step.assets = self.planned.get(step_key, [])
             self.steps[step_key] = step
-            return step
+            return "start", step
         step = self.steps.setdefault(step_key, StepProgress(step_key, started=entry.timestamp))
         if kind == "ASSET_MATERIALIZATION":
             materialization = event.step_materialization_data.materialization
@@ -183,7 +186,7 @@ class RunProgress:
             step.status = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "failed"}.get(kind, "skipped")
             if kind == "STEP_FAILURE":
                 step.message = failure_message(event.step_failure_data.error)[0]
-            return step
+            return "finish", step
         return None
 
     def not_run(self) -> list[str]:
@@ -237,9 +240,9 @@ class PlainDisplay:
     def print(self, line: str = "") -> None:
         print(line, file=self.stream, flush=True)
 
-    def update(self, steps: list[StepProgress]) -> None:
-        for step in steps:
-            self.print(step_line(step, self.symbols, started=step.status == "running"))
+    def update(self, changes: list[tuple[str, StepProgress]]) -> None:
+        for change, step in changes:
+            self.print(step_line(step, self.symbols, started=change == "start"))
 
     def tick(self, running: list[StepProgress], waiting: str) -> None:
         pass
@@ -266,9 +269,9 @@ class LiveDisplay(PlainDisplay):
     def print(self, line: str = "") -> None:
         self.live.console.print(line, markup=False, highlight=False)
 
-    def update(self, steps: list[StepProgress]) -> None:
-        for step in steps:
-            if step.status != "running":
+    def update(self, changes: list[tuple[str, StepProgress]]) -> None:
+        for change, step in changes:
+            if change == "finish":  # a running step is shown by the spinner below
                 self.print(step_line(step, self.symbols))
 
     def tick(self, running: list[StepProgress], waiting: str) -> None:

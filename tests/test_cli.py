@@ -1,45 +1,164 @@
-"""Both ways users run the graph: the Dagster CLI, and `mlstack run` (used by `make run`)."""
+"""The ways users run the graph: `dg`, plain `dagster`, and `mlstack run` (`make run`)."""
 
+import io
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import pytest
 from dagster import DagsterInstance
 
-from mlstack_assets.cli import format_summary, materialize_command, summarize_run
+from mlstack_assets.cli import (
+    PlainDisplay,
+    RunProgress,
+    dg_environment,
+    format_summary,
+    launch_command,
+    live_display_wanted,
+    summarize_run,
+)
 from tests.conftest import REPO_ROOT, Stack
-from tests.fixture_data import PROJECTS
+from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv
 from tests.processes import dagster_home
 
-pytestmark = pytest.mark.slow
+WARNINGS = re.compile(r"superseded|deprecat|does not match the virtual environment", re.I)
 
 
-def test_dagster_asset_materialize_builds_the_whole_graph_from_the_cli(
-    stack: Stack, tmp_path: Path
-):
-    home = dagster_home(tmp_path / "cli_home")
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The test's stack environment, a fresh Dagster home, and plain (non-CI) output."""
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home(tmp_path / "cli_home")), **extra}
+    env["MLSTACK_HOME"] = str(tmp_path / "mlstack_home")
+    env.pop("CI", None)
+    return dg_environment(env)
+
+
+@pytest.mark.slow
+def test_dg_check_defs_loads_the_project_from_the_repo_root(stack: Stack, tmp_path: Path):
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
+        cwd=REPO_ROOT,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    assert "All definitions loaded successfully" in output
+    assert not WARNINGS.search(output), output
+
+
+@pytest.mark.slow
+def test_dg_launch_builds_the_whole_graph_on_a_temporary_home(stack: Stack, tmp_path: Path):
+    env = cli_env(tmp_path)
 
     completed = subprocess.run(
-        materialize_command("*"),
+        launch_command("*"), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    assert not WARNINGS.search(output), [
+        line for line in output.splitlines() if WARNINGS.search(line)
+    ]
+    with duckdb.connect(str(stack.warehouse_path), read_only=True) as conn:
+        count, tagged = conn.execute(
+            "select count(*), count(tag) from mlops_course.labeled_projects"
+        ).fetchone()
+    assert (count, tagged) == (len(PROJECTS), len(PROJECTS))
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [record] = instance.get_run_records()
+        assert record.dagster_run.is_success
+
+
+@pytest.mark.slow
+def test_plain_dagster_commands_keep_working(stack: Stack, tmp_path: Path):
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "asset", "list", "-m", "mlstack_assets"],
         cwd=REPO_ROOT,
-        env=env,
+        env=cli_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
     )
 
     assert completed.returncode == 0, completed.stderr[-3000:]
-    with duckdb.connect(str(stack.warehouse_path), read_only=True) as conn:
-        count, tagged = conn.execute(
-            "select count(*), count(tag) from mlops_course.labeled_projects"
-        ).fetchone()
-    assert (count, tagged) == (len(PROJECTS), len(PROJECTS))
-    with DagsterInstance.from_config(str(home)) as instance:
-        [record] = instance.get_run_records()
-        assert record.dagster_run.is_success
+    assert {"projects", "tags", "labeled_projects", "ml_splits"} <= set(completed.stdout.split())
+
+
+def mlstack_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[Path]]:
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "mlstack"), "run", *args],
+        cwd=REPO_ROOT,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    logs = sorted((tmp_path / "mlstack_home" / "logs").glob("run-*.log"))
+    return completed, logs
+
+
+@pytest.mark.slow
+def test_mlstack_run_prints_steps_and_summary_and_keeps_the_logs_in_a_file(
+    stack: Stack, tmp_path: Path
+):
+    completed, [log] = mlstack_run(tmp_path)
+
+    out = completed.stdout
+    assert completed.returncode == 0, out + completed.stderr[-3000:]
+    lines = out.splitlines()
+    assert 20 <= len(lines) <= 40, out
+    for step in ("projects", "tags", "dbt_models", "labeled_projects_suite", "ml_splits"):
+        assert any(line.strip().startswith(f"▸ {step}") for line in lines), out
+        assert any(line.strip().startswith(f"✓ {step}") for line in lines), out
+    assert re.search(rf"✓ projects\s+{len(PROJECTS)} rows, 12/12 checks passed", out), out
+    assert "SUCCESS" in out and "labeled_projects" in out
+    assert str(log.name) in out
+    assert "Traceback" not in out + completed.stderr
+    assert "DEBUG" not in out and "DEBUG" not in completed.stderr
+    written = log.read_text()
+    assert written.count(" - DEBUG - ") > 50  # Dagster's events: in the file, not on screen
+    assert "STEP_START" in written and "RUN_SUCCESS" in written
+    assert not WARNINGS.search(out + written)
+
+
+@pytest.mark.slow
+def test_mlstack_run_failure_names_step_checks_and_message_without_a_traceback(
+    stack: Stack, tmp_path: Path
+):
+    duplicated = [*sorted(PROJECT_TAGS.items()), (7, "computer-vision")]
+    stack.set_source("tags", write_csv(tmp_path / "dup" / "tags.csv", ["id", "tag"], duplicated))
+
+    completed, [log] = mlstack_run(tmp_path)
+
+    out = completed.stdout
+    assert completed.returncode == 1, out
+    assert len(out.splitlines()) <= 40, out
+    assert re.search(r"✗ tags\s+7/8 checks passed, 1 failed: id_is_unique", out), out
+    assert "not run (upstream failed): dbt_models" in out
+    assert "FAILURE" in out and "1 FAILED (id_is_unique)" in out
+    assert "tags: source 'tags'" in out  # the failed step and its message
+    assert "2 of 9 rows (22.2%) unexpected" in out
+    assert "Traceback" not in out + completed.stderr
+    assert "raise audit_failure" in log.read_text()  # the stack is in the log file
+
+
+def test_live_display_only_on_a_terminal_outside_ci(tmp_path: Path):
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    assert live_display_wanted(Terminal(), {})
+    assert not live_display_wanted(Terminal(), {"CI": "true"})
+    assert not live_display_wanted(Terminal(), {"TERM": "dumb"})
+    with (tmp_path / "out.txt").open("w") as pipe_like:
+        assert not live_display_wanted(pipe_like, {})
 
 
 def test_run_summary_lists_rows_per_table_and_check_outcomes(stack: Stack):
@@ -66,4 +185,26 @@ def test_run_summary_of_a_failed_run_names_the_failing_source(stack: Stack):
     summary = summarize_run(stack.instance, result.run_id)
     assert not summary.ok
     assert any("source 'tags'" in failure for failure in summary.failures)
-    assert "failed steps:" in format_summary(summary, elapsed=1.0)
+    assert [failure.assets for failure in summary.step_failures] == [["tags"]]
+    text = format_summary(summary, elapsed=1.0)
+    assert "failed steps:" in text and "Traceback" not in text
+    assert "Traceback" in format_summary(summary, elapsed=1.0, verbose=True)
+
+
+def test_a_step_that_starts_and_finishes_between_two_polls_shows_both_lines():
+    def entry(kind: str, at: float) -> SimpleNamespace:
+        event = SimpleNamespace(event_type_value=kind, step_key="ml_splits")
+        return SimpleNamespace(event_log_entry=SimpleNamespace(dagster_event=event, timestamp=at))
+
+    class Instance:
+        def get_records_for_run(self, run_id, cursor, of_type, limit):
+            records = [] if cursor else [entry("STEP_START", 1.0), entry("STEP_SUCCESS", 1.2)]
+            return SimpleNamespace(records=records, cursor="end", has_more=False)
+
+    out = io.StringIO()
+    PlainDisplay(out).update(RunProgress(Instance(), "run").poll())
+
+    assert [line.split()[:2] for line in out.getvalue().splitlines()] == [
+        ["->", "ml_splits"],
+        ["ok", "ml_splits"],
+    ]

@@ -1,8 +1,9 @@
-"""The Dagster UI as users meet it: a real `dagster dev` on loopback, GraphQL and a browser.
+"""The Dagster UI as users meet it: a real `dg dev` on loopback, GraphQL and a browser.
 
-One `dagster dev` (webserver + daemon) serves both tests, on a temporary DAGSTER_HOME and
-DuckDB file, with the fixture sources. The browser test drives Debian's Chromium with
-Playwright (`make test` installs Chromium); it is skipped only when no Chromium exists.
+One `dg dev` (`make dev`'s command: webserver + daemon) serves the tests, on a temporary
+DAGSTER_HOME and DuckDB file, with the fixture sources. The browser test drives Debian's
+Chromium with Playwright (`make test` installs Chromium); it is skipped only when no
+Chromium exists.
 """
 
 import contextlib
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from mlstack_assets.cli import dg_environment
 from tests.conftest import REPO_ROOT
 from tests.fixture_data import PROJECTS, write_projects, write_tags
 from tests.processes import dagster_home, stop
@@ -78,17 +80,15 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
     with log.open("w") as out:
         process = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "dagster"),
+                str(Path(sys.executable).parent / "dg"),
                 "dev",
-                "-w",
-                "workspace.yaml",
-                "-h",
+                "--host",
                 "127.0.0.1",
-                "-p",
+                "--port",
                 str(port),
             ],
             cwd=REPO_ROOT,
-            env=env,
+            env=dg_environment(env),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -132,6 +132,19 @@ ASSET_NODES = """
     assetChecksOrError { ... on AssetChecks { checks { name blocking description } } }
 } }
 """
+
+
+def test_dg_dev_serves_the_project_without_supersession_or_deprecation_warnings(
+    dagster_dev: DagsterDev,
+):
+    served = dagster_dev.graphql(
+        "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+    )
+    names = [e["name"] for e in served["workspaceOrError"]["locationEntries"]]
+    assert names == ["mlstack"]
+    log = dagster_dev.log.read_text().lower()
+    assert "superseded" not in log and "deprecat" not in log, log[-3000:]
+    assert "virtual environment does not match" not in log
 
 
 def test_graphql_shows_the_lineage_groups_and_checks(dagster_dev: DagsterDev):
