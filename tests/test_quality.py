@@ -166,7 +166,7 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Path], Path], list[str]]] = [
         ["expected_columns_exist", "missing columns ['id']"],
     ),
     ("tags", "duplicate ids", _duplicate_ids, ["id_is_unique", "2 of 9 rows", "ids ['7', '7']"]),
-    ("projects", "null title", _null_title, ["title_is_not_null", "1 of 8 rows", "ids [15]"]),
+    ("projects", "null title", _null_title, ["title_is_not_null", "1 of 8 rows", "ids ['15']"]),
     (
         "projects",
         "duplicate title+description",
@@ -266,7 +266,7 @@ def test_failed_audit_reports_each_expectation_as_a_failed_check_and_keeps_stage
     failed = tag_checks["id_is_unique"]
     assert not failed.passed and failed.severity == AssetCheckSeverity.ERROR
     assert failed.metadata["unexpected_count"].value == 2
-    assert failed.metadata["sample_unexpected_ids"].value == [7, 7]
+    assert failed.metadata["sample_unexpected_ids"].value == ["7", "7"]  # as the file spells them
     assert tag_checks["tag_is_not_null"].passed
     # Write-audit-publish: the audited rows are still there to inspect.
     assert published_stack.query("select count(*) from mlops_course_staging.tags where id = 7") == [

@@ -311,11 +311,15 @@ class _LockingDuckDbClient(DuckDbClient):
     def connect(self, context, table_slice):  # type: ignore[override]
         lock = duckdb_file_lock(context.resource_config["database"])
         purpose = f"store or load {table_slice.schema}.{table_slice.table}"
-        with (
-            lock.hold(self.lock_timeout_seconds, purpose),
-            DuckDbClient.connect(context, table_slice) as conn,
-        ):
-            yield conn
+        with lock.hold(self.lock_timeout_seconds, purpose):
+            # dagster-duckdb's `connect` closes its connection only when the body succeeds:
+            # after a failed write the file stayed open in this process, and the next step
+            # (or reader) could not open it ("different configuration"). Close it always.
+            conn = DuckDbClient.connect(context, table_slice).__enter__()
+            try:
+                yield conn
+            finally:
+                conn.close()
 
 
 class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
