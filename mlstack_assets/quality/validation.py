@@ -9,6 +9,7 @@ come back. The checkpoint also builds the local Data Docs. Each expectation beco
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -195,9 +196,46 @@ def _datasource(context: Any, warehouse: Warehouse, schema: str) -> Any:
     )
 
 
-def _suite_document(suite: Suite, warehouse_kind: str) -> dict[str, Any]:
-    text = json.dumps(suite.document).replace("{try_cast}", TRY_CAST[warehouse_kind])
-    return json.loads(text)
+PUBLISHED = re.compile(r"\{published:(\w+)\}")
+
+
+def _suite_document(suite: Suite, warehouse: Warehouse) -> dict[str, Any]:
+    """The suite as GX runs it here: `{try_cast}` spelled for this warehouse, and
+    `{published:<table>}` naming `<dataset>.<table>` (a check against another source's
+    published table, e.g. every published project has a tag)."""
+
+    def spelled(value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.replace("{try_cast}", TRY_CAST[warehouse.kind])
+            return PUBLISHED.sub(
+                lambda m: warehouse.qualified(warehouse.dataset, m.group(1)), value
+            )
+        if isinstance(value, dict):
+            return {key: spelled(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [spelled(item) for item in value]
+        return value
+
+    return spelled(suite.document)
+
+
+def _without_published_yet(
+    suite: Suite, document: dict[str, Any], warehouse: Warehouse
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Leave out the expectations that compare with a table not published yet (the first
+    sync of an empty warehouse); return the document and, per left-out check, why."""
+    missing: dict[str, str] = {}
+    kept = []
+    for expectation, config in zip(suite.expectations, document["expectations"], strict=True):
+        tables = PUBLISHED.findall(json.dumps(expectation.config))
+        absent = [t for t in tables if warehouse.table_columns(warehouse.dataset, t) is None]
+        if absent:
+            missing[expectation.check_name] = (
+                f"nothing to compare with: {warehouse.dataset}.{absent[0]} is not published yet"
+            )
+        else:
+            kept.append(config)
+    return {**document, "expectations": kept}, missing
 
 
 def validate_table(
@@ -228,6 +266,10 @@ def validate_table(
     context.delete_data_docs_site("local_site")
     prune_history(data_docs_dir)
     columns = {name for name, _ in warehouse.table_columns(schema, table) or []}
+    # before GX opens its connection (DuckDB allows one configuration per file and process)
+    document, not_evaluated = _without_published_yet(
+        suite, _suite_document(suite, warehouse), warehouse
+    )
     datasource = _datasource(context, warehouse, schema)
     try:
         batch = (
@@ -235,7 +277,7 @@ def validate_table(
             if warehouse.kind == "duckdb"
             else datasource.add_table_asset(name=table, table_name=table)
         ).add_batch_definition_whole_table("whole table")
-        gx_suite = context.suites.add(gx.ExpectationSuite(**_suite_document(suite, warehouse.kind)))
+        gx_suite = context.suites.add(gx.ExpectationSuite(**document))
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{schema}.{table}", data=batch, suite=gx_suite)
         )
@@ -260,11 +302,14 @@ def validate_table(
     by_check = {r.expectation_config.meta["check"]: r for r in suite_result.results}
     outcomes = [
         _outcome(expectation, by_check[expectation.check_name], f"{schema}.{table}")
+        if expectation.check_name in by_check
+        else ExpectationOutcome(expectation, True, not_evaluated[expectation.check_name])
         for expectation in suite.expectations
     ]
-    document = _suite_document(suite, warehouse.kind)
-    for outcome, config in zip(outcomes, document["expectations"], strict=True):
-        if config["type"] == "unexpected_rows_expectation" and not outcome.passed:
+    configs = {config["meta"]["check"]: config for config in document["expectations"]}
+    for outcome in outcomes:
+        config = configs.get(outcome.expectation.check_name, {})
+        if config.get("type") == "unexpected_rows_expectation" and not outcome.passed:
             _add_sample_rows(outcome, config, warehouse, warehouse.qualified(schema, table))
     urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name="mlstack")
     data_docs = urls[0]["site_url"] if urls else None
