@@ -15,6 +15,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
+from tests.bigquery_emulator import BigQueryEmulator, running_emulator
 from tests.fixture_data import write_projects, write_tags
 from tests.https_server import HTTPSServer, start_https_server
 
@@ -65,6 +66,35 @@ class Stack:
         return self.query(f"select * from {table} order by all")
 
 
+@dataclass
+class BigQueryStack(Stack):
+    """The same environment with `MLSTACK_WAREHOUSE=bigquery`, on the BigQuery emulator."""
+
+    emulator: BigQueryEmulator | None = None
+
+    def query(self, sql: str) -> list[tuple]:
+        assert self.emulator is not None
+        with self.emulator.client() as client:
+            return [tuple(row.values()) for row in client.query(sql).result()]
+
+    def table_bytes(self, table: str) -> list[tuple]:
+        # BigQuery has no `order by all`: every row, sorted here.
+        return sorted(self.query(f"select * from {table}"), key=repr)
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    """bqemulator on loopback for the session (installed by `make bigquery-emulator`)."""
+    with running_emulator(tmp_path_factory.mktemp("bqemulator")) as emulator:
+        yield emulator
+
+
+def _empty_project(emulator: BigQueryEmulator) -> None:
+    with emulator.client() as client:
+        for dataset in client.list_datasets():
+            client.delete_dataset(dataset.reference, delete_contents=True)
+
+
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("MLSTACK_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
@@ -81,6 +111,26 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         temp_dir=str(tmp_path / "dagster_home"), overrides=overrides
     ) as instance:
         yield Stack(root=tmp_path, monkeypatch=monkeypatch, instance=instance)
+
+
+@pytest.fixture
+def bigquery_stack(
+    stack: Stack, bigquery_emulator: BigQueryEmulator, monkeypatch: pytest.MonkeyPatch
+) -> BigQueryStack:
+    """`stack` on BigQuery: the emulator's endpoint and a dummy service account, nothing else.
+
+    The emulator's project starts empty, so each test sees only what it materialized.
+    """
+    _empty_project(bigquery_emulator)
+    monkeypatch.setenv("MLSTACK_WAREHOUSE", "bigquery")
+    for name, value in bigquery_emulator.environment.items():
+        monkeypatch.setenv(name, value)
+    return BigQueryStack(
+        root=stack.root,
+        monkeypatch=monkeypatch,
+        instance=stack.instance,
+        emulator=bigquery_emulator,
+    )
 
 
 @pytest.fixture(scope="session")
