@@ -43,6 +43,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -129,6 +130,8 @@ class GatewayState:
     uploads_decompressed: int = 0
     uploads_retyped: int = 0
     resumable: dict[str, bytearray] = field(default_factory=dict)
+    # (method, path, seconds) of every API call, for the tests and for profiling
+    calls: list[tuple[str, str, float]] = field(default_factory=list, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -206,6 +209,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, json.dumps(token).encode(), {"Content-Type": "application/json"})
 
     def _handle(self) -> None:
+        started = time.monotonic()
+        try:
+            self._handle_call()
+        finally:
+            with self.server.state.lock:
+                self.server.state.calls.append(
+                    (self.command, urlsplit(self.path).path, time.monotonic() - started)
+                )
+
+    def _handle_call(self) -> None:
         body = self._body()
         url = urlsplit(self.path)
         if url.path == "/token" and self.command == "POST":
@@ -486,15 +499,23 @@ def running_emulator(workdir: Path, port: int | None = None) -> Iterator[BigQuer
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=9050, help="gateway port (clients use it)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO_ROOT / ".mlstack" / "bqemulator",
+        help="where the key file, the log and `env` are written",
+    )
     args = parser.parse_args()
-    workdir = REPO_ROOT / ".mlstack" / "bqemulator"
+    workdir = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     with running_emulator(workdir, port=args.port) as emulator:
         env_file = workdir / "env"
         exports = {"MLSTACK_WAREHOUSE": "bigquery", **emulator.environment}
-        env_file.write_text("".join(f"export {k}={v}\n" for k, v in exports.items()))
+        partial = workdir / "env.partial"
+        partial.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in exports.items()))
+        partial.rename(env_file)  # appears whole, once the emulator answers
         print(f"BigQuery emulator (bqemulator) on {emulator.endpoint}, project {PROJECT}")
-        print(f"In another shell: . {env_file.relative_to(REPO_ROOT)} && make run")
+        print(f"In another shell: . {env_file} && make run")
         print("Ctrl-C stops it (its data lives in memory).", flush=True)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         with suppress(KeyboardInterrupt):

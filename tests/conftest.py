@@ -38,11 +38,20 @@ class Stack:
         self.monkeypatch.setenv(f"MLSTACK_{name.upper()}_URL", str(url))
 
     def definitions(self):
-        from mlstack_assets.definitions import build_definitions
+        from dagster_dbt.dbt_manifest import read_manifest_path
 
+        from mlstack_assets.definitions import build_definitions
+        from mlstack_assets.transform.project import dbt_project
+
+        # One process, two warehouses (only the tests do that): the dbt manifest is re-parsed
+        # per target, so forget the manifest and project objects cached for the other one.
+        read_manifest_path.cache_clear()
+        dbt_project.cache_clear()
         return build_definitions()
 
-    def materialize(self, selection: str = "*") -> ExecuteInProcessResult:
+    def materialize(
+        self, selection: str = "*", run_config: dict | None = None
+    ) -> ExecuteInProcessResult:
         """Run the selection in process, against this stack's instance."""
         from dagster import AssetSelection
 
@@ -54,7 +63,10 @@ class Stack:
             else list(AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
         )
         return job.execute_in_process(
-            instance=self.instance, raise_on_error=False, asset_selection=keys
+            instance=self.instance,
+            raise_on_error=False,
+            asset_selection=keys,
+            run_config=run_config,
         )
 
     def query(self, sql: str) -> list[tuple]:
