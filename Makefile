@@ -79,7 +79,7 @@ dev: setup
 
 # Sizes: BENCH_SIZES=1000,100000,1000000 make bench (1M takes about ten minutes here).
 BENCH_SIZES ?= 1000,100000
-bench: setup
+bench: setup bigquery-emulator
 	$(BIN)/python -m benchmarks.run --sizes $(BENCH_SIZES)
 
 # Airbyte server or Cloud: create/update the lesson's sources, destination and connections.
