@@ -101,12 +101,6 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQ
         yield emulator
 
 
-def _empty_project(emulator: BigQueryEmulator) -> None:
-    with emulator.client() as client:
-        for dataset in client.list_datasets():
-            client.delete_dataset(dataset.reference, delete_contents=True)
-
-
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("MLSTACK_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
@@ -123,26 +117,6 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         temp_dir=str(tmp_path / "dagster_home"), overrides=overrides
     ) as instance:
         yield Stack(root=tmp_path, monkeypatch=monkeypatch, instance=instance)
-
-
-@pytest.fixture
-def bigquery_stack(
-    stack: Stack, bigquery_emulator: BigQueryEmulator, monkeypatch: pytest.MonkeyPatch
-) -> BigQueryStack:
-    """`stack` on BigQuery: the emulator's endpoint and a dummy service account, nothing else.
-
-    The emulator's project starts empty, so each test sees only what it materialized.
-    """
-    _empty_project(bigquery_emulator)
-    monkeypatch.setenv("MLSTACK_WAREHOUSE", "bigquery")
-    for name, value in bigquery_emulator.environment.items():
-        monkeypatch.setenv(name, value)
-    return BigQueryStack(
-        root=stack.root,
-        monkeypatch=monkeypatch,
-        instance=stack.instance,
-        emulator=bigquery_emulator,
-    )
 
 
 @pytest.fixture(scope="session")
