@@ -49,6 +49,7 @@ browser:
 # DuckDB's extension site is not reachable, so its spatial extension (which the emulator
 # loads at start) comes from the duckdb-extension-spatial package of the same DuckDB
 # version, installed into the venv's own DuckDB home (`$(BQEMU_VENV)/home`).
+# Idempotent: the marker names the versions, so only a version change reinstalls.
 BQEMU_VERSION := 1.4.0
 BQEMU_DUCKDB := 1.5.5
 BQEMU_VENV := .mlstack/bqemulator-venv
@@ -56,7 +57,7 @@ BQEMU_INSTALLED := $(BQEMU_VENV)/.installed-$(BQEMU_VERSION)-duckdb-$(BQEMU_DUCK
 # bqemulator needs Python >= 3.11.
 BQEMU_PYTHON ?= $(PYTHON)
 
-$(BQEMU_INSTALLED): $(INSTALLED)
+$(BQEMU_INSTALLED): | $(INSTALLED)
 	rm -rf $(BQEMU_VENV)
 	$(BIN)/uv venv --quiet --python $(BQEMU_PYTHON) $(BQEMU_VENV)
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BQEMU_VENV)/bin/python \
