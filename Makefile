@@ -9,7 +9,8 @@ export DAGSTER_HOME ?= $(CURDIR)/.mlstack/dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: setup run test dev bench airbyte-setup browser lint lock clean
+.PHONY: setup run test dev bench airbyte-setup browser lint lock clean \
+	bigquery-emulator bigquery-emulator-serve
 
 # --compile-bytecode: every `dagster`, `dbt` and test process would otherwise compile its
 # imports from source when PYTHONDONTWRITEBYTECODE is set (as here and in many containers).
@@ -31,7 +32,7 @@ setup: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 run: setup
 	$(BIN)/mlstack run
 
-test: setup browser
+test: setup browser bigquery-emulator
 	$(BIN)/pytest
 
 # The browser test drives Debian's Chromium (Playwright's own browser downloads are not
@@ -43,6 +44,38 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	} || echo "warning: chromium could not be installed; the browser test will be skipped"
 
+# The BigQuery emulator (bqemulator, REST + gRPC over DuckDB) for the BigQuery tests and the
+# local BigQuery demo. Its own virtualenv: it needs cryptography>=46 and its own DuckDB.
+# DuckDB's extension site is not reachable, so its spatial extension (which the emulator
+# loads at start) comes from the duckdb-extension-spatial package of the same DuckDB
+# version, installed into the venv's own DuckDB home (`$(BQEMU_VENV)/home`).
+# Idempotent: the marker names the versions, so only a version change reinstalls.
+BQEMU_VERSION := 1.4.0
+BQEMU_DUCKDB := 1.5.5
+BQEMU_VENV := .mlstack/bqemulator-venv
+BQEMU_INSTALLED := $(BQEMU_VENV)/.installed-$(BQEMU_VERSION)-duckdb-$(BQEMU_DUCKDB)
+# bqemulator needs Python >= 3.11.
+BQEMU_PYTHON ?= $(PYTHON)
+
+$(BQEMU_INSTALLED): | $(INSTALLED)
+	rm -rf $(BQEMU_VENV)
+	$(BIN)/uv venv --quiet --python $(BQEMU_PYTHON) $(BQEMU_VENV)
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BQEMU_VENV)/bin/python \
+	  bqemulator==$(BQEMU_VERSION) numpy duckdb==$(BQEMU_DUCKDB) duckdb-extension-spatial==$(BQEMU_DUCKDB)
+	mkdir -p $(BQEMU_VENV)/home
+	HOME=$(CURDIR)/$(BQEMU_VENV)/home $(BQEMU_VENV)/bin/python -c "import duckdb, duckdb_extension_spatial as s, pathlib; \
+	  [ext] = pathlib.Path(s.__file__).parent.glob('extensions/*/spatial.duckdb_extension'); \
+	  con = duckdb.connect(); con.execute(f\"INSTALL '{ext}'\"); con.execute('LOAD spatial')"
+	touch $@
+
+bigquery-emulator: $(BQEMU_INSTALLED)
+
+# Local demo of the production warehouse: the emulator on 127.0.0.1:9050 (until Ctrl-C);
+# it writes .mlstack/bqemulator/env, to source before `make run` (README, "BigQuery emulator").
+bigquery-emulator-serve: setup bigquery-emulator
+	$(BIN)/python -m tests.bigquery_emulator --port $${BQEMU_PORT:-9050}
+
+
 # `dg dev`: the webserver and the daemon (sensors, schedules, freshness, alerts). dg expects
 # the project's virtualenv to be the active one.
 dev: setup
@@ -50,7 +83,7 @@ dev: setup
 
 # Sizes: BENCH_SIZES=1000,100000,1000000 make bench (1M takes about ten minutes here).
 BENCH_SIZES ?= 1000,100000
-bench: setup
+bench: setup bigquery-emulator
 	$(BIN)/python -m benchmarks.run --sizes $(BENCH_SIZES)
 
 # Airbyte server or Cloud: create/update the lesson's sources, destination and connections.

@@ -8,6 +8,12 @@ work, interleaved in one run, each in a fresh process tree on a fresh DuckDB fil
   (`benchmarks/baseline.py`), no Dagster;
 - limit:    DuckDB alone, in SQL (`benchmarks/limit.py`).
 
+and, at the sizes in `--bigquery-emulator-sizes` (default 1000), mlstack with
+`MLSTACK_WAREHOUSE=bigquery` against the BigQuery emulator (bqemulator on loopback, the
+tests' harness, `tests/bigquery_emulator.py`), each run into a fresh dataset. The emulator
+is not BigQuery (DuckDB behind BigQuery's API, on this machine): its figures show what
+mlstack's BigQuery code path costs on the client side, not what BigQuery would take.
+
 Reports wall time per stage and in total, peak resident memory of the whole process tree
 (sampled every 50 ms), rows/s, and the ratios mlstack/baseline and mlstack/limit; plus one
 sensor tick when nothing changed. Writes `benchmarks/results/latest.json` (and a dated
@@ -114,7 +120,16 @@ def step_peaks(timeline: list, windows: dict[str, tuple[float, float]]) -> dict[
     }
 
 
-def run_variant(variant: str, size: int, sources: tuple[Path, Path], workdir: Path) -> dict:
+BQ_EMULATOR_VARIANT = "mlstack_bq_emulator"
+
+
+def run_variant(
+    variant: str,
+    size: int,
+    sources: tuple[Path, Path],
+    workdir: Path,
+    bigquery_env: dict[str, str] | None = None,
+) -> dict:
     workdir.mkdir(parents=True)
     env = {
         **os.environ,
@@ -125,7 +140,11 @@ def run_variant(variant: str, size: int, sources: tuple[Path, Path], workdir: Pa
         "MLSTACK_AIRBYTE": "embedded",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    if variant == "mlstack":
+    if variant == BQ_EMULATOR_VARIANT:
+        # a fresh dataset per run, like the fresh DuckDB file of the other variants
+        env |= {**(bigquery_env or {}), "MLSTACK_WAREHOUSE": "bigquery"}
+        env["MLSTACK_DATASET"] = f"bench_{workdir.name.replace('-', '_')}"
+    if variant in ("mlstack", BQ_EMULATOR_VARIANT):
         home = workdir / "dagster_home"
         home.mkdir()
         shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -149,7 +168,7 @@ def run_variant(variant: str, size: int, sources: tuple[Path, Path], workdir: Pa
         stdout, wall, peak, _ = measure(command, env)
         stages = json.loads(stdout.strip().splitlines()[-1])
     return {
-        **(extra if variant == "mlstack" else {}),
+        **(extra if variant in ("mlstack", BQ_EMULATOR_VARIANT) else {}),
         "variant": variant,
         "size": size,
         "total_s": wall,
@@ -239,6 +258,27 @@ def markdown(picked: dict, sizes: list[int]) -> str:
                 )
                 + " |"
             )
+        emulated = picked.get((BQ_EMULATOR_VARIANT, size))
+        if emulated:
+            baseline = picked[("baseline", size)]["total_s"]
+            limit = picked[("limit", size)]["total_s"]
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        f"{size:,}",
+                        "mlstack on the BigQuery emulator (not BigQuery)",
+                        f"{emulated['total_s']:.1f}",
+                        *[f"{emulated['stages_s'].get(s, 0.0):.2f}" for s in STAGES],
+                        f"{emulated['other_s']:.1f}",
+                        f"{emulated['peak_rss_mb']:.0f}",
+                        f"{emulated['rows_per_s']:,.0f}",
+                        f"{emulated['total_s'] / baseline:.2f}",
+                        f"{emulated['total_s'] / limit:.2f}",
+                    ]
+                )
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -317,6 +357,11 @@ def main(argv: list[str] | None = None) -> None:
         "--repeat", type=int, default=int(os.environ.get("MLSTACK_BENCH_REPEAT", "1"))
     )
     parser.add_argument("--ticks", type=int, default=20)
+    parser.add_argument(
+        "--bigquery-emulator-sizes",
+        default=os.environ.get("MLSTACK_BENCH_BQ_SIZES", "1000"),
+        help="sizes (among --sizes) to also run on the BigQuery emulator; empty for none",
+    )
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -325,19 +370,30 @@ def main(argv: list[str] | None = None) -> None:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
 
+    emulated = {int(s) for s in args.bigquery_emulator_sizes.split(",") if s.strip()} & set(sizes)
     runs = []
-    for size in sizes:
-        sources = generate(workdir / f"sources-{size}", size)
-        for rep in range(args.repeat):
-            order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]  # interleave the order too
-            for variant in order:
-                run = run_variant(variant, size, sources, workdir / f"{variant}-{size}-{rep}")
-                runs.append(run)
-                print(
-                    f"{size:>9,} {variant:<8} {run['total_s']:7.1f} s"
-                    f"  {run['peak_rss_mb']:6.0f} MB",
-                    flush=True,
-                )
+    with contextlib.ExitStack() as stack:
+        bigquery_env = None
+        if emulated:
+            from tests.bigquery_emulator import running_emulator
+
+            bigquery_env = stack.enter_context(running_emulator(workdir / "bqemulator")).environment
+        for size in sizes:
+            sources = generate(workdir / f"sources-{size}", size)
+            for rep in range(args.repeat):
+                order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]  # interleave the order too
+                if size in emulated:
+                    order += (BQ_EMULATOR_VARIANT,)
+                for variant in order:
+                    run = run_variant(
+                        variant, size, sources, workdir / f"{variant}-{size}-{rep}", bigquery_env
+                    )
+                    runs.append(run)
+                    print(
+                        f"{size:>9,} {variant:<8} {run['total_s']:7.1f} s"
+                        f"  {run['peak_rss_mb']:6.0f} MB",
+                        flush=True,
+                    )
     tick_out, _, _, _ = measure(
         [
             sys.executable,

@@ -15,6 +15,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
+from tests.bigquery_emulator import BigQueryEmulator, running_emulator
 from tests.fixture_data import write_projects, write_tags
 from tests.https_server import HTTPSServer, start_https_server
 
@@ -37,11 +38,20 @@ class Stack:
         self.monkeypatch.setenv(f"MLSTACK_{name.upper()}_URL", str(url))
 
     def definitions(self):
-        from mlstack_assets.definitions import build_definitions
+        from dagster_dbt.dbt_manifest import read_manifest_path
 
+        from mlstack_assets.definitions import build_definitions
+        from mlstack_assets.transform.project import dbt_project
+
+        # One process, two warehouses (only the tests do that): the dbt manifest is re-parsed
+        # per target, so forget the manifest and project objects cached for the other one.
+        read_manifest_path.cache_clear()
+        dbt_project.cache_clear()
         return build_definitions()
 
-    def materialize(self, selection: str = "*") -> ExecuteInProcessResult:
+    def materialize(
+        self, selection: str = "*", run_config: dict | None = None
+    ) -> ExecuteInProcessResult:
         """Run the selection in process, against this stack's instance."""
         from dagster import AssetSelection
 
@@ -53,7 +63,10 @@ class Stack:
             else list(AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
         )
         return job.execute_in_process(
-            instance=self.instance, raise_on_error=False, asset_selection=keys
+            instance=self.instance,
+            raise_on_error=False,
+            asset_selection=keys,
+            run_config=run_config,
         )
 
     def query(self, sql: str) -> list[tuple]:
@@ -63,6 +76,29 @@ class Stack:
     def table_bytes(self, table: str) -> list[tuple]:
         """Every row of a table in a stable order: compare before/after to prove it untouched."""
         return self.query(f"select * from {table} order by all")
+
+
+@dataclass
+class BigQueryStack(Stack):
+    """The same environment with `MLSTACK_WAREHOUSE=bigquery`, on the BigQuery emulator."""
+
+    emulator: BigQueryEmulator | None = None
+
+    def query(self, sql: str) -> list[tuple]:
+        assert self.emulator is not None
+        with self.emulator.client() as client:
+            return [tuple(row.values()) for row in client.query(sql).result()]
+
+    def table_bytes(self, table: str) -> list[tuple]:
+        # BigQuery has no `order by all`: every row, sorted here.
+        return sorted(self.query(f"select * from {table}"), key=repr)
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    """bqemulator on loopback for the session (installed by `make bigquery-emulator`)."""
+    with running_emulator(tmp_path_factory.mktemp("bqemulator")) as emulator:
+        yield emulator
 
 
 @pytest.fixture

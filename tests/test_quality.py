@@ -53,6 +53,12 @@ def _duplicate_ids(d: Path) -> Path:
     return write_csv(d / "tags.csv", ["id", "tag"], [*sorted(PROJECT_TAGS.items()), (7, "mlops")])
 
 
+def _untagged_project(d: Path) -> Path:
+    return write_csv(
+        d / "tags.csv", ["id", "tag"], [(i, "" if i == 15 else t) for i, t in PROJECT_TAGS.items()]
+    )
+
+
 def _null_title(d: Path) -> Path:
     rows = [(p[0], p[1], "" if p[0] == 15 else p[2], p[3]) for p in PROJECTS]
     return write_projects(d / "projects.csv", rows)
@@ -166,6 +172,12 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Path], Path], list[str]]] = [
         ["expected_columns_exist", "missing columns ['id']"],
     ),
     ("tags", "duplicate ids", _duplicate_ids, ["id_is_unique", "2 of 9 rows", "ids ['7', '7']"]),
+    (
+        "tags",
+        "a project without a tag",
+        _untagged_project,
+        ["tag_is_not_null", "1 of 8 rows", "ids ['15']"],
+    ),
     ("projects", "null title", _null_title, ["title_is_not_null", "1 of 8 rows", "ids ['15']"]),
     (
         "projects",

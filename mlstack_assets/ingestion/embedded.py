@@ -73,6 +73,9 @@ def _cache(spec: SourceSpec, warehouse: Warehouse, workdir: Path) -> _Cache:
         cache = ab.BigQueryCache(
             project_name=warehouse.project,  # type: ignore[attr-defined]
             dataset_name=staging,
+            # PyAirbyte creates the dataset in "US" unless told: staging must be where the
+            # published dataset is, or the publishing copy job fails (it cannot cross locations)
+            dataset_location=warehouse.location,  # type: ignore[attr-defined]
             credentials_path=os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"),
             cache_dir=workdir / "pyairbyte",
         )

@@ -26,6 +26,10 @@ class BigQueryWarehouse(Warehouse):
     def project(self) -> str:
         return self.bigquery.project or ""
 
+    @property
+    def location(self) -> str:
+        return self.bigquery.location or "US"
+
     def qualified(self, schema: str, table: str) -> str:
         return f"`{self.project}.{schema}.{table}`"
 

@@ -1,0 +1,526 @@
+"""BigQuery on loopback for the tests and the local demo: bqemulator behind a small gateway.
+
+Only the environment differs from production. Every client (google-cloud-bigquery in
+Dagster's resource and IO manager, dbt-bigquery, sqlalchemy-bigquery under GX, PyAirbyte's
+BigQuery cache) runs its production code path:
+
+- `BIGQUERY_EMULATOR_HOST` points google-cloud-bigquery's `Client` at the gateway; every
+  client above builds its own `Client` without an explicit endpoint, so each picks it up.
+- `GOOGLE_APPLICATION_CREDENTIALS` is a throwaway service-account key (a fresh RSA key,
+  never written to the repo) whose `token_uri` is the gateway's `/token`: google-auth signs
+  a JWT with the key and exchanges it there for a dummy access token, exactly as it would
+  with Google. The gateway refuses any API call without that bearer token.
+
+The gateway forwards everything to the emulator unchanged, except where the emulator
+diverges from BigQuery (README, "What was run for real"):
+
+- load-job uploads whose media is gzip-compressed (PyAirbyte's BigQuery cache uploads its
+  `.jsonl.gz` batch files as they are; BigQuery accepts gzip there, bqemulator reads the
+  bytes as JSON): the gateway decompresses them. Resumable uploads are gathered until the
+  last chunk and passed on as one.
+- `jobs.query` (`POST .../queries`, what `Client.query_and_wait` and so the DB-API under
+  sqlalchemy-bigquery and GX call): bqemulator ignores the request's `defaultDataset`
+  (unqualified tables are "not found") and reports a failed query as HTTP 200 with an
+  `errors` list and no rows, which the client reads as an empty result. BigQuery defines
+  `jobs.query` as `jobs.insert` + `getQueryResults` and answers a failed query with an
+  HTTP error; the gateway makes exactly those two calls, which bqemulator implements as
+  BigQuery does, and turns a failed job into BigQuery's HTTP error.
+- multipart uploads whose media part is `Content-Type: */*` (what google-cloud-bigquery
+  sends for `load_table_from_dataframe`, i.e. Dagster's BigQuery pandas IO manager):
+  bqemulator only accepts a list of concrete types, so the gateway says
+  `application/octet-stream`.
+
+`python -m tests.bigquery_emulator --port 9050` runs the same set-up in the foreground for
+`make run` against the emulator, and writes the variables to `.mlstack/bqemulator/env`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EMULATOR_VENV = REPO_ROOT / ".mlstack" / "bqemulator-venv"
+EMULATOR = EMULATOR_VENV / "bin" / "bqemulator"
+PROJECT = "mlstack-emulator"
+READY_TIMEOUT = 90.0
+GZIP_MAGIC = b"\x1f\x8b"
+QUERIES_PATH = re.compile(r"/bigquery/v2/projects/[^/]+/queries")
+
+
+def ensure_installed() -> Path:
+    """The emulator from the project's own Makefile target (idempotent, a no-op when done)."""
+    completed = subprocess.run(
+        ["make", "--no-print-directory", "bigquery-emulator"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if completed.returncode != 0 or not EMULATOR.exists():
+        raise RuntimeError(
+            "could not install the BigQuery emulator (`make bigquery-emulator`):\n"
+            + (completed.stdout + completed.stderr)[-3000:]
+        )
+    return EMULATOR
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_service_account_key(path: Path, project: str, token_uri: str) -> Path:
+    """A service-account key shaped like Google's, with a fresh key and a loopback token_uri."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": project,
+                "private_key_id": secrets.token_hex(8),
+                "private_key": pem,
+                "client_email": f"emulator@{project}.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": token_uri,
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# The gateway: a token endpoint, and a pass-through to the emulator with two upload fixes
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class GatewayState:
+    emulator_port: int
+    access_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    tokens_issued: int = 0
+    uploads_decompressed: int = 0
+    uploads_retyped: int = 0
+    resumable: dict[str, bytearray] = field(default_factory=dict)
+    # (method, path, seconds) of every API call, for the tests and for profiling
+    calls: list[tuple[str, str, float]] = field(default_factory=list, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _gunzip(data: bytes) -> tuple[bytes, bool]:
+    if data[:2] == GZIP_MAGIC:
+        return gzip.decompress(data), True
+    return data, False
+
+
+def _fix_multipart(body: bytes, content_type: str, state: GatewayState) -> bytes:
+    """Decompress a gzip media part and give a `*/*` media part a concrete type."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not match:
+        return body
+    delimiter = b"--" + match.group(1).encode()
+    parts = body.split(delimiter)
+    # ['', json part, media part, '--' + epilogue]
+    if len(parts) != 4:
+        return body
+    head, sep, payload = parts[2].partition(b"\r\n\r\n")
+    if not sep or not payload.endswith(b"\r\n"):
+        return body
+    media, decompressed = _gunzip(payload[:-2])
+    if re.search(rb"(?im)^content-type:\s*\*/\*\s*$", head):
+        head = re.sub(
+            rb"(?im)^content-type:\s*\*/\*\s*$", b"content-type: application/octet-stream", head
+        )
+        with state.lock:
+            state.uploads_retyped += 1
+    if decompressed:
+        with state.lock:
+            state.uploads_decompressed += 1
+    parts[2] = head + sep + media + b"\r\n"
+    return delimiter.join(parts)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _GatewayServer
+
+    def log_message(self, format: str, *args) -> None:  # quiet
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None):
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _token(self, body: bytes) -> None:
+        form = parse_qs(body.decode())
+        grant = form.get("grant_type", [""])[0]
+        assertion = form.get("assertion", [""])[0]
+        if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer" or assertion.count(".") != 2:
+            self._reply(400, b'{"error": "invalid_grant"}', {"Content-Type": "application/json"})
+            return
+        state = self.server.state
+        with state.lock:
+            state.tokens_issued += 1
+        token = {"access_token": state.access_token, "expires_in": 3600, "token_type": "Bearer"}
+        self._reply(200, json.dumps(token).encode(), {"Content-Type": "application/json"})
+
+    def _handle(self) -> None:
+        started = time.monotonic()
+        try:
+            self._handle_call()
+        finally:
+            with self.server.state.lock:
+                self.server.state.calls.append(
+                    (self.command, urlsplit(self.path).path, time.monotonic() - started)
+                )
+
+    def _handle_call(self) -> None:
+        body = self._body()
+        url = urlsplit(self.path)
+        if url.path == "/token" and self.command == "POST":
+            self._token(body)
+            return
+        state = self.server.state
+        if self.headers.get("Authorization") != f"Bearer {state.access_token}":
+            self._reply(401, b'{"error": {"code": 401, "message": "no valid bearer token"}}')
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+        query = parse_qs(url.query)
+        if url.path.startswith("/upload/"):
+            if query.get("uploadType") == ["multipart"]:
+                body = _fix_multipart(body, self.headers.get("Content-Type", ""), state)
+            elif self.command == "PUT" and query.get("upload_id"):
+                gathered = self._gather_resumable(query["upload_id"][0], body, headers)
+                if gathered is None:
+                    return
+                body = gathered
+        if self.command == "POST" and QUERIES_PATH.fullmatch(url.path):
+            self._query_as_job(url.path.split("/")[4], json.loads(body or b"{}"), headers)
+            return
+        headers["Content-Length"] = str(len(body))
+        self._forward(body, headers)
+
+    def _query_as_job(self, project: str, request: dict, headers: dict[str, str]) -> None:
+        """`jobs.query` as BigQuery defines it: `jobs.insert`, then `getQueryResults`."""
+        if request.get("dryRun"):  # not used by mlstack; bqemulator's own answer
+            body = json.dumps(request).encode()
+            self._forward(body, {**headers, "Content-Length": str(len(body))})
+            return
+        job_id = f"gateway_{secrets.token_hex(8)}"
+        query_fields = (
+            "query", "defaultDataset", "useLegacySql", "useQueryCache", "parameterMode",
+            "queryParameters", "connectionProperties", "maximumBytesBilled", "createSession",
+        )  # fmt: skip
+        job = {
+            "jobReference": {"projectId": project, "jobId": job_id},
+            "configuration": {
+                "query": {k: request[k] for k in query_fields if k in request},
+                **({"labels": request["labels"]} if "labels" in request else {}),
+            },
+        }
+        if request.get("location"):
+            job["jobReference"]["location"] = request["location"]
+        status, inserted = self._call("POST", f"/bigquery/v2/projects/{project}/jobs", job, headers)
+        if status != 200:
+            self._reply(status, json.dumps(inserted).encode(), {"Content-Type": "application/json"})
+            return
+        error = (inserted.get("status") or {}).get("errorResult")
+        if error:
+            code = 404 if error.get("reason") == "notFound" else 400
+            envelope = {
+                "error": {
+                    "code": code,
+                    "message": error.get("message", ""),
+                    "errors": [{"domain": "global", **error}],
+                    "status": "NOT_FOUND" if code == 404 else "INVALID_ARGUMENT",
+                }
+            }
+            self._reply(code, json.dumps(envelope).encode(), {"Content-Type": "application/json"})
+            return
+        max_results = request.get("maxResults")
+        path = f"/bigquery/v2/projects/{project}/queries/{job_id}"
+        status, results = self._call(
+            "GET", path + (f"?maxResults={max_results}" if max_results else ""), None, headers
+        )
+        if status == 404:  # a statement without a result set (DDL, DML)
+            results = {"schema": {"fields": []}, "rows": [], "totalRows": "0"}
+        elif status != 200:
+            self._reply(status, json.dumps(results).encode(), {"Content-Type": "application/json"})
+            return
+        statistics = (inserted.get("statistics") or {}).get("query") or {}
+        response = {
+            **results,
+            "kind": "bigquery#queryResponse",
+            "jobReference": inserted["jobReference"],
+            "jobComplete": True,
+            **{
+                key: statistics[key]
+                for key in ("statementType", "numDmlAffectedRows", "cacheHit")
+                if key in statistics
+            },
+        }
+        self._reply(200, json.dumps(response).encode(), {"Content-Type": "application/json"})
+
+    def _call(self, method: str, path: str, payload, headers: dict[str, str]):
+        forwarded = {
+            k: v for k, v in headers.items() if k.lower() not in ("content-length", "content-type")
+        }
+        body = b"" if payload is None else json.dumps(payload).encode()
+        forwarded |= {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.server.state.emulator_port, timeout=600
+        )
+        try:
+            connection.request(method, path, body=body or None, headers=forwarded)
+            response = connection.getresponse()
+            data = response.read()
+            return response.status, json.loads(data or b"{}")
+        finally:
+            connection.close()
+
+    def _gather_resumable(self, upload_id: str, body: bytes, headers: dict[str, str]):
+        """Collect the chunks of a resumable upload; on the last one, return it whole."""
+        state = self.server.state
+        content_range = headers.pop("Content-Range", None) or headers.pop("content-range", "")
+        match = re.match(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)", content_range.strip())
+        if not match:
+            self._reply(400, b'{"error": {"code": 400, "message": "bad Content-Range"}}')
+            return None
+        with state.lock:
+            buffer = state.resumable.setdefault(upload_id, bytearray())
+            buffer += body
+            received = len(buffer)
+        total = match.group(3)
+        if total == "*" or int(total) != received:
+            range_header = {"Range": f"bytes=0-{received - 1}"} if received else {}
+            self._reply(308, b"", range_header)
+            return None
+        with state.lock:
+            data = bytes(state.resumable.pop(upload_id))
+        data, decompressed = _gunzip(data)
+        if decompressed:
+            with state.lock:
+                state.uploads_decompressed += 1
+        headers["Content-Range"] = f"bytes 0-{len(data) - 1}/{len(data)}" if data else "bytes */0"
+        return data
+
+    def _forward(self, body: bytes, headers: dict[str, str]) -> None:
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.server.state.emulator_port, timeout=600
+        )
+        try:
+            connection.request(self.command, self.path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            passed = {
+                name: value
+                for name, value in response.getheaders()
+                if name.lower() not in ("content-length", "transfer-encoding", "connection")
+            }
+            self._reply(response.status, data, passed)
+        finally:
+            connection.close()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+class _GatewayServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, state: GatewayState):
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.state = state
+
+
+# ---------------------------------------------------------------------------------------
+# The emulator process
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class BigQueryEmulator:
+    """A running emulator and gateway: what a client needs to reach it."""
+
+    endpoint: str
+    project: str
+    credentials: Path
+    gateway: GatewayState
+    log: Path
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {
+            "BIGQUERY_EMULATOR_HOST": self.endpoint,
+            "GOOGLE_APPLICATION_CREDENTIALS": str(self.credentials),
+            "MLSTACK_BQ_PROJECT": self.project,
+        }
+
+    def client(self):
+        """google-cloud-bigquery's client, through the same key and endpoint as mlstack."""
+        from google.cloud import bigquery
+        from google.oauth2 import service_account
+
+        credentials = service_account.Credentials.from_service_account_file(
+            str(self.credentials), scopes=["https://www.googleapis.com/auth/bigquery"]
+        )
+        return bigquery.Client(
+            project=self.project,
+            credentials=credentials,
+            client_options={"api_endpoint": self.endpoint},
+        )
+
+
+def _wait_ready(port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bqemulator exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", f"/bigquery/v2/projects/{PROJECT}/datasets")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(
+        f"bqemulator did not answer on 127.0.0.1:{port} in {timeout:.0f} s:\n{_tail(log)}"
+    )
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+@contextmanager
+def running_emulator(workdir: Path, port: int | None = None) -> Iterator[BigQueryEmulator]:
+    """Start bqemulator and the gateway on loopback; stop both on exit."""
+    executable = ensure_installed()
+    workdir.mkdir(parents=True, exist_ok=True)
+    rest_port, grpc_port = free_port(), free_port()
+    log = workdir / "bqemulator.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("BQEMU_", "VIRTUAL_ENV"))},
+        # DuckDB looks for the spatial extension under $HOME/.duckdb (installed there by make)
+        "HOME": str(EMULATOR_VENV / "home"),
+        # the avro extension would be fetched from DuckDB's site, which is not reachable
+        "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
+        "BQEMU_LOG_LEVEL": "warning",
+    }
+    with log.open("w") as log_handle:
+        process = subprocess.Popen(
+            [
+                str(executable),
+                "start",
+                "--rest-host",
+                "127.0.0.1",
+                "--rest-port",
+                str(rest_port),
+                "--grpc-host",
+                "127.0.0.1",
+                "--grpc-port",
+                str(grpc_port),
+                "--project",
+                PROJECT,
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = None
+    try:
+        _wait_ready(rest_port, process, log, READY_TIMEOUT)
+        state = GatewayState(emulator_port=rest_port)
+        server = _GatewayServer(port or 0, state)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        credentials = write_service_account_key(
+            workdir / "service-account.json", PROJECT, f"{endpoint}/token"
+        )
+        yield BigQueryEmulator(endpoint, PROJECT, credentials, state, log)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=9050, help="gateway port (clients use it)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO_ROOT / ".mlstack" / "bqemulator",
+        help="where the key file, the log and `env` are written",
+    )
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    with running_emulator(workdir, port=args.port) as emulator:
+        env_file = workdir / "env"
+        exports = {"MLSTACK_WAREHOUSE": "bigquery", **emulator.environment}
+        partial = workdir / "env.partial"
+        partial.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in exports.items()))
+        partial.rename(env_file)  # appears whole, once the emulator answers
+        print(f"BigQuery emulator (bqemulator) on {emulator.endpoint}, project {PROJECT}")
+        print(f"In another shell: . {env_file} && make run")
+        print("Ctrl-C stops it (its data lives in memory).", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

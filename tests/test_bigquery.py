@@ -1,0 +1,294 @@
+"""The whole graph on BigQuery's wire protocol (bqemulator), against the DuckDB run.
+
+The graph runs exactly as in production with `MLSTACK_WAREHOUSE=bigquery`: PyAirbyte's
+BigQuery cache stages each sync in `mlops_course_staging`, the GX suites run as BigQuery
+SQL (sqlalchemy-bigquery), publishing is a copy job, dbt builds on the `bigquery` target
+and the ML assets go through the BigQuery IO manager. Only the endpoint and the (dummy)
+credentials differ; see tests/bigquery_emulator.py for what the emulator needs.
+"""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, ExecuteInProcessResult, instance_for_test
+
+from tests.bigquery_emulator import PROJECT, BigQueryEmulator
+from tests.conftest import REPO_ROOT, BigQueryStack, Stack
+from tests.fixture_data import PROJECTS, write_projects, write_tags
+from tests.processes import dagster_home, stop
+from tests.test_pipeline import failure_messages, materialized_keys
+from tests.test_quality import BAD_INPUTS
+
+pytestmark = pytest.mark.slow  # starts the emulator
+
+DATASET = "mlops_course"
+LABELED_COLUMNS = "id, created_on, title, description, tag"
+SPLITS_COLUMNS = "id, created_on, text, tag, split"
+LOCATION = "EU"
+
+
+def _plain(value):
+    """One representation for both warehouses: UTC-naive timestamps, ints for whole numbers."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if isinstance(value, Decimal | float) and value == int(value):
+        return int(value)
+    return value
+
+
+def rows(query) -> list[tuple]:
+    return [tuple(_plain(v) for v in row) for row in query]
+
+
+@pytest.fixture(scope="module")
+def bigquery_run(
+    bigquery_emulator: BigQueryEmulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[BigQueryStack, ExecuteInProcessResult]]:
+    """The whole graph, once, on BigQuery, from the same fixture files as the DuckDB run."""
+    root = tmp_path_factory.mktemp("bigquery_run")
+    with pytest.MonkeyPatch.context() as monkeypatch, instance_for_test() as instance:
+        monkeypatch.setenv("MLSTACK_WAREHOUSE", "bigquery")
+        monkeypatch.setenv("MLSTACK_BQ_LOCATION", LOCATION)  # not the default (US)
+        monkeypatch.delenv("MLSTACK_DATASET", raising=False)
+        monkeypatch.delenv("MLSTACK_AIRBYTE", raising=False)
+        for name, value in bigquery_emulator.environment.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv(
+            "MLSTACK_PROJECTS_URL", str(write_projects(root / "src" / "projects.csv"))
+        )
+        monkeypatch.setenv("MLSTACK_TAGS_URL", str(write_tags(root / "src" / "tags.csv")))
+        stack = BigQueryStack(
+            root=root, monkeypatch=monkeypatch, instance=instance, emulator=bigquery_emulator
+        )
+        yield stack, stack.materialize()
+
+
+@pytest.fixture
+def published_bigquery_stack(
+    stack: Stack,
+    bigquery_run: tuple[BigQueryStack, ExecuteInProcessResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> BigQueryStack:
+    """A fresh Dagster instance and sources, on the BigQuery dataset the whole run published."""
+    published, result = bigquery_run
+    assert result.success, failure_messages(result)
+    monkeypatch.setenv("MLSTACK_WAREHOUSE", "bigquery")
+    for name, value in published.emulator.environment.items():
+        monkeypatch.setenv(name, value)
+    return BigQueryStack(
+        root=stack.root,
+        monkeypatch=monkeypatch,
+        instance=stack.instance,
+        emulator=published.emulator,
+    )
+
+
+def published_tables(stack: BigQueryStack) -> dict[str, list[tuple]]:
+    """Every table and view in the published dataset, every row."""
+    with stack.emulator.client() as client:
+        names = sorted(table.table_id for table in client.list_tables(DATASET))
+    return {name: stack.table_bytes(f"{DATASET}.{name}") for name in names}
+
+
+def test_whole_graph_runs_on_bigquery_with_every_check_passing(
+    bigquery_run: tuple[BigQueryStack, ExecuteInProcessResult],
+):
+    stack, result = bigquery_run
+
+    assert result.success, failure_messages(result)
+    assert materialized_keys(result) >= {
+        "projects",
+        "tags",
+        "labeled_projects",
+        "ml_dataset",
+        "ml_splits",
+        "tag_distribution",
+    }
+    evaluations = result.get_asset_check_evaluations()
+    expected = {key for key in stack.definitions().resolve_asset_graph().asset_check_keys}
+    assert {(e.asset_key, e.check_name) for e in evaluations} == {
+        (key.asset_key, key.name) for key in expected
+    }
+    assert [e.check_name for e in evaluations if not e.passed] == []
+    labeled = result.asset_materializations_for_node("dbt_models")
+    [labeled] = [m for m in labeled if m.asset_key == AssetKey("labeled_projects")]
+    assert labeled.metadata["dagster/row_count"].value == len(PROJECTS)
+
+
+def test_every_dataset_is_in_the_configured_location(
+    bigquery_run: tuple[BigQueryStack, ExecuteInProcessResult],
+):
+    stack, _ = bigquery_run
+    with stack.emulator.client() as client:
+        published = client.get_dataset(DATASET).location
+        # bqemulator ignores OPTIONS(location=...) in CREATE SCHEMA (BigQuery does not), so
+        # for the staging dataset, which PyAirbyte creates that way, check what it asked for
+        staging_ddl = [
+            job.query
+            for job in client.list_jobs(all_users=True)
+            if job.job_type == "query"
+            and job.query.lower().startswith("create schema")
+            and f"{DATASET}_staging" in job.query
+        ]
+    # a copy job cannot cross locations: staging must live where the published tables do
+    assert published == LOCATION
+    assert staging_ddl and all(f'location="{LOCATION}"' in ddl for ddl in staging_ddl)
+
+
+def test_labeled_projects_and_ml_splits_equal_the_duckdb_run_row_for_row(
+    bigquery_run: tuple[BigQueryStack, ExecuteInProcessResult], published_stack: Stack
+):
+    big, _ = bigquery_run
+    tables = (("labeled_projects", LABELED_COLUMNS), ("ml_splits", SPLITS_COLUMNS))
+
+    def read(stack: Stack) -> dict[str, list[tuple]]:
+        return {
+            table: rows(stack.query(f"select {columns} from {DATASET}.{table} order by id"))
+            for table, columns in tables
+        }
+
+    duck_default, big_default = read(published_stack), read(big)
+    # With the default fractions every tag of the small fixtures is all train; split again
+    # with larger fractions on both warehouses, so that md5(seed:id) decides the split.
+    config = {"ops": {"ml_splits": {"config": {"validation_fraction": 0.3, "test_fraction": 0.3}}}}
+    assert published_stack.materialize("ml_splits", run_config=config).success
+    big.monkeypatch.setenv("MLSTACK_WAREHOUSE", "bigquery")  # published_stack set duckdb
+    resplit = big.materialize("ml_splits", run_config=config)
+    assert resplit.success, failure_messages(resplit)
+    duck_resplit, big_resplit = read(published_stack), read(big)
+
+    assert len(big_default["labeled_projects"]) == len(PROJECTS)
+    assert big_default == duck_default
+    assert big_resplit == duck_resplit
+    assert {split for *_, split in big_resplit["ml_splits"]} == {"train", "validation", "test"}
+
+
+def test_each_step_used_its_bigquery_path(
+    bigquery_run: tuple[BigQueryStack, ExecuteInProcessResult],
+):
+    stack, result = bigquery_run
+    with stack.emulator.client() as client:
+        # PyAirbyte's BigQuery cache staged the syncs, Airbyte's columns included
+        staged = client.get_table(f"{DATASET}_staging.projects")
+        assert {"_airbyte_raw_id", "_airbyte_extracted_at"} <= {f.name for f in staged.schema}
+        # publish: a table copy job per raw table, replacing the destination
+        copies = {
+            job.destination.table_id: job.write_disposition
+            for job in client.list_jobs(all_users=True)
+            if job.job_type == "copy" and job.destination.dataset_id == DATASET
+        }
+        assert copies == {"projects": "WRITE_TRUNCATE", "tags": "WRITE_TRUNCATE"}
+        # dbt-bigquery: views for staging, a table for the mart
+        kinds = {t.table_id: t.table_type for t in client.list_tables(DATASET)}
+        assert kinds["stg_mlops_course__projects"] == "VIEW"
+        assert kinds["labeled_projects"] == "TABLE"
+    # GX validated the BigQuery tables
+    gx = [e for e in result.get_asset_check_evaluations() if e.asset_key == AssetKey("projects")]
+    assert {e.metadata["table"].value for e in gx} == {f"{DATASET}_staging.projects"}
+    # the BigQuery IO manager: SQL assets built in place, the pandas one loaded by a load job
+    splits = result.asset_materializations_for_node("ml_splits")[0].metadata
+    assert splits["dagster/row_count"].value == len(
+        stack.query(f"select id from {DATASET}.ml_splits")
+    )
+    distribution = stack.query(f"select * from {DATASET}.tag_distribution")
+    assert distribution and stack.emulator.gateway.uploads_retyped >= 1
+    assert stack.emulator.gateway.uploads_decompressed >= 2  # one gzip batch per raw table
+
+
+WAP_CASES = ("tags without an id column", "duplicate ids", "a project without a tag")
+
+
+@pytest.mark.parametrize(
+    "source, make_bad_file, expected",
+    [pytest.param(s, m, e, id=name) for s, name, m, e in BAD_INPUTS if name in WAP_CASES],
+)
+def test_bad_input_on_bigquery_leaves_every_published_table_unchanged(
+    published_bigquery_stack: BigQueryStack, source: str, make_bad_file, expected: list[str]
+):
+    stack = published_bigquery_stack
+    before = published_tables(stack)
+    bad_dir = stack.root / "bad"
+    bad_dir.mkdir()
+    stack.set_source(source, make_bad_file(bad_dir))
+
+    result = stack.materialize(f"{source}*")
+
+    assert not result.success
+    message = failure_messages(result)
+    assert f"source '{source}'" in message
+    for fragment in expected:
+        assert fragment in message
+    assert "labeled_projects" not in materialized_keys(result)
+    assert {"projects", "tags", "labeled_projects", "ml_splits"} <= set(before)
+    assert published_tables(stack) == before
+
+
+def test_make_run_against_a_running_emulator_as_the_readme_shows(stack: Stack, tmp_path: Path):
+    # terminal 1: `make bigquery-emulator-serve` (here on a free port and a temporary directory)
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.bigquery_emulator",
+            "--port",
+            "0",
+            "--workdir",
+            str(tmp_path / "emulator"),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        env_file = tmp_path / "emulator" / "env"
+        deadline = time.monotonic() + 180
+        while not env_file.exists():
+            assert serve.poll() is None and time.monotonic() < deadline, (
+                "the emulator did not start"
+            )
+            time.sleep(0.5)
+        # terminal 2: `. .mlstack/bqemulator/env && make run`
+        completed = subprocess.run(
+            ["bash", "-c", f". {env_file} && make --no-print-directory run"],
+            cwd=REPO_ROOT,
+            env={
+                **os.environ,
+                "DAGSTER_HOME": str(dagster_home(tmp_path / "home")),
+                "MLSTACK_DATASET": "demo",
+            },
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        assert "SUCCESS" in completed.stdout
+        assert "warehouse: bigquery mlstack-emulator, dataset demo" in completed.stdout
+        exported = dict(
+            line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines()
+        )
+        emulator = BigQueryEmulator(
+            exported["BIGQUERY_EMULATOR_HOST"],
+            PROJECT,
+            Path(exported["GOOGLE_APPLICATION_CREDENTIALS"]),
+            None,
+            None,
+        )
+        with emulator.client() as client:
+            [(count, tagged)] = [
+                tuple(row.values())
+                for row in client.query(
+                    "select count(*), count(tag) from demo.labeled_projects"
+                ).result()
+            ]
+        assert (count, tagged) == (len(PROJECTS), len(PROJECTS))
+    finally:
+        stop(serve)
