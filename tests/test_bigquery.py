@@ -21,7 +21,7 @@ from dagster import AssetKey, ExecuteInProcessResult, instance_for_test
 
 from tests.bigquery_emulator import PROJECT, BigQueryEmulator
 from tests.conftest import REPO_ROOT, BigQueryStack, Stack
-from tests.fixture_data import PROJECTS, write_projects, write_tags
+from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
 from tests.processes import dagster_home, stop
 from tests.test_pipeline import failure_messages, materialized_keys
 from tests.test_quality import BAD_INPUTS
@@ -184,7 +184,15 @@ def test_each_step_used_its_bigquery_path(
             for job in client.list_jobs(all_users=True)
             if job.job_type == "copy" and job.destination.dataset_id == DATASET
         }
-        assert copies == {"projects": "WRITE_TRUNCATE", "tags": "WRITE_TRUNCATE"}
+        # (labeled_projects too: dbt built it in the audit dataset, the transform audit passed)
+        assert copies == {
+            "projects": "WRITE_TRUNCATE",
+            "tags": "WRITE_TRUNCATE",
+            "labeled_projects": "WRITE_TRUNCATE",
+        }
+        # dbt built and tested its models in the audit dataset first
+        audited = {t.table_id for t in client.list_tables(f"{DATASET}_audit")}
+        assert {"labeled_projects", "ml_splits"} <= audited
         # dbt-bigquery: views for staging, a table for the mart
         kinds = {t.table_id: t.table_type for t in client.list_tables(DATASET)}
         assert kinds["stg_mlops_course__projects"] == "VIEW"
@@ -192,13 +200,14 @@ def test_each_step_used_its_bigquery_path(
     # GX validated the BigQuery tables
     gx = [e for e in result.get_asset_check_evaluations() if e.asset_key == AssetKey("projects")]
     assert {e.metadata["table"].value for e in gx} == {f"{DATASET}_staging.projects"}
-    # the BigQuery IO manager: SQL assets built in place, the pandas one loaded by a load job
+    # the BigQuery IO manager: every ML asset is SQL, built and published in the warehouse
     splits = result.asset_materializations_for_node("ml_splits")[0].metadata
     assert splits["dagster/row_count"].value == len(
         stack.query(f"select id from {DATASET}.ml_splits")
     )
+    # every ML table is built by SQL in the audit dataset and published by the IO manager
     distribution = stack.query(f"select * from {DATASET}.tag_distribution")
-    assert distribution and stack.emulator.gateway.uploads_retyped >= 1
+    assert len(distribution) == len(set(PROJECT_TAGS.values()))  # one row per tag
     assert stack.emulator.gateway.uploads_decompressed >= 2  # one gzip batch per raw table
 
 
