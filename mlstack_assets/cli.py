@@ -321,12 +321,10 @@ def _shown(path: Path) -> str:
 
 def _process_alive_since(pid: int, since: float) -> bool:
     """Is `pid` running, and the same process that was running at `since` (epoch s)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    from mlstack_assets.warehouse.duckdb import pid_alive
+
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:  # Linux: a pid reused by a process started later is not the same process
         ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
         boot = next(

@@ -8,6 +8,7 @@ published table in one `CREATE OR REPLACE TABLE ... AS SELECT` (see
 the published table keeps its previous content and nothing downstream runs.
 """
 
+import functools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -102,15 +103,17 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
     kinds = {"python", settings.warehouse}
     pool = settings.warehouse_pool
     eager = AutomationCondition.eager()
-
-    @asset(
+    # what every ML asset shares: its group, owner, warehouse pool and eager automation
+    ml_asset = functools.partial(
+        asset,
         group_name=ML_GROUP,
         kinds=kinds,
         owners=[OWNER],
         pool=pool,
         automation_condition=eager,
-        check_specs=checks.check_specs("ml_dataset"),
     )
+
+    @ml_asset(check_specs=checks.check_specs("ml_dataset"))
     def ml_dataset(
         context: AssetExecutionContext, labeled_projects: WarehouseTable, warehouse: Warehouse
     ):
@@ -148,14 +151,7 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
             },
         )
 
-    @asset(
-        group_name=ML_GROUP,
-        kinds=kinds,
-        owners=[OWNER],
-        pool=pool,
-        automation_condition=eager,
-        check_specs=checks.check_specs("ml_splits"),
-    )
+    @ml_asset(check_specs=checks.check_specs("ml_splits"))
     def ml_splits(
         context: AssetExecutionContext,
         config: SplitConfig,

@@ -59,7 +59,8 @@ def describe_holder(info: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is a process with this pid running (on this machine)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -156,7 +157,7 @@ class _ProcessFileLock:
             handle.close()
             raise
         left = self.holder()
-        if left.get("pid") and left.get("pid") != os.getpid() and not _pid_alive(left["pid"]):
+        if left.get("pid") and left.get("pid") != os.getpid() and not pid_alive(left["pid"]):
             wait.say(
                 f"the warehouse lock {self._path} was left by {describe_holder(left)}, which"
                 " ended without releasing it (killed?); its lock was dropped by the system"
