@@ -80,29 +80,41 @@ def _header_only(d: Path) -> Path:
     return d / "tags.csv"
 
 
-def _unterminated_quote(d: Path) -> Path:
-    path = write_projects(d / "projects.csv")
-    with path.open("a") as handle:
-        handle.write('40,2021-01-01 00:00:00,"An unterminated title,description\n')
-    return path
+def _appended(source: str, line: str | bytes) -> Callable[[Path], Path]:
+    """The good fixture file of `source`, with `line` appended byte for byte."""
+    write = write_tags if source == "tags" else write_projects
+
+    def make(d: Path) -> Path:
+        path = write(d / f"{source}.csv")
+        with path.open("ab") as handle:
+            handle.write(line if isinstance(line, bytes) else line.encode())
+        return path
+
+    return make
 
 
-def _ragged_row(d: Path) -> Path:
-    path = write_tags(d / "tags.csv")
-    with path.open("a") as handle:
-        handle.write("40,mlops,one-field-too-many\n")
-    return path
+_unterminated_quote = _appended(
+    "projects", '40,2021-01-01 00:00:00,"An unterminated title,description\n'
+)
+_ragged_row = _appended("tags", "40,mlops,one-field-too-many\n")
+_not_utf8 = _appended("tags", b"40,caf\xe9-learning\n")  # latin-1, not UTF-8
+# the connector's CSV reader cuts a field at a NUL and succeeds: it must fail instead
+_nul_byte = _appended("tags", b"40,ml\x00ops\n")
+# a line of spaces: the connector's reader drops it without a word
+_whitespace_line = _appended("tags", "   \n40,mlops\n")
+
+
+def _tag_id(spelling: str) -> Callable[[Path], Path]:
+    """tags.csv with one more row whose id is spelled `spelling` (written verbatim)."""
+    return _appended("tags", f"{spelling},mlops\n")
+
+
+def _project_id(spelling: str) -> Callable[[Path], Path]:
+    return _appended("projects", f"{spelling},2021-01-01 00:00:00,A title,A description\n")
 
 
 def _ragged_first_record(d: Path) -> Path:
     return write_csv(d / "tags.csv", ["id", "tag"], [(i, t, "x") for i, t in PROJECT_TAGS.items()])
-
-
-def _not_utf8(d: Path) -> Path:
-    path = write_tags(d / "tags.csv")
-    with path.open("ab") as handle:
-        handle.write(b"40,caf\xe9-learning\n")  # latin-1, not UTF-8
-    return path
 
 
 def _not_utf8_deep(d: Path) -> Path:
@@ -111,44 +123,6 @@ def _not_utf8_deep(d: Path) -> Path:
     path = write_tags(d / "tags.csv", many)
     with path.open("ab") as handle:
         handle.write(b"40,caf\xe9-learning\n")
-    return path
-
-
-def _tag_id(spelling: str) -> Callable[[Path], Path]:
-    """tags.csv with one more row whose id is spelled `spelling` (written verbatim)."""
-
-    def make(d: Path) -> Path:
-        path = write_tags(d / "tags.csv")
-        with path.open("a") as handle:
-            handle.write(f"{spelling},mlops\n")
-        return path
-
-    return make
-
-
-def _project_id(spelling: str) -> Callable[[Path], Path]:
-    def make(d: Path) -> Path:
-        path = write_projects(d / "projects.csv")
-        with path.open("a") as handle:
-            handle.write(f"{spelling},2021-01-01 00:00:00,A title,A description\n")
-        return path
-
-    return make
-
-
-def _nul_byte(d: Path) -> Path:
-    """The connector's CSV reader cuts a field at a NUL and succeeds: it must fail instead."""
-    path = write_tags(d / "tags.csv")
-    with path.open("ab") as handle:
-        handle.write(b"40,ml\x00ops\n")
-    return path
-
-
-def _whitespace_line(d: Path) -> Path:
-    """A line of spaces: the connector's reader drops it without a word."""
-    path = write_tags(d / "tags.csv")
-    with path.open("a") as handle:
-        handle.write("   \n40,mlops\n")
     return path
 
 
