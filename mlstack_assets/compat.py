@@ -54,3 +54,26 @@ def preset_discovered_catalog(source: Any, catalog: Any) -> None:
     is cached in `Source._discovered_catalog` (airbyte/sources/base.py).
     """
     source._discovered_catalog = catalog
+
+
+def initialize_dbt_core_adapter(resource: Any, args: Sequence[str]) -> Any:
+    """dagster-dbt's in-process dbt adapter for `resource`'s project, as `DbtCliResource.cli`
+    makes it before it starts dbt.
+
+    Why private: dagster-dbt has no public way to make the adapter apart from `cli()`, which
+    makes it first and only then starts dbt; mlstack makes it while dbt runs
+    (`InstalledDbtCliResource`) and hands it to the invocation (its public `adapter` field)
+    before fetching metadata. Same working directory as `cli()` uses (dagster-dbt resolves
+    a relative DuckDB path against it); the project and profiles paths are absolute, so a
+    thread of the step changing directory briefly is harmless to the step's own files.
+    The dbt modules the adapter's first query needs (agate, babel, pytz: seconds of
+    imports) are imported here too, off the step's thread.
+    """
+    from dagster._utils import pushd
+    from dagster_dbt import DbtCliResource
+
+    with pushd(str(resource.project_dir)):
+        adapter = DbtCliResource._initialize_dbt_core_adapter(resource, args)
+    import dbt_common.clients.agate_helper  # noqa: F401
+
+    return adapter

@@ -28,9 +28,9 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
-    # DuckDB serializes every step on one file anyway: running them in one process saves a
-    # process start and a code-location import per step. BigQuery steps run in parallel.
-    executor = in_process_executor if settings.warehouse == "duckdb" else multiprocess_executor
+    # BigQuery steps run in parallel processes; on DuckDB the raw steps' extracts still run
+    # concurrently (`AirbyteLoader.start_extracts`)
+    executor = in_process_executor if settings.steps_share_a_process else multiprocess_executor
     defs = Definitions.merge(
         build_ingestion_definitions(settings),
         build_transform_definitions(settings),

@@ -25,6 +25,9 @@ def test_dbt_specs_are_the_ones_dbt_assets_builds():
 
 
 def test_a_preset_catalog_is_used_without_running_the_connector(tmp_path):
+    from mlstack_assets.ingestion.embedded import configure_pyairbyte
+
+    configure_pyairbyte(tmp_path)  # offline, as every sync is
     import airbyte as ab
 
     from mlstack_assets.compat import preset_discovered_catalog
@@ -50,3 +53,26 @@ def test_no_catalog_from_a_header_pandas_would_rename():
 
     assert catalog_from_header("tags", ["id", "id"]) is None
     assert catalog_from_header("tags", ["id", " "]) is None
+
+
+def test_the_dbt_adapter_can_be_made_apart_from_cli():
+    """dagster-dbt still makes its adapter in `_initialize_dbt_core_adapter(args)` from `cli()`
+    (mlstack makes it while dbt runs instead), and the adapter works for this project."""
+    import inspect
+
+    from dagster_dbt import DbtCliResource
+
+    from mlstack_assets.compat import initialize_dbt_core_adapter
+
+    assert list(inspect.signature(DbtCliResource._initialize_dbt_core_adapter).parameters) == [
+        "self",
+        "args",
+    ]
+    assert "self._initialize_dbt_core_adapter(args)" in inspect.getsource(DbtCliResource.cli)
+
+    settings = load_settings({})
+    project = dbt_project(settings.warehouse, settings.dbt_database)
+    adapter = initialize_dbt_core_adapter(DbtCliResource(project_dir=project), ["build"])
+
+    assert type(adapter).__name__ == "DuckDBAdapter"
+    assert adapter.config.project_name == "mlstack"

@@ -51,6 +51,37 @@ def test_stalling_https_source_fails_within_the_configured_time(
     assert snapshot(published_stack) == before
 
 
+def test_the_two_sources_are_read_at_the_same_time(stack: Stack, https_server: HTTPSServer):
+    """On DuckDB a run's steps share one process, yet the tags source is fetched while the
+    projects source is still arriving: the raw extracts run concurrently."""
+    from tests.fixture_data import write_projects
+
+    projects = write_projects(stack.root / "p.csv").read_bytes()
+    https_server.routes["/projects.csv"] = Route(body=projects, slow_after=100)
+    https_server.routes["/tags.csv"] = Route(body=(stack.root / "src" / "tags.csv").read_bytes())
+    stack.set_source("projects", https_server.url("/projects.csv"))
+    stack.set_source("tags", https_server.url("/tags.csv"))
+
+    results = []
+    run = threading.Thread(
+        target=lambda: results.append(stack.materialize("key:projects or key:tags"))
+    )
+    run.start()
+    deadline = time.monotonic() + 60
+    while https_server.count("/tags.csv") == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    fetched_while_projects_stalled = https_server.count("/tags.csv") == 1
+    https_server.release.set()  # projects.csv may now finish
+    run.join(timeout=300)
+
+    assert fetched_while_projects_stalled
+    [result] = results
+    assert result.success
+    assert {"projects", "tags"} <= {
+        e.asset_key.path[-1] for e in result.get_asset_materialization_events()
+    }
+
+
 def test_connection_reset_twice_then_answered_is_retried_and_succeeds(
     published_stack: Stack, https_server: HTTPSServer
 ):

@@ -28,7 +28,11 @@ from mlstack_assets.ingestion.fingerprint import fingerprint
 from mlstack_assets.ingestion.loader import AirbyteLoader, SyncReport
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
 from mlstack_assets.quality.suites import load_suite
-from mlstack_assets.quality.validation import Validation, validate_table
+from mlstack_assets.quality.validation import (
+    Validation,
+    import_great_expectations,
+    validate_table,
+)
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
 
@@ -120,8 +124,24 @@ def audit_failure(spec: SourceSpec, warehouse: Warehouse, validation: Validation
     )
 
 
-def build_raw_asset(spec: SourceSpec, settings: Settings) -> AssetsDefinition:
-    """Write (sync into staging), audit (the GX suite, as blocking checks), publish."""
+def raw_sources_in_run(context: AssetExecutionContext, specs: list[SourceSpec]) -> list[SourceSpec]:
+    """The sources whose raw steps this run executes (its asset selection and step keys)."""
+    run = context.run
+    return [
+        spec
+        for spec in specs
+        if (run.asset_selection is None or AssetKey(spec.name) in run.asset_selection)
+        and (run.step_keys_to_execute is None or spec.name in run.step_keys_to_execute)
+    ]
+
+
+def build_raw_asset(
+    spec: SourceSpec, settings: Settings, all_specs: list[SourceSpec]
+) -> AssetsDefinition:
+    """Write (sync into staging), audit (the GX suite, as blocking checks), publish.
+
+    `all_specs`: every raw source, whose extracts the first raw step of a run starts
+    together when the run's steps share a process (`AirbyteLoader.start_extracts`)."""
     suite = load_suite(spec.name)
     key = AssetKey(spec.name)
 
@@ -144,9 +164,12 @@ def build_raw_asset(spec: SourceSpec, settings: Settings) -> AssetsDefinition:
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         try:
+            airbyte.start_extracts(raw_sources_in_run(context, all_specs), warehouse)
+            # Great Expectations takes seconds to import: here, while the connector reads
+            import_great_expectations()
             # no warehouse lock while the source is read: a slow or stalled source keeps
             # no other run waiting (`AirbyteLoader.extract`)
-            with airbyte.extract(spec, warehouse, context.log) as extracted:
+            with airbyte.extracted(spec, warehouse, context.log) as extracted:
                 seconds["extract_load"] = time.perf_counter() - started
                 with warehouse.exclusive(purpose=f"stage, audit and publish {spec.name}"):
                     staging_started = time.perf_counter()

@@ -19,6 +19,7 @@ def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
             connector_dir=str(settings.connector_dir),
             source_timeout_seconds=settings.source_timeout_seconds,
             source_retries=settings.source_retries,
+            concurrent_extracts=settings.steps_share_a_process,
         )
     from mlstack_assets.ingestion.server import build_server_loader
 
@@ -31,7 +32,7 @@ def build_ingestion_definitions(settings: Settings) -> Definitions:
         assets=with_source_code_references(
             [
                 *(build_source_file_asset(spec) for spec in specs),
-                *(build_raw_asset(spec, settings) for spec in specs),
+                *(build_raw_asset(spec, settings, specs) for spec in specs),
             ]
         ),
         resources={"airbyte": build_airbyte_loader(settings)},

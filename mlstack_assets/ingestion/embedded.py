@@ -39,7 +39,7 @@ from mlstack_assets.warehouse import Warehouse
 CACHE_ALIAS = "mlstack_sync"
 
 
-def _configure_pyairbyte(connector_dir: Path) -> None:
+def configure_pyairbyte(connector_dir: Path) -> None:
     """PyAirbyte reads these when first imported: stay offline, quiet, and inside `.mlstack/`."""
     os.environ.setdefault("AIRBYTE_OFFLINE_MODE", "1")  # no connector registry, no telemetry
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -228,7 +228,7 @@ class EmbeddedAirbyte(AirbyteLoader):
             header = preflight(spec, path).header
             lap("preflight")
             executable = ensure_connector(connector_dir)
-            _configure_pyairbyte(connector_dir)
+            configure_pyairbyte(connector_dir)
             target = _cache(spec, warehouse, workdir)
             report = self._read(spec, path, executable, target.cache, log, header)
             lap("connector")
@@ -264,7 +264,11 @@ class EmbeddedAirbyte(AirbyteLoader):
         try:
             # streams are selected after the catalog is set: selecting them in get_source
             # would run `discover` to list the streams
-            source = ab.get_source(CONNECTOR_NAME, config=config, local_executable=executable)
+            # one name per source: PyAirbyte keeps one log file per connector name, and the
+            # two sources' extracts may run at once (`AirbyteLoader.start_extracts`)
+            source = ab.get_source(
+                f"{CONNECTOR_NAME}-{spec.name}", config=config, local_executable=executable
+            )
             catalog = catalog_from_header(spec.name, header)
             if catalog is not None:  # the stream is known: no `discover` over the file
                 preset_discovered_catalog(source, catalog)

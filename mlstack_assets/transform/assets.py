@@ -14,6 +14,7 @@ Airbyte-backed raw assets) are the upstream of the staging models in the lineage
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from dagster import (
@@ -25,13 +26,13 @@ from dagster import (
     Failure,
     MetadataValue,
     Output,
+    get_dagster_logger,
     multi_asset,
 )
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliInvocation,
-    DbtCliResource,
     DbtProject,
 )
 from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
@@ -46,11 +47,13 @@ from mlstack_assets.transform.audit import (
     describe_test_failure,
     lineage_by_key,
 )
+from mlstack_assets.transform.dbt_resource import InstalledDbtCliResource
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
 GX_SUITE_META = "great_expectations_suite"  # dbt `meta` naming the GX suite that checks a model
 OWNER = "team:mlstack"
+logger = get_dagster_logger()
 
 
 class MlstackDbtTranslator(DagsterDbtTranslator):
@@ -93,7 +96,7 @@ def close_in_process_dbt_duckdb() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
-def events_with_metadata(invocation: DbtCliInvocation) -> Iterator[Any]:
+def events_with_metadata(invocation: DbtCliInvocation, adapter: "Future[Any]") -> Iterator[Any]:
     """dbt's events with row counts, column schemas and column-level lineage attached.
 
     dagster-dbt attaches metadata through `dagster._core.utils.imap`, which spins without
@@ -103,6 +106,7 @@ def events_with_metadata(invocation: DbtCliInvocation) -> Iterator[Any]:
     file), and on BigQuery fetching after the build costs a few metadata queries in a row.
     One path for both warehouses keeps the one the tests run the one production runs. If
     dbt fails, the events it did produce are still reported before its error is raised.
+    `adapter`: dagster-dbt's in-process adapter, made while dbt ran.
     """
     events: list[Any] = []
     error: Exception | None = None
@@ -111,6 +115,10 @@ def events_with_metadata(invocation: DbtCliInvocation) -> Iterator[Any]:
             events.append(event)
     except Exception as failure:  # re-raised below, after the events it did produce
         error = failure
+    try:
+        invocation.adapter = adapter.result()
+    except Exception as failure:  # as dagster-dbt does: no metadata, not a failed step
+        logger.warning(f"no dbt adapter for row counts and column metadata: {failure}")
     yield from (
         DbtEventIterator(iter(events), dbt_cli_invocation=invocation)
         .fetch_row_counts()
@@ -182,19 +190,18 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
         pool=settings.warehouse_pool,
         allow_arbitrary_check_specs=True,
     )
-    def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse):
+    def dbt_models(
+        context: AssetExecutionContext, dbt: InstalledDbtCliResource, warehouse: Warehouse
+    ):
         """`dbt build` into the audit schema, its tests and GX suites there, then publish."""
         with warehouse.exclusive():
             started = time.perf_counter()
             invocation = dbt.cli(["build"], context=context, raise_on_error=False)
-            # The adapter's first metadata query imports agate, babel and pytz (which lists
-            # ~600 time zones); in dagster-dbt's pool threads, beside its polling loop, that
-            # took up to 7 s in `make bench`. Import them now, while dbt runs in its process.
-            import dbt_common.clients.agate_helper  # noqa: F401
-
+            adapter = dbt.adapter_while_dbt_runs(["build"])
             try:
                 events = [
-                    with_compiled_sql(e, invocation) for e in events_with_metadata(invocation)
+                    with_compiled_sql(e, invocation)
+                    for e in events_with_metadata(invocation, adapter)
                 ]
             finally:
                 if warehouse.kind == "duckdb":
