@@ -56,9 +56,17 @@ def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path):
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads((results / "latest.json").read_text())
-    assert {run["variant"] for run in report["runs"]} == {"mlstack", "baseline", "limit"}
+    assert {run["variant"] for run in report["runs"]} == {
+        "mlstack",
+        "baseline",
+        "limit",
+        "airbyte_floor",
+    }
     for run in report["runs"]:
         assert run["total_s"] > 0 and run["peak_rss_mb"] > 0
+        if run["variant"] == "airbyte_floor":  # the connector alone: extract-load only
+            assert set(run["stages_s"]) == {"extract_load"}
+            continue
         assert set(run["stages_s"]) == {
             "extract_load",
             "audit",
@@ -70,3 +78,4 @@ def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path):
     assert {"local", "https_etag"} == set(report["sensor_tick"])
     assert (results / "time_vs_size.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 200 | mlstack |" in completed.stdout
+    assert any(line.startswith("extract_load at 200 rows") for line in report["targets"])
