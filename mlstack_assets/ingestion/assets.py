@@ -7,6 +7,9 @@ never touches the published table, and nothing downstream runs.
 """
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -25,9 +28,9 @@ from dagster import (
 )
 
 from mlstack_assets.ingestion.fingerprint import fingerprint
-from mlstack_assets.ingestion.loader import AirbyteLoader, SyncReport
+from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
-from mlstack_assets.quality.suites import load_suite
+from mlstack_assets.quality.suites import Suite, load_suite
 from mlstack_assets.quality.validation import (
     Validation,
     import_great_expectations,
@@ -135,6 +138,66 @@ def raw_sources_in_run(context: AssetExecutionContext, specs: list[SourceSpec]) 
     ]
 
 
+def _stage(extracted: Extracted) -> float:
+    """Copy the extract into the staging table (hold the warehouse lock); its seconds."""
+    started = time.perf_counter()
+    extracted.stage()
+    seconds = time.perf_counter() - started
+    extracted.report.metadata.setdefault("extract_seconds", {})["stage"] = round(seconds, 3)
+    return seconds
+
+
+def audit_and_publish(
+    context: AssetExecutionContext,
+    spec: SourceSpec,
+    suite: Suite,
+    warehouse: Warehouse,
+    sync: SyncReport,
+    seconds: dict[str, float],
+    data_docs_dir: Path,
+) -> Iterator[Any]:
+    """Audit the staged table with its suite; publish it only if no blocking check failed."""
+    key = AssetKey(spec.name)
+    context.log.info(
+        f"synced {sync.records} records into {warehouse.staging_dataset}.{spec.name}; auditing"
+    )
+    audit_started = time.perf_counter()
+    validation = validate_table(
+        warehouse, warehouse.staging_dataset, spec.name, suite, data_docs_dir
+    )
+    seconds["audit"] = time.perf_counter() - audit_started
+    if validation.blocking_failures:
+        yield from validation.check_results(key)
+        raise audit_failure(spec, warehouse, validation)
+    for outcome in validation.outcomes:
+        if outcome.warning:
+            context.log.warning(f"{spec.name}: {outcome.expectation.check_name}: {outcome.warning}")
+    publish_started = time.perf_counter()
+    warehouse.publish(spec.name)
+    seconds["publish"] = time.perf_counter() - publish_started
+    yield MaterializeResult(
+        metadata={
+            **published_metadata(spec, warehouse, sync),
+            "seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
+        },
+        check_results=validation.check_results(key),
+    )
+
+
+def _failure_from(spec: SourceSpec, error: Exception) -> Failure:
+    """The step's failure for a source that could not be read, or a lock never granted."""
+    if isinstance(error, SourceError):
+        return Failure(
+            description=str(error),
+            metadata={"source": spec.name, "source_url": _url_metadata(spec)},
+            allow_retries=False,
+        )
+    return Failure(  # the warehouse lock (WarehouseLockTimeout)
+        description=f"{spec.name}: nothing was staged or published: {error}",
+        metadata={"source": spec.name},
+    )
+
+
 def build_raw_asset(
     spec: SourceSpec, settings: Settings, all_specs: list[SourceSpec]
 ) -> AssetsDefinition:
@@ -161,7 +224,6 @@ def build_raw_asset(
         check_specs=suite.check_specs(key),
     )
     def raw_asset(context: AssetExecutionContext, airbyte: AirbyteLoader, warehouse: Warehouse):
-        seconds: dict[str, float] = {}
         started = time.perf_counter()
         try:
             airbyte.start_extracts(raw_sources_in_run(context, all_specs), warehouse)
@@ -170,54 +232,20 @@ def build_raw_asset(
             # no warehouse lock while the source is read: a slow or stalled source keeps
             # no other run waiting (`AirbyteLoader.extract`)
             with airbyte.extracted(spec, warehouse, context.log) as extracted:
-                seconds["extract_load"] = time.perf_counter() - started
+                seconds = {"extract_load": time.perf_counter() - started}
                 with warehouse.exclusive(purpose=f"stage, audit and publish {spec.name}"):
-                    staging_started = time.perf_counter()
-                    extracted.stage()
                     # the copy into staging is part of extract-load (the benchmark's stages)
-                    staged_in = time.perf_counter() - staging_started
-                    seconds["extract_load"] += staged_in
-                    extracted.report.metadata.setdefault("extract_seconds", {})["stage"] = round(
-                        staged_in, 3
+                    seconds["extract_load"] += _stage(extracted)
+                    yield from audit_and_publish(
+                        context,
+                        spec,
+                        suite,
+                        warehouse,
+                        extracted.report,
+                        seconds,
+                        settings.data_docs_dir,
                     )
-                    yield from _audit_and_publish(context, spec, warehouse, extracted, seconds)
-        except SourceError as error:
-            raise Failure(
-                description=str(error),
-                metadata={"source": spec.name, "source_url": _url_metadata(spec)},
-                allow_retries=False,
-            ) from None
-        except TimeoutError as error:  # the warehouse lock (WarehouseLockTimeout)
-            raise Failure(
-                description=f"{spec.name}: nothing was staged or published: {error}",
-                metadata={"source": spec.name},
-            ) from None
-
-    def _audit_and_publish(context, spec, warehouse, extracted, seconds):
-        sync = extracted.report
-        staged = f"{warehouse.staging_dataset}.{spec.name}"
-        context.log.info(f"synced {sync.records} records into {staged}; auditing")
-        audit_started = time.perf_counter()
-        validation = validate_table(
-            warehouse, warehouse.staging_dataset, spec.name, suite, settings.data_docs_dir
-        )
-        seconds["audit"] = time.perf_counter() - audit_started
-        if validation.blocking_failures:
-            yield from validation.check_results(key)
-            raise audit_failure(spec, warehouse, validation)
-        for outcome in validation.outcomes:
-            if outcome.warning:
-                check = outcome.expectation.check_name
-                context.log.warning(f"{spec.name}: {check}: {outcome.warning}")
-        publish_started = time.perf_counter()
-        warehouse.publish(spec.name)
-        seconds["publish"] = time.perf_counter() - publish_started
-        yield MaterializeResult(
-            metadata={
-                **published_metadata(spec, warehouse, sync),
-                "seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
-            },
-            check_results=validation.check_results(key),
-        )
+        except (SourceError, TimeoutError) as error:
+            raise _failure_from(spec, error) from None
 
     return raw_asset
