@@ -388,6 +388,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--repeat", type=int, default=int(os.environ.get("MLSTACK_BENCH_REPEAT", "1"))
     )
+    parser.add_argument(
+        "--repeat-largest",
+        type=int,
+        default=None,
+        help="repeats at the largest size only (default: --repeat); its median is of these",
+    )
     parser.add_argument("--ticks", type=int, default=20)
     parser.add_argument(
         "--bigquery-emulator-sizes",
@@ -412,7 +418,8 @@ def main(argv: list[str] | None = None) -> None:
             bigquery_env = stack.enter_context(running_emulator(workdir / "bqemulator")).environment
         for size in sizes:
             sources = generate(workdir / f"sources-{size}", size)
-            for rep in range(args.repeat):
+            repeats = args.repeat_largest if size == max(sizes) and args.repeat_largest else None
+            for rep in range(repeats or args.repeat):
                 shift = rep % len(VARIANTS)
                 order = VARIANTS[shift:] + VARIANTS[:shift]  # interleave the order too
                 if size in emulated:
