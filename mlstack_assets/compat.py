@@ -77,3 +77,82 @@ def initialize_dbt_core_adapter(resource: Any, args: Sequence[str]) -> Any:
     import dbt_common.clients.agate_helper  # noqa: F401
 
     return adapter
+
+
+def retrying_airbyte_client(client: Any, retries: int, log: Any) -> Any:
+    """dagster-airbyte's API client for `client`'s workspace, retrying transient errors only.
+
+    Why private: dagster-airbyte's `AirbyteClient._single_request` (every API call goes
+    through it) retries any `RequestException` (a 404 or a 401 as much as a reset) with a
+    fixed delay and no limit on what it retries; it has no public retry policy. mlstack's
+    client overrides that one method: connection errors, time-outs, 429 and 5xx are retried
+    with exponential backoff (1, 2, 4 s ... capped at 30 s), at most `retries` times, each
+    retry logged through `log`; anything else fails at once. Everything else, secrets
+    included, is the workspace's own client (same fields).
+    """
+    import time
+
+    import requests
+    from dagster import Failure
+    from dagster_airbyte.resources import AirbyteClient
+
+    from mlstack_assets.ingestion.download import (
+        BACKOFF_CAP_SECONDS,
+        BACKOFF_SECONDS,
+        RETRIED_STATUSES,
+    )
+
+    class RetryingAirbyteClient(AirbyteClient):
+        def _single_request(
+            self,
+            method: str,
+            url: str,
+            data: Any = None,
+            params: Any = None,
+            include_additional_request_headers: bool = True,
+        ) -> Any:
+            path = requests.utils.urlparse(url).path
+            for attempt in range(retries + 1):
+                try:
+                    session = self._get_session(
+                        include_additional_request_headers=include_additional_request_headers
+                    )
+                    response = session.request(
+                        method=method,
+                        url=url,
+                        json=data,
+                        params=params,
+                        timeout=self.request_timeout,
+                    )
+                except (requests.ConnectionError, requests.Timeout) as error:
+                    reason = f"{type(error).__name__} ({_innermost(error)})"
+                else:
+                    if response.ok:
+                        return response.json()
+                    reason = f"HTTP {response.status_code} {response.reason}"
+                    if response.status_code not in RETRIED_STATUSES:
+                        raise Failure(
+                            f"Airbyte API {method} {path} answered {reason} (not retried:"
+                            " only connection errors, time-outs, 429 and 5xx are)",
+                            allow_retries=False,
+                        )
+                if attempt == retries:
+                    break
+                delay = min(BACKOFF_SECONDS * 2**attempt, BACKOFF_CAP_SECONDS)
+                log(
+                    f"Airbyte API {method} {path}: {reason}; retry {attempt + 1} of {retries}"
+                    f" in {delay:g} s"
+                )
+                time.sleep(delay)
+            raise Failure(
+                f"Max retries ({retries}) exceeded: Airbyte API {method} {path}: {reason}",
+                allow_retries=False,
+            )
+
+    fields = {name: getattr(client, name) for name in AirbyteClient.model_fields}
+    return RetryingAirbyteClient(**fields)
+
+
+def _innermost(error: BaseException) -> str:
+    text = str(error)
+    return text.rsplit("Caused by ", 1)[-1].strip("()'\" ")[:200]

@@ -76,3 +76,24 @@ def test_the_dbt_adapter_can_be_made_apart_from_cli():
 
     assert type(adapter).__name__ == "DuckDBAdapter"
     assert adapter.config.project_name == "mlstack"
+
+
+def test_every_airbyte_api_call_goes_through_single_request():
+    """mlstack's retrying Airbyte client overrides `_single_request`: it must still be the
+    one place dagster-airbyte's client sends a request, with the same parameters."""
+    import inspect
+
+    from dagster_airbyte.resources import AirbyteClient
+
+    assert list(inspect.signature(AirbyteClient._single_request).parameters) == [
+        "self",
+        "method",
+        "url",
+        "data",
+        "params",
+        "include_additional_request_headers",
+    ]
+    source = inspect.getsource(AirbyteClient)
+    assert source.count("session.request(") == 1
+    assert "session.request(" in inspect.getsource(AirbyteClient._single_request)
+    assert "requests.get(" not in source and "requests.post(" not in source
