@@ -156,3 +156,20 @@ def retrying_airbyte_client(client: Any, retries: int, log: Any) -> Any:
 def _innermost(error: BaseException) -> str:
     text = str(error)
     return text.rsplit("Caused by ", 1)[-1].strip("()'\" ")[:200]
+
+
+def close_dbt_duckdb_connections() -> None:
+    """Close the DuckDB file that dagster-dbt's in-process dbt-duckdb adapter opened.
+
+    Why private: dbt-duckdb keeps one process-wide DuckDB environment with its connection
+    open (`DuckDBConnectionManager.env()`) and has no public close; left open, the next step
+    of the run could not open the file with Dagster's own, differently configured,
+    connection ("different configuration than existing connections").
+    """
+    import contextlib
+
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with contextlib.suppress(Exception):  # no environment: nothing was opened
+        DuckDBConnectionManager.env().close()
+    DuckDBConnectionManager.close_all_connections()

@@ -11,7 +11,6 @@ dagster-dbt only respects test failures within a single definition. dbt sources 
 Airbyte-backed raw assets) are the upstream of the staging models in the lineage.
 """
 
-import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
@@ -81,19 +80,6 @@ class MlstackDbtTranslator(DagsterDbtTranslator):
             spec = spec.merge_attributes(kinds={"great_expectations"})
         published = ".".join(p for p in (node.get("database"), self.dataset, node["alias"]) if p)
         return spec.replace_attributes(metadata={**spec.metadata, "dagster/table_name": published})
-
-
-def close_in_process_dbt_duckdb() -> None:
-    """Close the DuckDB file that dagster-dbt's in-process adapter opened for metadata.
-
-    dbt-duckdb keeps one connection per process open; left open, the next step of this run
-    could not open the file with Dagster's own (differently configured) connection.
-    """
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    with contextlib.suppress(Exception):  # no environment: nothing was opened
-        DuckDBConnectionManager.env().close()
-    DuckDBConnectionManager.close_all_connections()
 
 
 def events_with_metadata(invocation: DbtCliInvocation, adapter: "Future[Any]") -> Iterator[Any]:
@@ -204,8 +190,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
                     for e in events_with_metadata(invocation, adapter)
                 ]
             finally:
-                if warehouse.kind == "duckdb":
-                    close_in_process_dbt_duckdb()
+                warehouse.after_dbt()
             manifest = invocation.manifest
             models = [
                 model

@@ -2,6 +2,7 @@
 
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dagster import get_dagster_logger
@@ -11,7 +12,7 @@ from dagster_gcp.bigquery.io_manager import BigQueryClient
 from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandler
 
 from mlstack_assets.settings import Settings
-from mlstack_assets.warehouse import TableColumns, Warehouse
+from mlstack_assets.warehouse import PyAirbyteTarget, TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 RETRY_INITIAL_SECONDS = 1.0  # then 2, 4, 8, 8, ... until RETRY_TIMEOUT_SECONDS in all
@@ -61,6 +62,9 @@ class BigQueryWarehouse(Warehouse):
     """A BigQuery dataset; publishing is a table copy job with WRITE_TRUNCATE (atomic)."""
 
     bigquery: BigQueryResource
+    # a service account key file (GOOGLE_APPLICATION_CREDENTIALS), for PyAirbyte's cache;
+    # None: application default credentials
+    credentials_path: str | None = None
 
     @property
     def kind(self) -> str:
@@ -93,9 +97,6 @@ class BigQueryWarehouse(Warehouse):
         with self.bigquery.get_client() as client:
             return [tuple(row.values()) for row in _run(client, sql)]
 
-    def row_count(self, schema: str, table: str) -> int:
-        return self.query(f"select count(*) from {self.qualified(schema, table)}")[0][0]
-
     def drop_staged(self, table: str) -> None:
         with self.bigquery.get_client() as client:
             client.delete_table(
@@ -103,6 +104,31 @@ class BigQueryWarehouse(Warehouse):
                 not_found_ok=True,
                 retry=transient_retry("delete table"),
             )
+
+    def pyairbyte_target(self, stream: str, workdir: Path) -> PyAirbyteTarget:
+        """PyAirbyte's BigQuery cache writes the staging dataset itself (no lock exists or is
+        needed); the rows it wrote are counted by PyAirbyte's own report."""
+        import airbyte as ab
+
+        # PyAirbyte leaves an existing table alone when a sync reads no records: start
+        # empty, so a header-only source stages zero rows instead of yesterday's.
+        self.drop_staged(stream)
+        cache = ab.BigQueryCache(
+            project_name=self.project,
+            dataset_name=self.staging_dataset,
+            # PyAirbyte creates the dataset in "US" unless told: staging must be where the
+            # published dataset is, or the publishing copy job fails (it cannot cross locations)
+            dataset_location=self.location,
+            credentials_path=self.credentials_path,
+            cache_dir=workdir / "pyairbyte",
+        )
+        return PyAirbyteTarget(cache, synced_rows=lambda: None, stage=lambda: None)
+
+    def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
+        datasource = context.data_sources.add_bigquery(
+            name="warehouse", connection_string=f"bigquery://{self.project}/{schema}"
+        )
+        return datasource, datasource.add_table_asset(name=table, table_name=table)
 
     def ensure_dataset(self, dataset: str) -> None:
         from google.cloud import bigquery
@@ -184,6 +210,7 @@ def build_bigquery_resources(settings: Settings) -> dict[str, Any]:
         "warehouse": BigQueryWarehouse(
             dataset=settings.dataset,
             bigquery=BigQueryResource(project=settings.bigquery_project, location=location),
+            credentials_path=settings.google_credentials_path,
         ),
         "io_manager": WarehouseBigQueryIOManager(
             project=settings.bigquery_project, dataset=settings.dataset, location=location
