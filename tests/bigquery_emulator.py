@@ -57,7 +57,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from mlstack_assets.settings import REPO_ROOT
+
 EMULATOR_VENV = REPO_ROOT / ".mlstack" / "bqemulator-venv"
 EMULATOR = EMULATOR_VENV / "bin" / "bqemulator"
 PROJECT = "mlstack-emulator"

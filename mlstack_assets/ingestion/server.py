@@ -21,7 +21,7 @@ from dagster_airbyte.utils import get_airbyte_connection_table_name
 
 from mlstack_assets.compat import retrying_airbyte_client
 from mlstack_assets.ingestion.loader import AirbyteLoader, SyncReport
-from mlstack_assets.ingestion.sources import SOURCE_COLUMNS, SourceError, SourceSpec
+from mlstack_assets.ingestion.sources import SOURCE_ENV_VARS, SourceError, SourceSpec
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
 
@@ -165,7 +165,7 @@ def build_server_loader(settings: Settings) -> AirbyteServer:
     return AirbyteServer(
         workspace=workspace,
         connection_ids={
-            source: settings.airbyte_connection_ids.get(source, "") for source in SOURCE_COLUMNS
+            source: settings.airbyte_connection_ids.get(source, "") for source in SOURCE_ENV_VARS
         },
         api_retries=settings.source_retries,
     )
