@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlstack_assets.compat import preset_discovered_catalog
+from mlstack_assets.imports import import_serially
 from mlstack_assets.ingestion.connector import (
     CONNECTOR_NAME,
     CONNECTOR_VERSION,
@@ -161,6 +162,7 @@ class EmbeddedAirbyte(AirbyteLoader):
             lap("preflight")
             executable = ensure_connector(connector_dir)
             configure_pyairbyte(connector_dir)
+            import_serially("airbyte", "airbyte.caches", "airbyte.exceptions")
             target = warehouse.pyairbyte_target(spec.name, workdir)
             report = self._read(spec, path, executable, target.cache, log, header)
             lap("connector")

@@ -17,6 +17,7 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue
 
+from mlstack_assets.imports import import_serially
 from mlstack_assets.quality.suites import Expectation, Suite
 from mlstack_assets.warehouse import Warehouse
 
@@ -245,8 +246,7 @@ def _without_published_yet(
 def import_great_expectations() -> None:
     """Import GX ahead of the first audit (it takes seconds), e.g. while a connector reads."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations  # noqa: F401
-    from great_expectations.checkpoint import UpdateDataDocsAction  # noqa: F401
+    import_serially("great_expectations", "great_expectations.checkpoint")
 
 
 def _gx_context(data_docs_dir: Path) -> Any:

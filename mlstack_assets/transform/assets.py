@@ -34,9 +34,12 @@ from dagster_dbt import (
     DbtCliInvocation,
     DbtProject,
 )
-from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 
-from mlstack_assets.compat import dbt_asset_and_check_specs
+from mlstack_assets.compat import (
+    InstalledDbtCliResource,
+    dbt_asset_and_check_specs,
+    dbt_events_with_metadata,
+)
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import Settings
@@ -46,7 +49,6 @@ from mlstack_assets.transform.audit import (
     describe_test_failure,
     lineage_by_key,
 )
-from mlstack_assets.transform.dbt_resource import InstalledDbtCliResource
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
@@ -105,11 +107,7 @@ def events_with_metadata(invocation: DbtCliInvocation, adapter: "Future[Any]") -
         invocation.adapter = adapter.result()
     except Exception as failure:  # as dagster-dbt does: no metadata, not a failed step
         logger.warning(f"no dbt adapter for row counts and column metadata: {failure}")
-    yield from (
-        DbtEventIterator(iter(events), dbt_cli_invocation=invocation)
-        .fetch_row_counts()
-        .fetch_column_metadata()
-    )
+    yield from dbt_events_with_metadata(events, invocation)
     if error is not None:
         raise error
 

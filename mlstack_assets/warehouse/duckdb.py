@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from dagster import get_dagster_logger
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
+from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import PyAirbyteTarget, TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
@@ -298,7 +298,7 @@ class DuckDBWarehouse(Warehouse):
         return PyAirbyteTarget(cache, synced_rows=synced_rows, stage=stage)
 
     def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
-        from mlstack_assets.warehouse import gx_duckdb  # noqa: F401  registers add_duckdb
+        from mlstack_assets.compat import gx_duckdb  # noqa: F401  registers add_duckdb
 
         datasource = context.data_sources.add_duckdb(
             name="warehouse", connection_string=f"duckdb:///{self.path}"
