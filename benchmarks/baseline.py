@@ -21,7 +21,7 @@ from mlstack_assets.ingestion.connector import CONNECTOR_NAME, ensure_connector
 from mlstack_assets.ingestion.embedded import configure_pyairbyte
 from mlstack_assets.ingestion.sources import SourceSpec, source_specs
 from mlstack_assets.ml import plot
-from mlstack_assets.ml.assets import known_tags
+from mlstack_assets.ml.assets import default_split, known_tags
 from mlstack_assets.ml.sql import ml_dataset_sql, ml_splits_sql, split_counts_sql
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.quality.validation import validate_table
@@ -106,7 +106,7 @@ def main() -> None:
         f"create or replace table {dataset} as {ml_dataset_sql(labeled, 'duckdb', known_tags())}"
     )
     warehouse.query(
-        f"create or replace table {splits} as {ml_splits_sql(dataset, 'duckdb', 42, 0.15, 0.15)}"
+        f"create or replace table {splits} as {ml_splits_sql(dataset, 'duckdb', *default_split())}"
     )
     table = plot.distribution_table(warehouse.query(split_counts_sql(splits)))
     plot.render(table, settings.home / "plots" / "baseline_tag_distribution.png")

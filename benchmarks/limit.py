@@ -12,7 +12,7 @@ import time
 
 import duckdb
 
-from mlstack_assets.ml.assets import known_tags
+from mlstack_assets.ml.assets import default_split, known_tags
 from mlstack_assets.ml.sql import ml_dataset_sql, ml_splits_sql, split_counts_sql
 
 READ = """create or replace table staging.{name} as
@@ -86,7 +86,7 @@ def main(projects: str, tags: str, database: str) -> None:
     )
     conn.execute(
         "create or replace table main.ml_splits as "
-        + ml_splits_sql("main.ml_dataset", "duckdb", 42, 0.15, 0.15)
+        + ml_splits_sql("main.ml_dataset", "duckdb", *default_split())
     )
     conn.execute(split_counts_sql("main.ml_splits")).fetchall()
     seconds["ml"] = time.perf_counter() - started

@@ -43,8 +43,8 @@ import psutil
 
 from benchmarks.generate import generate
 from mlstack_assets.cli import materialize_command
+from mlstack_assets.settings import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 STAGES = ("extract_load", "audit", "publish", "transform", "checks", "ml")
 VARIANTS = ("limit", "airbyte_floor", "baseline", "mlstack")

@@ -461,9 +461,9 @@ def run(args: argparse.Namespace) -> int:
             symbol = symbols_for(out)["skipped"]
             print(f"  {symbol} not run (upstream failed): {', '.join(skipped)}", file=out)
         summary = summarize_run(instance, progress.run_id)
-    where = settings.duckdb_path if settings.warehouse == "duckdb" else settings.bigquery_project
     print("\n" + format_summary(summary, elapsed, verbose=args.verbose), file=out)
-    print(f"\nwarehouse: {settings.warehouse} {where}, dataset {settings.dataset}", file=out)
+    where = f"{settings.warehouse} {settings.warehouse_location}, dataset {settings.dataset}"
+    print(f"\nwarehouse: {where}", file=out)
     print(f"full log:  {_shown(log)}", file=out)
     return 0 if returncode == 0 and summary.ok else 1
 

@@ -56,6 +56,11 @@ class Settings:
     slack_channel: str = ""
     slack_api_url: str = "https://slack.com/api/"
     alert_webhook: bool = False
+    # the service account key file's path (not its content): None for application default
+    # credentials. The key itself is read only by the Google clients.
+    google_credentials_path: str | None = None
+    # server mode on DuckDB: the file the Airbyte host's DuckDB destination writes
+    airbyte_duckdb_destination: str = "/local/mlstack/warehouse.duckdb"
 
     @property
     def staging_dataset(self) -> str:
@@ -82,6 +87,11 @@ class Settings:
     def warehouse_pool(self) -> str | None:
         """Dagster concurrency pool of the steps that touch a DuckDB file (one writer at a time)."""
         return "duckdb_warehouse" if self.warehouse == "duckdb" else None
+
+    @property
+    def warehouse_location(self) -> str:
+        """Where the warehouse is, for people: the DuckDB file or the BigQuery project."""
+        return str(self.duckdb_path) if self.warehouse == "duckdb" else self.bigquery_project
 
     @property
     def slack_alerts(self) -> bool:
@@ -208,5 +218,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         # the longest a step waits for another process's warehouse lock before failing
         lock_timeout_seconds=_positive(env, "MLSTACK_LOCK_TIMEOUT_SECONDS", 900.0),
         freshness_max_age_hours=_freshness_max_age_hours(env),
+        google_credentials_path=env.get("GOOGLE_APPLICATION_CREDENTIALS", "").strip() or None,
+        airbyte_duckdb_destination=env.get("MLSTACK_AIRBYTE_DUCKDB_DESTINATION_PATH", "").strip()
+        or "/local/mlstack/warehouse.duckdb",
         **_alert_settings(env),
     )

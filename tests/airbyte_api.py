@@ -12,6 +12,8 @@ test writes the staged table there, as Airbyte's destination would.
 
 import json
 import secrets
+import socket
+import struct
 import threading
 import uuid
 from collections.abc import Callable
@@ -46,6 +48,9 @@ class FakeAirbyte:
     on_sync: Callable[[dict, str], None] | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    # path prefix -> failures for the next requests to it, one each: "reset" (the
+    # connection drops, TCP RST) or an HTTP status; later requests are answered normally
+    faults: dict[str, list[str | int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -163,6 +168,17 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if self.headers.get("Authorization") != f"Bearer {api.token}":
             return self._reject(401, "missing or wrong bearer token")
+        with api.lock:
+            queue = next((q for p, q in api.faults.items() if path.startswith(p) and q), None)
+            fault = queue.pop(0) if queue else None
+        if fault == "reset":
+            # SO_LINGER 0: closing sends a TCP RST, as a dropped connection does
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return None
+        if fault is not None:
+            return self._send(int(fault), {"status": fault, "title": "injected by the test"})
         with api.lock:
             if path.startswith(CONFIG + "/"):
                 return self._config_api(path[len(CONFIG) :])

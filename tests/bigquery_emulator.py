@@ -57,7 +57,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from mlstack_assets.settings import REPO_ROOT
+
 EMULATOR_VENV = REPO_ROOT / ".mlstack" / "bqemulator-venv"
 EMULATOR = EMULATOR_VENV / "bin" / "bqemulator"
 PROJECT = "mlstack-emulator"
@@ -132,6 +133,8 @@ class GatewayState:
     resumable: dict[str, bytearray] = field(default_factory=dict)
     # (method, path, seconds) of every API call, for the tests and for profiling
     calls: list[tuple[str, str, float]] = field(default_factory=list, repr=False)
+    # (method, path prefix) -> HTTP statuses the next such calls get instead of an answer
+    faults: dict[tuple[str, str], list[int]] = field(default_factory=dict, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -227,6 +230,22 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         if self.headers.get("Authorization") != f"Bearer {state.access_token}":
             self._reply(401, b'{"error": {"code": 401, "message": "no valid bearer token"}}')
+            return
+        with state.lock:
+            queue = next(
+                (
+                    q
+                    for (method, prefix), q in state.faults.items()
+                    if method == self.command and url.path.startswith(prefix) and q
+                ),
+                None,
+            )
+            fault = queue.pop(0) if queue else None
+        if fault is not None:  # BigQuery's error shape, as the client parses it
+            error = {"code": fault, "message": "injected by the test", "errors": []}
+            self._reply(
+                fault, json.dumps({"error": error}).encode(), {"Content-Type": "application/json"}
+            )
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
         query = parse_qs(url.query)

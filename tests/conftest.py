@@ -15,11 +15,10 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
+from mlstack_assets.settings import REPO_ROOT  # noqa: F401  (the tests import it from here)
 from tests.bigquery_emulator import BigQueryEmulator, running_emulator
 from tests.fixture_data import write_projects, write_tags
 from tests.https_server import HTTPSServer, start_https_server
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -101,16 +100,20 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQ
         yield emulator
 
 
-@pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    monkeypatch.setenv("MLSTACK_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+def use_local_stack(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """The embedded default under `root`: a DuckDB file, the default fixture sources, the
+    default dataset and embedded Airbyte, whatever the calling shell had set."""
+    monkeypatch.setenv("MLSTACK_DUCKDB_PATH", str(root / "warehouse.duckdb"))
     monkeypatch.setenv("MLSTACK_WAREHOUSE", "duckdb")
     monkeypatch.delenv("MLSTACK_DATASET", raising=False)
     monkeypatch.delenv("MLSTACK_AIRBYTE", raising=False)
-    monkeypatch.setenv(
-        "MLSTACK_PROJECTS_URL", str(write_projects(tmp_path / "src" / "projects.csv"))
-    )
-    monkeypatch.setenv("MLSTACK_TAGS_URL", str(write_tags(tmp_path / "src" / "tags.csv")))
+    monkeypatch.setenv("MLSTACK_PROJECTS_URL", str(write_projects(root / "src" / "projects.csv")))
+    monkeypatch.setenv("MLSTACK_TAGS_URL", str(write_tags(root / "src" / "tags.csv")))
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    use_local_stack(monkeypatch, tmp_path)
     (tmp_path / "dagster_home").mkdir()
     overrides = {"concurrency": {"pools": {"default_limit": 1}}}
     with instance_for_test(
@@ -124,12 +127,7 @@ def published_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A warehouse built once from the default fixtures; tests copy it instead of rebuilding."""
     root = tmp_path_factory.mktemp("published")
     with pytest.MonkeyPatch.context() as monkeypatch, instance_for_test() as instance:
-        monkeypatch.setenv("MLSTACK_DUCKDB_PATH", str(root / "warehouse.duckdb"))
-        monkeypatch.setenv("MLSTACK_WAREHOUSE", "duckdb")
-        monkeypatch.setenv(
-            "MLSTACK_PROJECTS_URL", str(write_projects(root / "src" / "projects.csv"))
-        )
-        monkeypatch.setenv("MLSTACK_TAGS_URL", str(write_tags(root / "src" / "tags.csv")))
+        use_local_stack(monkeypatch, root)
         result = Stack(root=root, monkeypatch=monkeypatch, instance=instance).materialize()
         assert result.success, [e.message for e in result.all_events if e.is_failure]
     return root / "warehouse.duckdb"

@@ -18,7 +18,7 @@ from dagster._serdes import serialize_value
 
 from mlstack_assets.ingestion.airbyte_setup import AirbyteSetup
 from mlstack_assets.settings import load_settings
-from tests.airbyte_api import FakeAirbyte, start_fake_airbyte
+from tests.airbyte_api import CONFIG, REST, FakeAirbyte, start_fake_airbyte
 from tests.conftest import Stack
 from tests.fixture_data import PROJECTS
 from tests.test_pipeline import failure_messages, materialized_keys
@@ -173,6 +173,36 @@ def test_definitions_load_when_the_airbyte_api_is_down(stack: Stack, airbyte: Fa
     assert not result.success
     assert "source 'tags'" in failure_messages(result)
     assert "Max retries" in failure_messages(result)
+
+
+def test_airbyte_api_resets_and_5xx_are_retried_with_backoff_and_logged(
+    stack: Stack, airbyte: FakeAirbyte
+):
+    airbyte.faults[f"{REST}/jobs"] = ["reset", 502]  # the first two job requests fail
+
+    result = stack.materialize("tags")
+
+    assert result.success, failure_messages(result)
+    retries = [
+        e.user_message for e in stack.instance.all_logs(result.run_id) if "retry " in e.user_message
+    ]
+    assert len(retries) == 2, retries
+    assert "retry 1 of 3 in 1 s" in retries[0] and "ConnectionError" in retries[0]
+    assert "HTTP 502" in retries[1] and "retry 2 of 3 in 2 s" in retries[1]
+    jobs = [request for request in airbyte.requests if request[1].startswith(f"{REST}/jobs")]
+    assert jobs[0] == jobs[1] == jobs[2]  # the same request: failed twice, then answered
+
+
+def test_airbyte_api_404_is_not_retried(stack: Stack, airbyte: FakeAirbyte):
+    airbyte.faults[f"{CONFIG}/connections/get"] = [404]
+
+    result = stack.materialize("tags")
+
+    assert not result.success
+    message = failure_messages(result)
+    assert "source 'tags'" in message and "HTTP 404" in message and "not retried" in message
+    assert airbyte.calls("POST", f"{CONFIG}/connections/get") == 1
+    assert not [e for e in stack.instance.all_logs(result.run_id) if "retry " in e.user_message]
 
 
 def test_credentials_never_appear_in_logs_or_event_metadata(

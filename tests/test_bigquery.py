@@ -301,3 +301,63 @@ def test_make_run_against_a_running_emulator_as_the_readme_shows(stack: Stack, t
         assert (count, tagged) == (len(PROJECTS), len(PROJECTS))
     finally:
         stop(serve)
+
+
+@pytest.fixture
+def bigquery_warehouse(bigquery_emulator: BigQueryEmulator, monkeypatch: pytest.MonkeyPatch):
+    """mlstack's BigQuery warehouse on the emulator, built from settings as in production."""
+    from mlstack_assets.settings import load_settings
+    from mlstack_assets.warehouse.bigquery import build_bigquery_resources
+
+    monkeypatch.setenv("MLSTACK_WAREHOUSE", "bigquery")
+    monkeypatch.setenv("MLSTACK_BQ_LOCATION", LOCATION)
+    for name, value in bigquery_emulator.environment.items():
+        monkeypatch.setenv(name, value)
+    bigquery_emulator.gateway.faults.clear()
+    yield build_bigquery_resources(load_settings())["warehouse"]
+    bigquery_emulator.gateway.faults.clear()
+
+
+def _calls_since(emulator: BigQueryEmulator, first: int, method: str, path: str) -> int:
+    return sum(1 for call in emulator.gateway.calls[first:] if call[:2] == (method, path))
+
+
+def _retry_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "BigQuery " in r.getMessage()]
+
+
+def test_transient_bigquery_errors_are_retried_with_backoff_and_logged(
+    bigquery_warehouse, bigquery_emulator: BigQueryEmulator, caplog: pytest.LogCaptureFixture
+):
+    project = bigquery_emulator.project
+    datasets = f"/bigquery/v2/projects/{project}/datasets"
+    bigquery_emulator.gateway.faults[("POST", datasets)] = [503, 502]
+    calls_before = len(bigquery_emulator.gateway.calls)
+    with caplog.at_level("WARNING", logger="dagster"):
+        bigquery_warehouse.ensure_dataset("retry_probe")
+
+    lines = _retry_lines(caplog)
+    assert len(lines) == 2, lines
+    assert "ServiceUnavailable" in lines[0] and "retry 1" in lines[0]
+    assert "BadGateway" in lines[1] and "retry 2" in lines[1]
+    with bigquery_emulator.client() as client:
+        assert client.get_dataset(f"{project}.retry_probe").dataset_id == "retry_probe"
+    # two failures, then the create
+    assert _calls_since(bigquery_emulator, calls_before, "POST", datasets) == 3
+
+
+def test_a_bad_bigquery_request_is_not_retried(
+    bigquery_warehouse, bigquery_emulator: BigQueryEmulator, caplog: pytest.LogCaptureFixture
+):
+    from google.api_core.exceptions import BadRequest
+
+    project = bigquery_emulator.project
+    datasets = f"/bigquery/v2/projects/{project}/datasets"
+    bigquery_emulator.gateway.faults[("POST", datasets)] = [400]
+    calls_before = len(bigquery_emulator.gateway.calls)
+
+    with caplog.at_level("WARNING", logger="dagster"), pytest.raises(BadRequest):
+        bigquery_warehouse.ensure_dataset("never_created")
+
+    assert _retry_lines(caplog) == []
+    assert _calls_since(bigquery_emulator, calls_before, "POST", datasets) == 1

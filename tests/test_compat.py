@@ -76,3 +76,84 @@ def test_the_dbt_adapter_can_be_made_apart_from_cli():
 
     assert type(adapter).__name__ == "DuckDBAdapter"
     assert adapter.config.project_name == "mlstack"
+
+
+def test_every_airbyte_api_call_goes_through_single_request():
+    """mlstack's retrying Airbyte client overrides `_single_request`: it must still be the
+    one place dagster-airbyte's client sends a request, with the same parameters."""
+    import inspect
+
+    from dagster_airbyte.resources import AirbyteClient
+
+    assert list(inspect.signature(AirbyteClient._single_request).parameters) == [
+        "self",
+        "method",
+        "url",
+        "data",
+        "params",
+        "include_additional_request_headers",
+    ]
+    source = inspect.getsource(AirbyteClient)
+    assert source.count("session.request(") == 1
+    assert "session.request(" in inspect.getsource(AirbyteClient._single_request)
+    assert "requests.get(" not in source and "requests.post(" not in source
+
+
+def test_dagster_db_io_manager_keeps_what_the_warehouse_io_managers_override():
+    import inspect
+
+    from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+
+    assert list(inspect.signature(DbIOManager.handle_output).parameters) == [
+        "self",
+        "context",
+        "obj",
+    ]
+    assert {"handle_output", "load_input", "supported_types"} <= set(dir(DbTypeHandler))
+    assert {"table", "schema", "database"} <= set(TableSlice.__annotations__)
+
+
+def test_dagster_dbt_still_asks_dbt_for_its_version_in_a_cached_property():
+    import functools
+    import inspect
+
+    from dagster_dbt import DbtCliResource
+
+    from mlstack_assets.compat import InstalledDbtCliResource
+
+    assert isinstance(
+        inspect.getattr_static(DbtCliResource, "_cli_version"), functools.cached_property
+    )
+    assert "self._cli_version" in inspect.getsource(DbtCliResource.cli)
+    settings = load_settings({})
+    project = dbt_project(settings.warehouse, settings.dbt_database)
+    assert str(InstalledDbtCliResource(project_dir=project)._cli_version).startswith("1.")
+
+
+def test_dagster_dbt_event_iterator_still_wraps_collected_events():
+    import inspect
+
+    from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
+
+    parameters = inspect.signature(DbtEventIterator.__init__).parameters
+    assert list(parameters)[:3] == ["self", "events", "dbt_cli_invocation"]
+    assert {"fetch_row_counts", "fetch_column_metadata"} <= set(dir(DbtEventIterator))
+
+
+def test_gx_sql_engine_still_keeps_its_connection_in_a_private_attribute():
+    from great_expectations.execution_engine.sqlalchemy_execution_engine import (
+        SqlAlchemyExecutionEngine,
+    )
+
+    engine = SqlAlchemyExecutionEngine(connection_string="duckdb:///:memory:")
+    assert hasattr(engine, "_connection")
+
+
+def test_dbt_duckdb_still_keeps_one_process_wide_environment():
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    from mlstack_assets.compat import close_dbt_duckdb_connections
+
+    assert callable(DuckDBConnectionManager.env)
+    assert callable(DuckDBConnectionManager.close_all_connections)
+    close_dbt_duckdb_connections()  # nothing open: a no-op, not an error

@@ -8,7 +8,6 @@ ids to export. Credentials are sent to Airbyte, never printed.
 """
 
 import os
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -22,8 +21,7 @@ from mlstack_assets.ingestion.server import (
 )
 from mlstack_assets.ingestion.sources import source_specs
 from mlstack_assets.settings import Settings
-
-DUCKDB_DESTINATION_PATH_VAR = "MLSTACK_AIRBYTE_DUCKDB_DESTINATION_PATH"
+from mlstack_assets.warehouse import airbyte_destination_configuration
 
 
 class AirbyteSetupError(RuntimeError):
@@ -35,27 +33,6 @@ def _required(name: str) -> str:
     if not value:
         raise AirbyteSetupError(f"set {name} first")
     return value
-
-
-def destination_configuration(settings: Settings) -> dict[str, Any]:
-    if settings.warehouse == "bigquery":
-        configuration = {
-            "destinationType": "bigquery",
-            "project_id": settings.bigquery_project,
-            "dataset_location": settings.bigquery_location,
-            "dataset_id": settings.staging_dataset,
-            "loading_method": {"method": "Standard"},
-        }
-        keyfile = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
-        if keyfile:
-            configuration["credentials_json"] = Path(keyfile).read_text()
-        return configuration
-    # A DuckDB destination writes a file on the Airbyte host: it must be the file
-    # MLSTACK_DUCKDB_PATH names here (Airbyte OSS mounts /tmp/airbyte_local as /local).
-    path = (
-        os.environ.get(DUCKDB_DESTINATION_PATH_VAR, "").strip() or "/local/mlstack/warehouse.duckdb"
-    )
-    return {"destinationType": "duckdb", "destination_path": path}
 
 
 class AirbyteSetup:
@@ -118,7 +95,7 @@ class AirbyteSetup:
             f"mlstack {self.settings.warehouse}",
             {
                 "workspaceId": self.workspace_id,
-                "configuration": destination_configuration(self.settings),
+                "configuration": airbyte_destination_configuration(self.settings),
             },
         )
         connection_ids = {}

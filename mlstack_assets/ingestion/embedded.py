@@ -18,12 +18,13 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mlstack_assets.compat import preset_discovered_catalog
+from mlstack_assets.imports import import_serially
 from mlstack_assets.ingestion.connector import (
     CONNECTOR_NAME,
     CONNECTOR_VERSION,
@@ -34,9 +35,7 @@ from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
 from mlstack_assets.ingestion.preflight import count_records, preflight
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec, local_file
 from mlstack_assets.ingestion.syncdir import sync_directory
-from mlstack_assets.warehouse import Warehouse
-
-CACHE_ALIAS = "mlstack_sync"
+from mlstack_assets.warehouse import PyAirbyteTarget, Warehouse
 
 
 def configure_pyairbyte(connector_dir: Path) -> None:
@@ -45,72 +44,6 @@ def configure_pyairbyte(connector_dir: Path) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("NO_LIVE_PROGRESS", "1")
     os.environ.setdefault("AIRBYTE_LOGGING_ROOT", str(connector_dir / "logs"))
-
-
-@dataclasses.dataclass
-class _Cache:
-    """Where PyAirbyte writes, how many rows arrived there, and how they reach staging."""
-
-    cache: Any
-    synced_rows: Callable[[], int | None]
-    stage: Callable[[], None]
-
-
-def _cache(spec: SourceSpec, warehouse: Warehouse, workdir: Path) -> _Cache:
-    """The one place that decides where a sync writes.
-
-    DuckDB: a private DuckDB file in the sync's directory, no warehouse lock needed while
-    the connector runs; `stage` copies its table into the warehouse. BigQuery: PyAirbyte's
-    BigQuery cache writes the staging dataset itself (no lock exists or is needed).
-    """
-    import airbyte as ab
-
-    staging = warehouse.staging_dataset
-    if warehouse.kind == "bigquery":
-        # PyAirbyte leaves an existing table alone when a sync reads no records: start
-        # empty, so a header-only source stages zero rows instead of yesterday's.
-        warehouse.drop_staged(spec.name)
-        cache = ab.BigQueryCache(
-            project_name=warehouse.project,  # type: ignore[attr-defined]
-            dataset_name=staging,
-            # PyAirbyte creates the dataset in "US" unless told: staging must be where the
-            # published dataset is, or the publishing copy job fails (it cannot cross locations)
-            dataset_location=warehouse.location,  # type: ignore[attr-defined]
-            credentials_path=os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"),
-            cache_dir=workdir / "pyairbyte",
-        )
-        return _Cache(cache, synced_rows=lambda: None, stage=lambda: None)
-
-    import duckdb
-
-    db_path = workdir / "cache.duckdb"
-    cache = ab.DuckDBCache(db_path=db_path, schema_name=staging, cache_dir=workdir / "pyairbyte")
-
-    def synced_rows() -> int | None:
-        with duckdb.connect(str(db_path), read_only=True) as conn:
-            found = conn.execute(
-                "select count(*) from information_schema.tables"
-                " where table_schema = ? and table_name = ?",
-                [staging, spec.name],
-            ).fetchone()[0]
-            if not found:
-                return None
-            return conn.execute(f'select count(*) from "{staging}"."{spec.name}"').fetchone()[0]
-
-    def stage() -> None:
-        target = warehouse.qualified(staging, spec.name)
-        with warehouse.connection() as conn:
-            conn.execute(f"attach '{db_path}' as {CACHE_ALIAS} (read_only)")
-            try:
-                conn.execute(f'create schema if not exists "{staging}"')
-                conn.execute(
-                    f"create or replace table {target} as"
-                    f' select * from {CACHE_ALIAS}."{staging}"."{spec.name}"'
-                )
-            finally:
-                conn.execute(f"detach {CACHE_ALIAS}")
-
-    return _Cache(cache, synced_rows=synced_rows, stage=stage)
 
 
 _ROOT_CAUSE = re.compile(r"^([\w.]+(?:Error|Exception|Warning)): (.+)$")
@@ -229,7 +162,8 @@ class EmbeddedAirbyte(AirbyteLoader):
             lap("preflight")
             executable = ensure_connector(connector_dir)
             configure_pyairbyte(connector_dir)
-            target = _cache(spec, warehouse, workdir)
+            import_serially("airbyte", "airbyte.caches", "airbyte.exceptions")
+            target = warehouse.pyairbyte_target(spec.name, workdir)
             report = self._read(spec, path, executable, target.cache, log, header)
             lap("connector")
             self._reconcile(spec, path, report, target.synced_rows())
@@ -311,7 +245,7 @@ class EmbeddedAirbyte(AirbyteLoader):
             )
 
     @staticmethod
-    def _stage(spec: SourceSpec, target: _Cache, log: Any) -> None:
+    def _stage(spec: SourceSpec, target: PyAirbyteTarget, log: Any) -> None:
         try:
             target.stage()
         except Exception as error:

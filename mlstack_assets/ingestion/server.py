@@ -19,8 +19,9 @@ from dagster_airbyte.resources import BaseAirbyteWorkspace
 from dagster_airbyte.translator import AirbyteConnectionTableProps, AirbyteJob
 from dagster_airbyte.utils import get_airbyte_connection_table_name
 
+from mlstack_assets.compat import retrying_airbyte_client
 from mlstack_assets.ingestion.loader import AirbyteLoader, SyncReport
-from mlstack_assets.ingestion.sources import SOURCE_COLUMNS, SourceError, SourceSpec
+from mlstack_assets.ingestion.sources import SOURCE_ENV_VARS, SourceError, SourceSpec
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
 
@@ -39,6 +40,8 @@ class AirbyteServer(AirbyteLoader):
 
     workspace: BaseAirbyteWorkspace
     connection_ids: dict[str, str]
+    # transient API errors (connection, time-out, 429, 5xx) are retried this many times
+    api_retries: int = 3
 
     def _connection_id(self, spec: SourceSpec) -> str:
         connection_id = self.connection_ids.get(spec.name, "")
@@ -99,7 +102,7 @@ class AirbyteServer(AirbyteLoader):
 
     def sync_to_staging(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> SyncReport:
         connection_id = self._connection_id(spec)
-        client = self.workspace.get_client()
+        client = retrying_airbyte_client(self.workspace.get_client(), self.api_retries, log.warning)
         started = datetime.now() - timedelta(minutes=1)  # dagster-airbyte's clock convention
         try:
             self._check_connection(
@@ -162,6 +165,7 @@ def build_server_loader(settings: Settings) -> AirbyteServer:
     return AirbyteServer(
         workspace=workspace,
         connection_ids={
-            source: settings.airbyte_connection_ids.get(source, "") for source in SOURCE_COLUMNS
+            source: settings.airbyte_connection_ids.get(source, "") for source in SOURCE_ENV_VARS
         },
+        api_retries=settings.source_retries,
     )

@@ -15,11 +15,7 @@ from mlstack_assets.settings import Settings
 
 HTTP_TIMEOUT_SECONDS = 30
 
-# Columns each source must deliver; the GX suites check the same lists.
-SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "projects": ("id", "created_on", "title", "description"),
-    "tags": ("id", "tag"),
-}
+# The sources, and the variable naming each one's URL (their columns are in the GX suites)
 SOURCE_ENV_VARS = {"projects": "MLSTACK_PROJECTS_URL", "tags": "MLSTACK_TAGS_URL"}
 
 # pandas options for the File source's CSV reader. By default pandas guesses each column's
@@ -36,8 +32,6 @@ class SourceError(RuntimeError):
 
     def __init__(self, source: SourceSpec, cause: str):
         super().__init__(f"source '{source.name}' ({source.url}): {cause}")
-        self.source = source
-        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -50,10 +44,6 @@ class SourceSpec:
     @property
     def env_var(self) -> str:
         return SOURCE_ENV_VARS[self.name]
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return SOURCE_COLUMNS[self.name]
 
     @property
     def is_remote(self) -> bool:

@@ -10,7 +10,7 @@ the published table keeps its previous content and nothing downstream runs.
 
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -65,6 +65,12 @@ class SplitConfig(Config):
         return self
 
 
+def default_split() -> tuple[int, float, float]:
+    """(seed, validation fraction, test fraction) of `ml_splits` run without config."""
+    config = SplitConfig()
+    return config.seed, config.validation_fraction, config.test_fraction
+
+
 def publish_if_checks_pass(
     asset_name: str,
     warehouse: Warehouse,
@@ -99,21 +105,21 @@ def publish_if_checks_pass(
     yield from results
 
 
-def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
-    kinds = {"python", settings.warehouse}
-    pool = settings.warehouse_pool
-    eager = AutomationCondition.eager()
-    # what every ML asset shares: its group, owner, warehouse pool and eager automation
-    ml_asset = functools.partial(
+def ml_asset(settings: Settings, kind: str = "python") -> Callable[..., Any]:
+    """`@asset` with what every ML asset shares: its group, owner, kinds, warehouse pool and
+    eager automation."""
+    return functools.partial(
         asset,
         group_name=ML_GROUP,
-        kinds=kinds,
+        kinds={kind, settings.warehouse},
         owners=[OWNER],
-        pool=pool,
-        automation_condition=eager,
+        pool=settings.warehouse_pool,
+        automation_condition=AutomationCondition.eager(),
     )
 
-    @ml_asset(check_specs=checks.check_specs("ml_dataset"))
+
+def build_ml_dataset(settings: Settings) -> AssetsDefinition:
+    @ml_asset(settings)(check_specs=checks.check_specs("ml_dataset"))
     def ml_dataset(
         context: AssetExecutionContext, labeled_projects: WarehouseTable, warehouse: Warehouse
     ):
@@ -151,7 +157,11 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
             },
         )
 
-    @ml_asset(check_specs=checks.check_specs("ml_splits"))
+    return ml_dataset
+
+
+def build_ml_splits(settings: Settings) -> AssetsDefinition:
+    @ml_asset(settings)(check_specs=checks.check_specs("ml_splits"))
     def ml_splits(
         context: AssetExecutionContext,
         config: SplitConfig,
@@ -190,14 +200,11 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
             count_by=("split", "tag"),
         )
 
-    @asset(
-        group_name=ML_GROUP,
-        kinds={"pandas", settings.warehouse},
-        owners=[OWNER],
-        pool=pool,
-        automation_condition=eager,
-        check_specs=checks.check_specs("tag_distribution"),
-    )
+    return ml_splits
+
+
+def build_tag_distribution(settings: Settings) -> AssetsDefinition:
+    @ml_asset(settings, kind="pandas")(check_specs=checks.check_specs("tag_distribution"))
     def tag_distribution(
         context: AssetExecutionContext, ml_splits: WarehouseTable, warehouse: Warehouse
     ):
@@ -228,4 +235,8 @@ def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
         )
         os.replace(drawn, path)
 
-    return [ml_dataset, ml_splits, tag_distribution]
+    return tag_distribution
+
+
+def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
+    return [build_ml_dataset(settings), build_ml_splits(settings), build_tag_distribution(settings)]

@@ -1,7 +1,6 @@
 """The tag-distribution picture: one group of bars per tag, one bar per split."""
 
 import base64
-import io
 from pathlib import Path
 
 import pandas as pd
@@ -53,10 +52,4 @@ def markdown_image(path: Path) -> str:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    buffer = io.StringIO()
-    columns = list(table.columns)
-    buffer.write("| " + " | ".join(columns) + " |\n")
-    buffer.write("|" + "---|" * len(columns) + "\n")
-    for row in table.itertuples(index=False):
-        buffer.write("| " + " | ".join(str(value) for value in row) + " |\n")
-    return buffer.getvalue()
+    return table.to_markdown(index=False)

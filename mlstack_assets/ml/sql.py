@@ -2,47 +2,24 @@
 
 Everything runs in the warehouse: text normalization, filtering, and a stratified split
 that is deterministic for a seed (rows are ordered by md5(seed:id) within each tag).
-DuckDB and BigQuery differ only in the few spellings in `_DIALECTS`.
+DuckDB and BigQuery differ only in a few spellings (`warehouse/dialect.py`).
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Dialect:
-    collapse_whitespace: str  # format with {expr}
-    md5_hex: str  # format with {expr}
-    string_type: str
-    whitespace: str  # a string literal of RE2's `\s`: space, \t, \n, \f, \r
-
-
-_DIALECTS = {
-    "duckdb": Dialect(
-        collapse_whitespace="regexp_replace({expr}, '\\s+', ' ', 'g')",
-        md5_hex="md5({expr})",
-        string_type="varchar",
-        whitespace="E' \\t\\n\\f\\r'",
-    ),
-    "bigquery": Dialect(
-        collapse_whitespace="regexp_replace({expr}, r'\\s+', ' ')",
-        md5_hex="to_hex(md5({expr}))",
-        string_type="string",
-        whitespace="' \\t\\n\\f\\r'",
-    ),
-}
+from mlstack_assets.warehouse.dialect import SqlDialect, sql_dialect
 
 
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _text(dialect: Dialect) -> str:
+def _text(dialect: SqlDialect) -> str:
     joined = "coalesce(title, '') || ' ' || coalesce(description, '')"
     return f"trim({dialect.collapse_whitespace.format(expr=joined)})"
 
 
-def _blank(dialect: Dialect) -> str:
+def _blank(dialect: SqlDialect) -> str:
     """No text at all: only what RE2's `\\s` matches is left (checked with a plain trim,
     which is cheaper than running the regex on every row)."""
     joined = "coalesce(title, '') || coalesce(description, '')"
@@ -55,7 +32,7 @@ def _known(tags: Sequence[str]) -> str:
 
 def ml_dataset_sql(source: str, warehouse: str, known_tags: Sequence[str]) -> str:
     """One row per project: id, created_on, text (title + description, spaces collapsed), tag."""
-    dialect = _DIALECTS[warehouse]
+    dialect = sql_dialect(warehouse)
     return f"""select id, created_on, {_text(dialect)} as text, tag
 from {source}
 where {_known(known_tags)} and not ({_blank(dialect)})"""
@@ -63,7 +40,7 @@ where {_known(known_tags)} and not ({_blank(dialect)})"""
 
 def exclusions_sql(source: str, warehouse: str, known_tags: Sequence[str]) -> str:
     """Rows in, and rows left out of the dataset for each reason (never dropped silently)."""
-    dialect = _DIALECTS[warehouse]
+    dialect = sql_dialect(warehouse)
     return f"""select
     count(*) as labeled_rows,
     count(case when tag is null or not ({_known(known_tags)}) then 1 end) as unknown_or_missing_tag,
@@ -77,7 +54,7 @@ def ml_splits_sql(
     """Stratified split: within each tag, round(n * fraction) rows for validation and test,
     the rest for train; which rows is decided by md5(seed:id), so a seed always gives the
     same split. A tag with at least round-up-to-one rows per fraction is in every split."""
-    dialect = _DIALECTS[warehouse]
+    dialect = sql_dialect(warehouse)
     key = dialect.md5_hex.format(
         expr=f"{_literal(f'{seed}:')} || cast(id as {dialect.string_type})"
     )

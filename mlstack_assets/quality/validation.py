@@ -17,12 +17,11 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue
 
+from mlstack_assets.imports import import_serially
 from mlstack_assets.quality.suites import Expectation, Suite
 from mlstack_assets.warehouse import Warehouse
 
 SAMPLE_SIZE = 5
-# The one SQL function the suites spell differently per warehouse.
-TRY_CAST = {"duckdb": "try_cast", "bigquery": "safe_cast"}
 
 
 def _plain(value: Any) -> Any:
@@ -84,10 +83,67 @@ class ExpectationOutcome:
         )
 
 
+def _summarize_unexpected_values(details: dict[str, Any], metadata: dict[str, Any]) -> str:
+    """A column expectation: how many rows failed, with sample ids and values."""
+    count, total = details["unexpected_count"], details.get("element_count", 0)
+    percent = details.get("unexpected_percent") or 0.0
+    samples = _plain(details.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]
+    ids = [
+        row.get("id")
+        for row in _plain(details.get("partial_unexpected_index_list") or [])
+        if isinstance(row, dict)
+    ][:SAMPLE_SIZE]
+    metadata |= {
+        "element_count": total,
+        "unexpected_count": count,
+        "unexpected_percent": float(percent),
+        "sample_unexpected_values": MetadataValue.json(samples),
+        "sample_unexpected_ids": MetadataValue.json(ids),
+    }
+    if details.get("unexpected_index_query") and count:
+        metadata["unexpected_rows_query"] = MetadataValue.md(
+            f"```sql\n{details['unexpected_index_query']}\n```"
+        )
+    summary = f"{count} of {total} rows ({percent:.1f}%) unexpected"
+    if count:
+        summary += f"; e.g. ids {ids}" if any(i is not None for i in ids) else ""
+        summary += f"; values {samples}"
+    return summary
+
+
+def _columns_outcome(
+    expectation: Expectation, result: Any, details: dict[str, Any], metadata: dict[str, Any]
+) -> ExpectationOutcome:
+    """The column set: a missing column fails; an extra one (not Airbyte's) is a notice."""
+    mismatched = (details.get("details") or {}).get("mismatched") or {}
+    missing = mismatched.get("missing") or []
+    extra = [c for c in mismatched.get("unexpected") or [] if not c.startswith("_airbyte_")]
+    metadata |= {
+        "missing_columns": MetadataValue.json(missing),
+        "unexpected_columns": MetadataValue.json(extra),
+    }
+    summary = f"missing columns {missing}" if missing else "all expected columns present"
+    notice = f"unexpected columns {extra} (reported, not blocking)" if extra else None
+    summary += f"; {notice}" if notice else ""
+    return ExpectationOutcome(expectation, bool(result.success), summary, metadata, notice)
+
+
+def _summarize_unexpected_rows(details: dict[str, Any], metadata: dict[str, Any]) -> str:
+    """An unexpected-rows query: how many rows it found, with a few of them when GX has them."""
+    observed = details.get("observed_value", 0)
+    metadata["unexpected_count"] = observed
+    rows = _plain(((details.get("details") or {}).get("unexpected_rows")) or [])[:SAMPLE_SIZE]
+    if "unexpected_rows" not in (details.get("details") or {}):
+        return f"{observed} rows unexpected"
+    metadata["sample_unexpected_rows"] = MetadataValue.json(rows)
+    return f"{observed} rows unexpected" + (f"; e.g. {rows}" if observed else "")
+
+
 def _outcome(expectation: Expectation, result: Any, table: str) -> ExpectationOutcome:
+    """One expectation's GX result as a check outcome: passed, a one-line summary, metadata."""
     details = result.result or {}
-    error = _exception_message(result.exception_info)
     metadata: dict[str, Any] = {"table": table, "expectation": expectation.label}
+    error = _exception_message(result.exception_info)
     if error:
         metadata["error"] = error
         return ExpectationOutcome(expectation, False, f"could not be evaluated: {error}", metadata)
@@ -95,54 +151,15 @@ def _outcome(expectation: Expectation, result: Any, table: str) -> ExpectationOu
         metadata["observed_value"] = MetadataValue.json(
             {"value": _plain(details["observed_value"])}
         )
+    kind = expectation.config["type"]
     if "unexpected_count" in details:
-        count, total = details["unexpected_count"], details.get("element_count", 0)
-        percent = details.get("unexpected_percent") or 0.0
-        samples = _plain(details.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]
-        ids = [
-            row.get("id")
-            for row in _plain(details.get("partial_unexpected_index_list") or [])
-            if isinstance(row, dict)
-        ][:SAMPLE_SIZE]
-        metadata |= {
-            "element_count": total,
-            "unexpected_count": count,
-            "unexpected_percent": float(percent),
-            "sample_unexpected_values": MetadataValue.json(samples),
-            "sample_unexpected_ids": MetadataValue.json(ids),
-        }
-        if details.get("unexpected_index_query") and count:
-            metadata["unexpected_rows_query"] = MetadataValue.md(
-                f"```sql\n{details['unexpected_index_query']}\n```"
-            )
-        summary = f"{count} of {total} rows ({percent:.1f}%) unexpected"
-        if count:
-            summary += f"; e.g. ids {ids}" if any(i is not None for i in ids) else ""
-            summary += f"; values {samples}"
-    elif expectation.config["type"] == "expect_table_columns_to_match_set":
-        mismatched = (details.get("details") or {}).get("mismatched") or {}
-        missing = mismatched.get("missing") or []
-        extra = [c for c in mismatched.get("unexpected") or [] if not c.startswith("_airbyte_")]
-        metadata |= {
-            "missing_columns": MetadataValue.json(missing),
-            "unexpected_columns": MetadataValue.json(extra),
-        }
-        summary = f"missing columns {missing}" if missing else "all expected columns present"
-        notice = f"unexpected columns {extra} (reported, not blocking)" if extra else None
-        summary += f"; {notice}" if notice else ""
-        return ExpectationOutcome(expectation, bool(result.success), summary, metadata, notice)
-    elif "details" in details and "unexpected_rows" in details["details"]:
-        rows = _plain(details["details"]["unexpected_rows"] or [])[:SAMPLE_SIZE]
-        observed = details.get("observed_value", 0)
-        metadata |= {
-            "unexpected_count": observed,
-            "sample_unexpected_rows": MetadataValue.json(rows),
-        }
-        summary = f"{observed} rows unexpected" + (f"; e.g. {rows}" if observed else "")
-    elif expectation.config["type"] == "unexpected_rows_expectation":
-        observed = details.get("observed_value", 0)
-        metadata["unexpected_count"] = observed
-        summary = f"{observed} rows unexpected"
+        summary = _summarize_unexpected_values(details, metadata)
+    elif kind == "expect_table_columns_to_match_set":
+        return _columns_outcome(expectation, result, details, metadata)
+    elif "unexpected_rows" in (details.get("details") or {}) or kind == (
+        "unexpected_rows_expectation"
+    ):
+        summary = _summarize_unexpected_rows(details, metadata)
     else:
         summary = f"observed {_plain(details.get('observed_value'))}"
     return ExpectationOutcome(expectation, bool(result.success), summary, metadata)
@@ -184,18 +201,6 @@ class Validation:
         return [outcome.check_result(asset_key) for outcome in self.outcomes]
 
 
-def _datasource(context: Any, warehouse: Warehouse, schema: str) -> Any:
-    if warehouse.kind == "bigquery":
-        return context.data_sources.add_bigquery(
-            name="warehouse", connection_string=f"bigquery://{warehouse.project}/{schema}"
-        )
-    from mlstack_assets.quality import duckdb_datasource  # noqa: F401  registers add_duckdb
-
-    return context.data_sources.add_duckdb(
-        name="warehouse", connection_string=f"duckdb:///{warehouse.path}"
-    )
-
-
 PUBLISHED = re.compile(r"\{published:(\w+)\}")
 
 
@@ -206,7 +211,7 @@ def _suite_document(suite: Suite, warehouse: Warehouse) -> dict[str, Any]:
 
     def spelled(value: Any) -> Any:
         if isinstance(value, str):
-            value = value.replace("{try_cast}", TRY_CAST[warehouse.kind])
+            value = value.replace("{try_cast}", warehouse.dialect.try_cast)
             return PUBLISHED.sub(
                 lambda m: warehouse.qualified(warehouse.dataset, m.group(1)), value
             )
@@ -241,17 +246,12 @@ def _without_published_yet(
 def import_great_expectations() -> None:
     """Import GX ahead of the first audit (it takes seconds), e.g. while a connector reads."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations  # noqa: F401
-    from great_expectations.checkpoint import UpdateDataDocsAction  # noqa: F401
+    import_serially("great_expectations", "great_expectations.checkpoint")
 
 
-def validate_table(
-    warehouse: Warehouse, schema: str, table: str, suite: Suite, data_docs_dir: Path
-) -> Validation:
-    """Validate `<schema>.<table>` with `suite` in the warehouse; build Data Docs locally."""
-    import_great_expectations()
+def _gx_context(data_docs_dir: Path) -> Any:
+    """An ephemeral GX context whose Data Docs go to `data_docs_dir` (with run history)."""
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
 
     from mlstack_assets.quality.data_docs import prune_history
 
@@ -272,18 +272,24 @@ def validate_table(
     )
     context.delete_data_docs_site("local_site")
     prune_history(data_docs_dir)
-    columns = {name for name, _ in warehouse.table_columns(schema, table) or []}
-    # before GX opens its connection (DuckDB allows one configuration per file and process)
-    document, not_evaluated = _without_published_yet(
-        suite, _suite_document(suite, warehouse), warehouse
-    )
-    datasource = _datasource(context, warehouse, schema)
+    return context
+
+
+def _run_checkpoint(
+    context: Any,
+    warehouse: Warehouse,
+    schema: str,
+    table: str,
+    document: dict[str, Any],
+    index_columns: list[str],
+) -> Any:
+    """The suite `document` as a GX checkpoint on `<schema>.<table>`, in the warehouse."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    datasource, table_asset = warehouse.gx_table_asset(context, schema, table)
     try:
-        batch = (
-            datasource.add_table_asset(name=table, table_name=table, schema_name=schema)
-            if warehouse.kind == "duckdb"
-            else datasource.add_table_asset(name=table, table_name=table)
-        ).add_batch_definition_whole_table("whole table")
+        batch = table_asset.add_batch_definition_whole_table("whole table")
         gx_suite = context.suites.add(gx.ExpectationSuite(**document))
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{schema}.{table}", data=batch, suite=gx_suite)
@@ -296,15 +302,31 @@ def validate_table(
                 result_format={
                     "result_format": "SUMMARY",
                     "partial_unexpected_count": SAMPLE_SIZE,
-                    # sample offending ids, when the table has an id to show
-                    "unexpected_index_column_names": ["id"] if "id" in columns else [],
+                    "unexpected_index_column_names": index_columns,
                 },
             )
         )
-        result = checkpoint.run()
+        return checkpoint.run()
     finally:
         datasource.get_execution_engine().close()
         datasource.get_engine().dispose()
+
+
+def validate_table(
+    warehouse: Warehouse, schema: str, table: str, suite: Suite, data_docs_dir: Path
+) -> Validation:
+    """Validate `<schema>.<table>` with `suite` in the warehouse; build Data Docs locally."""
+    import_great_expectations()
+    context = _gx_context(data_docs_dir)
+    columns = {name for name, _ in warehouse.table_columns(schema, table) or []}
+    # before GX opens its connection (DuckDB allows one configuration per file and process)
+    document, not_evaluated = _without_published_yet(
+        suite, _suite_document(suite, warehouse), warehouse
+    )
+    # sample offending ids, when the table has an id to show
+    result = _run_checkpoint(
+        context, warehouse, schema, table, document, ["id"] if "id" in columns else []
+    )
     identifier, suite_result = next(iter(result.run_results.items()))
     by_check = {r.expectation_config.meta["check"]: r for r in suite_result.results}
     outcomes = [

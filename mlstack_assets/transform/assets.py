@@ -11,7 +11,6 @@ dagster-dbt only respects test failures within a single definition. dbt sources 
 Airbyte-backed raw assets) are the upstream of the staging models in the lineage.
 """
 
-import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
@@ -35,9 +34,12 @@ from dagster_dbt import (
     DbtCliInvocation,
     DbtProject,
 )
-from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 
-from mlstack_assets.compat import dbt_asset_and_check_specs
+from mlstack_assets.compat import (
+    InstalledDbtCliResource,
+    dbt_asset_and_check_specs,
+    dbt_events_with_metadata,
+)
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import Settings
@@ -47,7 +49,6 @@ from mlstack_assets.transform.audit import (
     describe_test_failure,
     lineage_by_key,
 )
-from mlstack_assets.transform.dbt_resource import InstalledDbtCliResource
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
@@ -83,19 +84,6 @@ class MlstackDbtTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(metadata={**spec.metadata, "dagster/table_name": published})
 
 
-def close_in_process_dbt_duckdb() -> None:
-    """Close the DuckDB file that dagster-dbt's in-process adapter opened for metadata.
-
-    dbt-duckdb keeps one connection per process open; left open, the next step of this run
-    could not open the file with Dagster's own (differently configured) connection.
-    """
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    with contextlib.suppress(Exception):  # no environment: nothing was opened
-        DuckDBConnectionManager.env().close()
-    DuckDBConnectionManager.close_all_connections()
-
-
 def events_with_metadata(invocation: DbtCliInvocation, adapter: "Future[Any]") -> Iterator[Any]:
     """dbt's events with row counts, column schemas and column-level lineage attached.
 
@@ -119,11 +107,7 @@ def events_with_metadata(invocation: DbtCliInvocation, adapter: "Future[Any]") -
         invocation.adapter = adapter.result()
     except Exception as failure:  # as dagster-dbt does: no metadata, not a failed step
         logger.warning(f"no dbt adapter for row counts and column metadata: {failure}")
-    yield from (
-        DbtEventIterator(iter(events), dbt_cli_invocation=invocation)
-        .fetch_row_counts()
-        .fetch_column_metadata()
-    )
+    yield from dbt_events_with_metadata(events, invocation)
     if error is not None:
         raise error
 
@@ -204,8 +188,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
                     for e in events_with_metadata(invocation, adapter)
                 ]
             finally:
-                if warehouse.kind == "duckdb":
-                    close_in_process_dbt_duckdb()
+                warehouse.after_dbt()
             manifest = invocation.manifest
             models = [
                 model

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from mlstack_assets.compat import InstalledDbtCliResource
 from mlstack_assets.settings import Settings
 from mlstack_assets.transform.assets import build_dbt_assets
 from mlstack_assets.transform.dbt_child import dbt_child_executable
-from mlstack_assets.transform.dbt_resource import InstalledDbtCliResource
 from mlstack_assets.transform.project import dbt_project
 
 

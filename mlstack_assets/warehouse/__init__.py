@@ -1,21 +1,37 @@
 """The warehouse behind every asset: DuckDB by default, BigQuery in production.
 
-`Warehouse` is the small set of SQL operations the pipeline itself needs (inspect a
-table, publish a staged table atomically); each implementation wraps Dagster's own
-DuckDB / BigQuery resource, and Python assets store their outputs through the matching
-Dagster IO manager. `build_warehouse_resources` is the one switch between the two; the
+`Warehouse` is everything the pipeline asks of a warehouse: the SQL operations it needs
+(inspect a table, build an audit table, publish atomically), its SQL spellings
+(`dialect`), where PyAirbyte writes a sync (`pyairbyte_target`), the GX datasource that
+audits a table (`gx_table_asset`) and what to do after dbt ran (`after_dbt`). Each
+implementation wraps Dagster's own DuckDB / BigQuery resource, and Python assets store
+their outputs through the matching Dagster IO manager. Only this package knows which
+warehouse it is: `build_warehouse_resources` is the one switch between the two; the
 BigQuery module is imported only when it is chosen (its client libraries are slow to load).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource
 
 from mlstack_assets.settings import Settings
+from mlstack_assets.warehouse.dialect import SqlDialect, sql_dialect
 
 TableColumns = list[tuple[str, str]]
+
+
+@dataclass
+class PyAirbyteTarget:
+    """Where a PyAirbyte sync writes, how many rows arrived there (None: not countable),
+    and how they reach the staging table (`stage`, called holding the warehouse lock)."""
+
+    cache: Any
+    synced_rows: Callable[[], int | None]
+    stage: Callable[[], None]
 
 
 class Warehouse(ConfigurableResource):
@@ -26,6 +42,10 @@ class Warehouse(ConfigurableResource):
     @property
     def kind(self) -> str:
         raise NotImplementedError
+
+    @property
+    def dialect(self) -> SqlDialect:
+        return sql_dialect(self.kind)
 
     @property
     def staging_dataset(self) -> str:
@@ -57,7 +77,7 @@ class Warehouse(ConfigurableResource):
         raise NotImplementedError
 
     def row_count(self, schema: str, table: str) -> int:
-        raise NotImplementedError
+        return self.query(f"select count(*) from {self.qualified(schema, table)}")[0][0]
 
     def drop_staged(self, table: str) -> None:
         """Remove `<staging>.<table>`, so what the next sync stages is only what it read."""
@@ -79,6 +99,20 @@ class Warehouse(ConfigurableResource):
         """Create the schema / dataset when it does not exist yet."""
         raise NotImplementedError
 
+    def pyairbyte_target(self, stream: str, workdir: Path) -> PyAirbyteTarget:
+        """The PyAirbyte cache a sync of `stream` writes to (its files under `workdir`),
+        ending in `<staging>.<stream>`. Call after `configure_pyairbyte`."""
+        raise NotImplementedError
+
+    def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
+        """A GX SQL datasource on this warehouse in GX `context`, and its table asset for
+        `<schema>.<table>`. The caller closes the datasource's engine when done."""
+        raise NotImplementedError
+
+    def after_dbt(self) -> None:
+        """Release what dagster-dbt's in-process dbt adapter holds, once dbt's metadata is
+        fetched (nothing, unless the warehouse needs it)."""
+
     def build_audit_table(self, table: str, sql: str) -> str:
         """Build `<audit>.<table>` from `sql`, replacing any earlier one; return its SQL name.
 
@@ -99,3 +133,22 @@ def build_warehouse_resources(settings: Settings) -> dict[str, Any]:
     from mlstack_assets.warehouse.duckdb import build_duckdb_resources
 
     return build_duckdb_resources(settings)
+
+
+def airbyte_destination_configuration(settings: Settings) -> dict[str, Any]:
+    """The Airbyte server's destination for the configured warehouse (`make airbyte-setup`):
+    BigQuery's staging dataset, or a DuckDB file on the Airbyte host."""
+    if settings.warehouse == "bigquery":
+        configuration: dict[str, Any] = {
+            "destinationType": "bigquery",
+            "project_id": settings.bigquery_project,
+            "dataset_location": settings.bigquery_location,
+            "dataset_id": settings.staging_dataset,
+            "loading_method": {"method": "Standard"},
+        }
+        if settings.google_credentials_path:  # the key goes to Airbyte, never to a log
+            configuration["credentials_json"] = Path(settings.google_credentials_path).read_text()
+        return configuration
+    # A DuckDB destination writes a file on the Airbyte host: it must be the file
+    # MLSTACK_DUCKDB_PATH names here (Airbyte OSS mounts /tmp/airbyte_local as /local).
+    return {"destinationType": "duckdb", "destination_path": settings.airbyte_duckdb_destination}

@@ -1,22 +1,70 @@
 """BigQuery: the production warehouse, through dagster-gcp's resource and IO manager."""
 
+import itertools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster import get_dagster_logger
 from dagster_gcp import BigQueryResource
 from dagster_gcp.bigquery.io_manager import BigQueryClient
 from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandler
 
+from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from mlstack_assets.settings import Settings
-from mlstack_assets.warehouse import TableColumns, Warehouse
+from mlstack_assets.warehouse import PyAirbyteTarget, TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
+
+RETRY_INITIAL_SECONDS = 1.0  # then 2, 4, 8, 8, ... until RETRY_TIMEOUT_SECONDS in all
+RETRY_MAXIMUM_SECONDS = 8.0
+RETRY_TIMEOUT_SECONDS = 60.0
+
+
+def transient_retry(what: str) -> Any:
+    """google-api-core's `Retry` for mlstack's BigQuery API calls: transient errors only
+    (connection errors, 429, 500, 502, 503, 504), exponential backoff, at most
+    RETRY_TIMEOUT_SECONDS in all, each retry logged (the client's default retries silently,
+    and retries other errors too). A bad query (400), a missing table (404) or a denied
+    call (403) fails at once."""
+    import requests
+    from google.api_core import exceptions
+    from google.api_core import retry as retries
+
+    logger = get_dagster_logger("mlstack.bigquery")
+    attempts = itertools.count(1)
+
+    def log_retry(error: Exception) -> None:
+        logger.warning(
+            f"BigQuery {what}: {type(error).__name__}: {str(error)[:200]}; retry"
+            f" {next(attempts)} (backoff {RETRY_INITIAL_SECONDS:g} s to"
+            f" {RETRY_MAXIMUM_SECONDS:g} s, for at most {RETRY_TIMEOUT_SECONDS:g} s in all)"
+        )
+
+    return retries.Retry(
+        predicate=retries.if_exception_type(
+            exceptions.TooManyRequests,
+            exceptions.InternalServerError,
+            exceptions.BadGateway,
+            exceptions.ServiceUnavailable,
+            exceptions.GatewayTimeout,
+            requests.exceptions.ConnectionError,
+            ConnectionError,
+        ),
+        initial=RETRY_INITIAL_SECONDS,
+        maximum=RETRY_MAXIMUM_SECONDS,
+        multiplier=2.0,
+        timeout=RETRY_TIMEOUT_SECONDS,
+        on_error=log_retry,
+    )
 
 
 class BigQueryWarehouse(Warehouse):
     """A BigQuery dataset; publishing is a table copy job with WRITE_TRUNCATE (atomic)."""
 
     bigquery: BigQueryResource
+    # a service account key file (GOOGLE_APPLICATION_CREDENTIALS), for PyAirbyte's cache;
+    # None: application default credentials
+    credentials_path: str | None = None
 
     @property
     def kind(self) -> str:
@@ -38,21 +86,49 @@ class BigQueryWarehouse(Warehouse):
 
         with self.bigquery.get_client() as client:
             try:
-                bq_table = client.get_table(f"{self.project}.{schema}.{table}")
+                bq_table = client.get_table(
+                    f"{self.project}.{schema}.{table}", retry=transient_retry("get table")
+                )
             except NotFound:
                 return None
         return [(field.name, field.field_type) for field in bq_table.schema]
 
     def query(self, sql: str) -> list[tuple]:
         with self.bigquery.get_client() as client:
-            return [tuple(row.values()) for row in client.query(sql).result()]
-
-    def row_count(self, schema: str, table: str) -> int:
-        return self.query(f"select count(*) from {self.qualified(schema, table)}")[0][0]
+            return [tuple(row.values()) for row in _run(client, sql)]
 
     def drop_staged(self, table: str) -> None:
         with self.bigquery.get_client() as client:
-            client.delete_table(f"{self.project}.{self.staging_dataset}.{table}", not_found_ok=True)
+            client.delete_table(
+                f"{self.project}.{self.staging_dataset}.{table}",
+                not_found_ok=True,
+                retry=transient_retry("delete table"),
+            )
+
+    def pyairbyte_target(self, stream: str, workdir: Path) -> PyAirbyteTarget:
+        """PyAirbyte's BigQuery cache writes the staging dataset itself (no lock exists or is
+        needed); the rows it wrote are counted by PyAirbyte's own report."""
+        import airbyte as ab
+
+        # PyAirbyte leaves an existing table alone when a sync reads no records: start
+        # empty, so a header-only source stages zero rows instead of yesterday's.
+        self.drop_staged(stream)
+        cache = ab.BigQueryCache(
+            project_name=self.project,
+            dataset_name=self.staging_dataset,
+            # PyAirbyte creates the dataset in "US" unless told: staging must be where the
+            # published dataset is, or the publishing copy job fails (it cannot cross locations)
+            dataset_location=self.location,
+            credentials_path=self.credentials_path,
+            cache_dir=workdir / "pyairbyte",
+        )
+        return PyAirbyteTarget(cache, synced_rows=lambda: None, stage=lambda: None)
+
+    def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
+        datasource = context.data_sources.add_bigquery(
+            name="warehouse", connection_string=f"bigquery://{self.project}/{schema}"
+        )
+        return datasource, datasource.add_table_asset(name=table, table_name=table)
 
     def ensure_dataset(self, dataset: str) -> None:
         from google.cloud import bigquery
@@ -60,7 +136,7 @@ class BigQueryWarehouse(Warehouse):
         created = bigquery.Dataset(f"{self.project}.{dataset}")
         created.location = self.bigquery.location
         with self.bigquery.get_client() as client:
-            client.create_dataset(created, exists_ok=True)
+            client.create_dataset(created, exists_ok=True, retry=transient_retry("create dataset"))
 
     def publish_relations(
         self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
@@ -72,15 +148,25 @@ class BigQueryWarehouse(Warehouse):
         self.ensure_dataset(self.dataset)
         with self.bigquery.get_client() as client:
             for name, sql in (views or {}).items():
-                client.query(
-                    f"create or replace view {self.qualified(self.dataset, name)} as {sql}"
-                ).result()
+                _run(
+                    client, f"create or replace view {self.qualified(self.dataset, name)} as {sql}"
+                )
             for table in tables:
+                retry = transient_retry(f"copy {table} into {self.dataset}")
                 client.copy_table(
                     f"{self.project}.{source_schema}.{table}",
                     f"{self.project}.{self.dataset}.{table}",
                     job_config=bigquery.CopyJobConfig(write_disposition="WRITE_TRUNCATE"),
-                ).result()
+                    retry=retry,
+                ).result(retry=retry)
+
+
+def _run(client: Any, sql: str) -> Any:
+    """A query job's rows; its API calls retried on transient errors (`transient_retry`).
+    A job that BigQuery itself fails with a retryable reason is rerun by the client's own
+    `job_retry`, as BigQuery documents."""
+    retry = transient_retry("query")
+    return client.query(sql, retry=retry).result(retry=retry)
 
 
 class BigQueryRelationTypeHandler(RelationTypeHandler):
@@ -88,7 +174,7 @@ class BigQueryRelationTypeHandler(RelationTypeHandler):
         return f"`{table_slice.database}.{table_slice.schema}.{table_slice.table}`"
 
     def execute(self, connection: Any, sql: str) -> list[tuple]:
-        return [tuple(row.values()) for row in connection.query(sql).result()]
+        return [tuple(row.values()) for row in _run(connection, sql)]
 
     def columns(self, connection: Any, table_slice: TableSlice) -> list[tuple[str, str]]:
         table = connection.get_table(
@@ -124,6 +210,7 @@ def build_bigquery_resources(settings: Settings) -> dict[str, Any]:
         "warehouse": BigQueryWarehouse(
             dataset=settings.dataset,
             bigquery=BigQueryResource(project=settings.bigquery_project, location=location),
+            credentials_path=settings.google_credentials_path,
         ),
         "io_manager": WarehouseBigQueryIOManager(
             project=settings.bigquery_project, dataset=settings.dataset, location=location

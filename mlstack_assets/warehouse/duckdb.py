@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from dagster import get_dagster_logger
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
+from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from mlstack_assets.settings import Settings
-from mlstack_assets.warehouse import TableColumns, Warehouse
+from mlstack_assets.warehouse import PyAirbyteTarget, TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 DEFAULT_LOCK_TIMEOUT_SECONDS = 900.0  # MLSTACK_LOCK_TIMEOUT_SECONDS's default (settings.py)
+SYNC_CACHE_ALIAS = "mlstack_sync"  # a sync's private DuckDB file, attached to copy from
 
 
 class WarehouseLockTimeout(TimeoutError):
@@ -255,12 +256,63 @@ class DuckDBWarehouse(Warehouse):
         )
         return [(name, dtype) for name, dtype in rows] or None
 
-    def row_count(self, schema: str, table: str) -> int:
-        return self.query(f"select count(*) from {self.qualified(schema, table)}")[0][0]
-
     def drop_staged(self, table: str) -> None:
         with self.connection() as conn:
             conn.execute(f"drop table if exists {self.qualified(self.staging_dataset, table)}")
+
+    def pyairbyte_target(self, stream: str, workdir: Path) -> PyAirbyteTarget:
+        """A private DuckDB file in the sync's directory: no warehouse lock is needed while
+        the connector runs; `stage` copies its table into the warehouse in one statement."""
+        import airbyte as ab
+        import duckdb
+
+        db_path = workdir / "cache.duckdb"
+        staging = self.staging_dataset
+        cache = ab.DuckDBCache(
+            db_path=db_path, schema_name=staging, cache_dir=workdir / "pyairbyte"
+        )
+
+        def synced_rows() -> int | None:
+            with duckdb.connect(str(db_path), read_only=True) as conn:
+                found = conn.execute(
+                    "select count(*) from information_schema.tables"
+                    " where table_schema = ? and table_name = ?",
+                    [staging, stream],
+                ).fetchone()[0]
+                if not found:
+                    return None
+                return conn.execute(f'select count(*) from "{staging}"."{stream}"').fetchone()[0]
+
+        def stage() -> None:
+            with self.connection() as conn:
+                conn.execute(f"attach '{db_path}' as {SYNC_CACHE_ALIAS} (read_only)")
+                try:
+                    conn.execute(f'create schema if not exists "{staging}"')
+                    conn.execute(
+                        f"create or replace table {self.qualified(staging, stream)} as"
+                        f' select * from {SYNC_CACHE_ALIAS}."{staging}"."{stream}"'
+                    )
+                finally:
+                    conn.execute(f"detach {SYNC_CACHE_ALIAS}")
+
+        return PyAirbyteTarget(cache, synced_rows=synced_rows, stage=stage)
+
+    def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
+        from mlstack_assets.compat import gx_duckdb  # noqa: F401  registers add_duckdb
+
+        datasource = context.data_sources.add_duckdb(
+            name="warehouse", connection_string=f"duckdb:///{self.path}"
+        )
+        return datasource, datasource.add_table_asset(
+            name=table, table_name=table, schema_name=schema
+        )
+
+    def after_dbt(self) -> None:
+        """dbt-duckdb keeps one connection per process open; left open, the next step of
+        this run could not open the file with Dagster's own (differently configured) one."""
+        from mlstack_assets.compat import close_dbt_duckdb_connections
+
+        close_dbt_duckdb_connections()
 
     def ensure_dataset(self, dataset: str) -> None:
         self.query(f'create schema if not exists "{dataset}"')

@@ -24,7 +24,8 @@ from dagster import (
     TableRecord,
     TableSchema,
 )
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+
+from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 
 
 @dataclass(frozen=True)

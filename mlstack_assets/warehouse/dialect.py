@@ -1,0 +1,39 @@
+"""How each warehouse spells the few SQL details that differ between DuckDB and BigQuery.
+
+Callers (the ML SQL, the GX suites' `{try_cast}`) ask `Warehouse.dialect` or name the
+warehouse kind; this module is the one place that knows the spellings.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SqlDialect:
+    try_cast: str  # the function that casts, or gives NULL when the value does not cast
+    collapse_whitespace: str  # format with {expr}
+    md5_hex: str  # format with {expr}
+    string_type: str
+    whitespace: str  # a string literal of RE2's `\s`: space, \t, \n, \f, \r
+
+
+DIALECTS = {
+    "duckdb": SqlDialect(
+        try_cast="try_cast",
+        collapse_whitespace="regexp_replace({expr}, '\\s+', ' ', 'g')",
+        md5_hex="md5({expr})",
+        string_type="varchar",
+        whitespace="E' \\t\\n\\f\\r'",
+    ),
+    "bigquery": SqlDialect(
+        try_cast="safe_cast",
+        collapse_whitespace="regexp_replace({expr}, r'\\s+', ' ')",
+        md5_hex="to_hex(md5({expr}))",
+        string_type="string",
+        whitespace="' \\t\\n\\f\\r'",
+    ),
+}
+
+
+def sql_dialect(kind: str) -> SqlDialect:
+    """The spellings of the warehouse `kind` ("duckdb" or "bigquery")."""
+    return DIALECTS[kind]
