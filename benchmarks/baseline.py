@@ -41,7 +41,9 @@ def sync(spec: SourceSpec, warehouse: DuckDBWarehouse, connector_dir: Path, work
         streams=[spec.name],
     )
     cache_path = workdir / f"{spec.name}.duckdb"
-    cache = ab.DuckDBCache(db_path=cache_path, schema_name=warehouse.staging_dataset)
+    cache = ab.DuckDBCache(
+        db_path=cache_path, schema_name=warehouse.staging_dataset, cache_dir=workdir / "files"
+    )
     source.read(cache=cache, force_full_refresh=True, write_strategy="replace")
     cache.close()
     staged = warehouse.qualified(warehouse.staging_dataset, spec.name)
