@@ -6,7 +6,6 @@ Chromium with Playwright (`make test` installs Chromium); it is skipped only whe
 Chromium exists.
 """
 
-import contextlib
 import os
 import shutil
 import socket
@@ -209,9 +208,11 @@ def open_asset_graph(browser, url: str):
     group expanded, zoomed in until each asset shows its status, checks and kinds (this is
     the README's screenshot). Returns the page."""
     page = browser.new_context(viewport={"width": 1920, "height": 1000}).new_page()
+    # Dagster's first-visit newsletter dialog opens when it likes (seconds late on a busy
+    # machine) and covers the page: skip it whenever it shows up before an action
+    skip = page.get_by_role("button", name="Skip")
+    page.add_locator_handler(skip, lambda: skip.click())
     page.goto(f"{url}/asset-groups", wait_until="networkidle")
-    with contextlib.suppress(Exception):  # Dagster's first-visit newsletter dialog
-        page.get_by_role("button", name="Skip").click(timeout=5_000)
     page.get_by_role("button", name="Hide navigation").click()
     page.get_by_role("button", name="panel_show_right", exact=True).click()
     page.get_by_role("button", name="settings", exact=True).last.click()
