@@ -457,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "sizes": sizes,
         "repeat": args.repeat,
+        "repeat_largest": args.repeat_largest or args.repeat,
         "runs": runs,
         "sensor_tick": tick,
         "targets": verdicts,
