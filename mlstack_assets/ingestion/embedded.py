@@ -135,15 +135,6 @@ class EmbeddedAirbyte(AirbyteLoader):
     source_timeout_seconds: float = 60.0
     source_retries: int = 3
 
-    def sync_to_staging(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> SyncReport:
-        """Extract, then stage under the warehouse lock (for callers outside the raw asset)."""
-        with (
-            self.extract(spec, warehouse, log) as extracted,
-            warehouse.exclusive(purpose=f"stage {spec.name}"),
-        ):
-            extracted.stage()
-        return extracted.report
-
     @contextmanager
     def extract(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> Iterator[Extracted]:
         connector_dir = Path(self.connector_dir)
