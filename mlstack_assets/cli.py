@@ -348,10 +348,10 @@ def fail_orphaned_runs(instance) -> list[str]:
     Returns one line per run marked failed.
     """
     from dagster import DagsterRunStatus, RunsFilter
-    from dagster._core.storage.runs.sqlite import SqliteRunStorage
 
-    storage = getattr(instance.run_storage, "_storage", instance.run_storage)
-    if not isinstance(storage, SqliteRunStorage):
+    from mlstack_assets.compat import runs_stored_in_sqlite
+
+    if not runs_stored_in_sqlite(instance):
         return []
     lines = []
     in_progress = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING]

@@ -158,3 +158,15 @@ def test_dbt_duckdb_still_keeps_one_process_wide_environment():
     assert callable(DuckDBConnectionManager.env)
     assert callable(DuckDBConnectionManager.close_all_connections)
     close_dbt_duckdb_connections()  # nothing open: a no-op, not an error
+
+
+def test_a_sqlite_instance_is_told_from_one_that_is_not():
+    """`mlstack run` sweeps orphaned runs only on an instance whose runs are kept here."""
+    from dagster import DagsterInstance, instance_for_test
+
+    from mlstack_assets.compat import runs_stored_in_sqlite
+
+    with instance_for_test() as instance:  # SQLite files in a temporary DAGSTER_HOME
+        assert runs_stored_in_sqlite(instance)
+    with DagsterInstance.ephemeral() as instance:  # in memory
+        assert not runs_stored_in_sqlite(instance)
