@@ -38,10 +38,20 @@ def _parsed_for(manifest_path: Path) -> tuple[str | None, str | None, str | None
     return adapter, model.get("database"), model.get("schema")
 
 
+def _unprepared_project(settings: Settings) -> DbtProject:
+    """The dbt project for these settings (`duckdb` or `bigquery` target), whose manifest
+    is parsed with the same `--vars` as every other dbt command."""
+    _put_venv_on_path()
+    return DbtProject(
+        project_dir=DBT_PROJECT_DIR,
+        target=settings.warehouse,
+        prepare_project_cli_args=["parse", "--quiet", *dbt_vars_args(settings)],
+    )
+
+
 @cache
 def dbt_project(settings: Settings) -> DbtProject:
-    """The dbt project for these settings (`duckdb` or `bigquery` target), its manifest
-    ready to load, parsed with the same `--vars` as every other dbt command.
+    """The dbt project for these settings, its manifest ready to load.
 
     `dagster dev` re-parses on every load (dagster-dbt's `prepare_if_dev`); other entry
     points (CLI, tests) parse when the manifest is missing or was parsed for another
@@ -50,12 +60,7 @@ def dbt_project(settings: Settings) -> DbtProject:
     build step. The manifest stays in dbt's default `target/`, where dagster-dbt finds
     dbt's partial parse file and hands it to every `dbt build` (saving a full parse per run).
     """
-    _put_venv_on_path()
-    project = DbtProject(
-        project_dir=DBT_PROJECT_DIR,
-        target=settings.warehouse,
-        prepare_project_cli_args=["parse", "--quiet", *dbt_vars_args(settings)],
-    )
+    project = _unprepared_project(settings)
     project.prepare_if_dev()
     expected = (settings.warehouse, settings.dbt_database, settings.audit_dataset)
     if not project.manifest_path.exists() or _parsed_for(project.manifest_path) != expected:
@@ -64,13 +69,14 @@ def dbt_project(settings: Settings) -> DbtProject:
 
 
 def main() -> None:
-    """`python -m mlstack_assets.transform.project`: re-parse the manifest for this
-    environment; with `--vars`, print the `--vars` value for running dbt by hand instead."""
+    """`python -m mlstack_assets.transform.project`: parse the manifest for this environment
+    (once: `make setup`, the container's start-up); with `--vars`, print the `--vars` value
+    for running dbt by hand instead."""
     settings = load_settings()
     if sys.argv[1:] == ["--vars"]:
         print(dbt_vars_args(settings)[1])
         return
-    project = dbt_project(settings)
+    project = _unprepared_project(settings)
     project.preparer.prepare(project)
     print(project.manifest_path)
 
