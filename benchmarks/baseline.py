@@ -26,6 +26,7 @@ from mlstack_assets.ml.sql import ml_dataset_sql, ml_splits_sql, split_counts_sq
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import DBT_PROJECT_DIR, load_settings
+from mlstack_assets.transform.project import dbt_vars_args
 from mlstack_assets.warehouse.duckdb import DuckDBWarehouse
 
 
@@ -84,7 +85,9 @@ def main() -> None:
 
     started = time.perf_counter()
     dbt = Path(sys.executable).parent / "dbt"
-    subprocess.run([str(dbt), "build", "--quiet"], cwd=DBT_PROJECT_DIR, check=True)
+    subprocess.run(
+        [str(dbt), "build", "--quiet", *dbt_vars_args(settings)], cwd=DBT_PROJECT_DIR, check=True
+    )
     seconds["transform"] = time.perf_counter() - started
 
     # dbt's profile builds in `<dataset>_audit` (mlstack publishes from there); the plain

@@ -40,11 +40,11 @@ AUTOMATION_TAG_PREFIXES = ("dagster/sensor_name", "dagster/schedule_name", "dags
 
 def ensure_dagster_home() -> Path:
     """Use `$DAGSTER_HOME`, or `.mlstack/dagster_home`; give it the repo's dagster.yaml."""
-    home = Path(os.environ.get("DAGSTER_HOME") or load_settings().home / "dagster_home")
+    home = load_settings().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    os.environ["DAGSTER_HOME"] = str(home)  # for Dagster, here and in `dg`
     return home
 
 
@@ -64,6 +64,7 @@ def materialize_command(selection: str = "*") -> list[str]:
 
 def dg_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for `dg`: this virtualenv marked active, as `dg` expects of a project."""
+    # the whole environment passes through to `dg` (its children load Settings themselves)
     env = dict(os.environ if environ is None else environ)
     env["VIRTUAL_ENV"] = str(Path(sys.prefix))
     return env
@@ -347,10 +348,10 @@ def fail_orphaned_runs(instance) -> list[str]:
     Returns one line per run marked failed.
     """
     from dagster import DagsterRunStatus, RunsFilter
-    from dagster._core.storage.runs.sqlite import SqliteRunStorage
 
-    storage = getattr(instance.run_storage, "_storage", instance.run_storage)
-    if not isinstance(storage, SqliteRunStorage):
+    from mlstack_assets.compat import runs_stored_in_sqlite
+
+    if not runs_stored_in_sqlite(instance):
         return []
     lines = []
     in_progress = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING]
@@ -424,6 +425,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     log = log_path(settings.home)
     out = sys.stdout
+    # CI and TERM are the terminal's conventions, not mlstack's configuration
     live = live_display_wanted(out, os.environ)
     print(f"mlstack run: dg launch --assets '*'  (full log: {_shown(log)})", flush=True)
     started = time.time()

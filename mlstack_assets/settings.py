@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,11 +39,13 @@ class Settings:
     dataset: str
     airbyte: str
     home: Path
+    dagster_home: Path  # the Dagster instance `mlstack run` uses (Dagster's own DAGSTER_HOME)
     bigquery_project: str
     bigquery_location: str
     airbyte_api_url: str
     airbyte_config_api_url: str
-    airbyte_connection_ids: dict[str, str]
+    # not in the hash (a dict has none); settings with equal fields are still equal
+    airbyte_connection_ids: dict[str, str] = field(hash=False)
     airbyte_poll_interval: float
     sensor_interval_seconds: int
     source_sensor_on: bool
@@ -68,6 +70,11 @@ class Settings:
         return f"{self.dataset}_staging"
 
     @property
+    def audit_dataset(self) -> str:
+        """Where dbt builds and tests its models before they are published: `<dataset>_audit`."""
+        return f"{self.dataset}_audit"
+
+    @property
     def source_urls(self) -> dict[str, str]:
         return {"projects": self.projects_url, "tags": self.tags_url}
 
@@ -75,6 +82,22 @@ class Settings:
     def dbt_database(self) -> str:
         """What dbt calls the database: the DuckDB file's stem, or the BigQuery project."""
         return self.duckdb_path.stem if self.warehouse == "duckdb" else self.bigquery_project
+
+    @property
+    def dbt_vars(self) -> dict[str, str]:
+        """What dbt's profile and sources read (`var(...)` in dbt_project/), passed to every
+        dbt command as `--vars` (`transform/project.py`): dbt has no defaults of its own."""
+        return {
+            "target": self.warehouse,
+            "dataset": self.dataset,  # where the sources are read
+            "audit_dataset": self.audit_dataset,  # where the models are built and tested
+            "duckdb_path": str(self.duckdb_path),
+            "bq_project": self.bigquery_project,
+            "bq_location": self.bigquery_location,
+            # the key file's path (Google's clients read the key): "" for application
+            # default credentials
+            "bq_keyfile": self.google_credentials_path or "",
+        }
 
     @property
     def steps_share_a_process(self) -> bool:
@@ -183,6 +206,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     dataset = env.get("MLSTACK_DATASET", "").strip() or "mlops_course"
     if not dataset.replace("_", "").isalnum():
         raise SettingsError(f"MLSTACK_DATASET={dataset!r} must be letters, digits and underscores")
+    home = _resolve(env.get("MLSTACK_HOME", "").strip() or ".mlstack")
     return Settings(
         projects_url=_resolve_source(
             env.get("MLSTACK_PROJECTS_URL", "").strip() or f"{LESSON_DATASETS_URL}/projects.csv"
@@ -196,7 +220,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         dataset=dataset,
         airbyte=_choice(env, "MLSTACK_AIRBYTE", "embedded", AIRBYTE_MODES),
-        home=_resolve(env.get("MLSTACK_HOME", "").strip() or ".mlstack"),
+        home=home,
+        # Dagster resolves a relative DAGSTER_HOME against the working directory
+        dagster_home=Path(env.get("DAGSTER_HOME", "").strip() or home / "dagster_home").resolve(),
         bigquery_project=env.get("MLSTACK_BQ_PROJECT", "").strip(),
         bigquery_location=env.get("MLSTACK_BQ_LOCATION", "").strip() or "US",
         airbyte_api_url=env.get("MLSTACK_AIRBYTE_API_URL", "").strip()
@@ -223,3 +249,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         or "/local/mlstack/warehouse.duckdb",
         **_alert_settings(env),
     )
+
+
+def credential(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """A credential's value ("" when unset), for `mlstack airbyte-setup` only: that command
+    calls Airbyte's API itself, outside Dagster. Definitions never read one (`EnvVar`)."""
+    return (os.environ if environ is None else environ).get(name, "").strip()

@@ -4,12 +4,12 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_
 
 from mlstack_assets.compat import dbt_asset_and_check_specs
 from mlstack_assets.settings import load_settings
-from mlstack_assets.transform.project import dbt_project
+from mlstack_assets.transform.project import dbt_project, dbt_vars_args
 
 
 def test_dbt_specs_are_the_ones_dbt_assets_builds():
     settings = load_settings({})
-    project = dbt_project(settings.warehouse, settings.dbt_database)
+    project = dbt_project(settings)
     translator = DagsterDbtTranslator(
         settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
     )
@@ -71,8 +71,9 @@ def test_the_dbt_adapter_can_be_made_apart_from_cli():
     assert "self._initialize_dbt_core_adapter(args)" in inspect.getsource(DbtCliResource.cli)
 
     settings = load_settings({})
-    project = dbt_project(settings.warehouse, settings.dbt_database)
-    adapter = initialize_dbt_core_adapter(DbtCliResource(project_dir=project), ["build"])
+    project = dbt_project(settings)
+    args = ["build", *dbt_vars_args(settings)]  # as the dbt step passes them
+    adapter = initialize_dbt_core_adapter(DbtCliResource(project_dir=project), args)
 
     assert type(adapter).__name__ == "DuckDBAdapter"
     assert adapter.config.project_name == "mlstack"
@@ -126,7 +127,7 @@ def test_dagster_dbt_still_asks_dbt_for_its_version_in_a_cached_property():
     )
     assert "self._cli_version" in inspect.getsource(DbtCliResource.cli)
     settings = load_settings({})
-    project = dbt_project(settings.warehouse, settings.dbt_database)
+    project = dbt_project(settings)
     assert str(InstalledDbtCliResource(project_dir=project)._cli_version).startswith("1.")
 
 
@@ -157,3 +158,15 @@ def test_dbt_duckdb_still_keeps_one_process_wide_environment():
     assert callable(DuckDBConnectionManager.env)
     assert callable(DuckDBConnectionManager.close_all_connections)
     close_dbt_duckdb_connections()  # nothing open: a no-op, not an error
+
+
+def test_a_sqlite_instance_is_told_from_one_that_is_not():
+    """`mlstack run` sweeps orphaned runs only on an instance whose runs are kept here."""
+    from dagster import DagsterInstance, instance_for_test
+
+    from mlstack_assets.compat import runs_stored_in_sqlite
+
+    with instance_for_test() as instance:  # SQLite files in a temporary DAGSTER_HOME
+        assert runs_stored_in_sqlite(instance)
+    with DagsterInstance.ephemeral() as instance:  # in memory
+        assert not runs_stored_in_sqlite(instance)

@@ -9,6 +9,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mlstack_assets.settings import load_settings
+from mlstack_assets.transform.project import dbt_vars_args
 from tests.conftest import REPO_ROOT
 from tests.processes import offline
 
@@ -59,6 +61,7 @@ def test_bigquery_target_compiles_offline_into_the_configured_project_and_datase
                 "--no-populate-cache",
                 "--target-path",
                 str(target),
+                *dbt_vars_args(load_settings(env)),  # as mlstack runs dbt
             ]
         ),
         cwd=REPO_ROOT / "dbt_project",

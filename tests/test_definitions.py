@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +119,62 @@ def test_relative_paths_resolve_against_the_repo_root():
 def test_unsupported_settings_are_rejected_with_the_variable_named(variable: str, value: str):
     with pytest.raises(SettingsError, match=variable):
         load_settings({variable: value})
+
+
+def test_dbt_reads_only_the_values_settings_passes_it():
+    """One configuration path into dbt: its profile, sources and models read no environment
+    variable and have no defaults; every `var()` they read is one `Settings` passes."""
+    dbt_dir = REPO_ROOT / "dbt_project"
+    texts = [path.read_text() for path in dbt_dir.rglob("*") if path.suffix in {".yml", ".sql"}]
+    texts = [text for text in texts if "target/" not in text]
+    assert not any("env_var(" in text for text in texts)
+    read = set(re.findall(r"\bvar\(\s*'(\w+)'\s*\)", "\n".join(texts)))
+    assert {"target", "dataset", "audit_dataset", "duckdb_path"} <= read
+    assert read <= set(load_settings({}).dbt_vars)
+    assert not re.search(r"\bvar\(\s*'\w+'\s*,", "\n".join(texts))  # no var() default either
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        (
+            {"MLSTACK_DUCKDB_PATH": "~/wh/w.duckdb", "MLSTACK_DATASET": "demo"},
+            {
+                "type": "duckdb",
+                "path": str(Path.home() / "wh" / "w.duckdb"),
+                "schema": "demo_audit",
+            },
+        ),
+        (
+            {
+                "MLSTACK_WAREHOUSE": "bigquery",
+                "MLSTACK_BQ_PROJECT": "acme",
+                "MLSTACK_BQ_LOCATION": "EU",
+                "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
+            },
+            {
+                "type": "bigquery",
+                "database": "acme",
+                "schema": "mlops_course_audit",
+                "location": "EU",
+                "keyfile": "/keys/sa.json",
+            },
+        ),
+    ],
+)
+def test_dbt_connects_where_settings_point(environ: dict[str, str], expected: dict[str, str]):
+    """dbt's profile, rendered with the `--vars` every dbt command gets, is what Settings
+    decided (`~` expanded, a relative path against the repo root, the BigQuery location)."""
+    from dagster_dbt import DbtCliResource
+
+    from mlstack_assets.compat import initialize_dbt_core_adapter
+    from mlstack_assets.settings import DBT_PROJECT_DIR
+    from mlstack_assets.transform.project import dbt_vars_args
+
+    settings = load_settings(environ)
+    dbt = str(Path(sys.executable).parent / "dbt")
+    resource = DbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt)
+    adapter = initialize_dbt_core_adapter(resource, ["build", *dbt_vars_args(settings)])
+
+    credentials = adapter.config.credentials
+    assert {key: str(getattr(credentials, key)) for key in expected} == expected

@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlparse
 
 import pytest
@@ -200,11 +202,22 @@ def test_bad_input_fails_clearly_and_never_replaces_a_published_table(
     published_stack: Stack, source: str, make_bad_file, expected: list[str]
 ):
     before = snapshot(published_stack)
-    bad_dir = published_stack.root / "bad"
-    bad_dir.mkdir()
-    published_stack.set_source(source, make_bad_file(bad_dir))
 
-    result = published_stack.materialize(f"{source}*")
+    materialize_bad_input(published_stack, source, make_bad_file, expected)
+
+    assert snapshot(published_stack) == before
+
+
+def materialize_bad_input(
+    stack: Stack, source: str, make_bad_file: Callable[[Path], Path], expected: list[str]
+) -> None:
+    """Materialize `source` and its downstream from a bad file: the run fails, naming the
+    source and every `expected` fragment, and labeled_projects is not materialized."""
+    bad_dir = stack.root / "bad"
+    bad_dir.mkdir()
+    stack.set_source(source, make_bad_file(bad_dir))
+
+    result = stack.materialize(f"{source}*")
 
     assert not result.success
     message = failure_messages(result)
@@ -212,7 +225,6 @@ def test_bad_input_fails_clearly_and_never_replaces_a_published_table(
     for fragment in expected:
         assert fragment in message
     assert "labeled_projects" not in materialized_keys(result)
-    assert snapshot(published_stack) == before
 
 
 def test_untagged_projects_fail_the_tags_audit_and_change_no_table(published_stack: Stack):
@@ -357,14 +369,7 @@ def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
     syncs = REPO_ROOT / ".mlstack" / "airbyte" / "syncs"  # the sync's private directories
     existing = set(syncs.glob("tags-*"))
     log = (published_stack.root / "killed.log").open("w")
-    process = subprocess.Popen(
-        materialize_command("tags"),
-        cwd=REPO_ROOT,
-        env={**os.environ, "DAGSTER_HOME": str(home)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = start_materialize("tags", home, log)
     try:
         deadline = time.monotonic() + 240
         while https_server.count("/tags.csv") < 1 and process.poll() is None:
@@ -394,17 +399,49 @@ def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
         assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
         assert fail_orphaned_runs(instance) == []
 
-    published_stack.set_source(
-        "tags", write_tags(published_stack.root / "good.csv", {**PROJECT_TAGS, 6: "mlops"})
-    )
-    result = published_stack.materialize("tags*")
+    rerun_with_project_6_retagged(published_stack)
 
-    assert result.success, failure_messages(result)
     assert published_stack.query("select tag from mlops_course.tags where id = 6") == [("mlops",)]
     assert published_stack.query("select count(*) from mlops_course.labeled_projects") == [
         (len(PROJECTS),)
     ]
     assert not any(d.exists() for d in left_behind)  # pruned by the next sync
+
+
+def start_materialize(selection: str, home: Path, log: IO[str]) -> subprocess.Popen:
+    """`dagster asset materialize` of `selection` on the instance in `home`, in a session of
+    its own (a test can kill it, or it and what it started), its output in `log`."""
+    return subprocess.Popen(
+        materialize_command(selection),
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@contextmanager
+def run_killed_on_exit(selection: str, home: Path, log_path: Path) -> Iterator[subprocess.Popen]:
+    """A run of `selection` for the body to watch; when the body is done, the run's process
+    alone gets SIGKILL (not its group: what it started must die on its own). Whatever still
+    runs after a failed body is killed, group and all."""
+    with log_path.open("w") as log:
+        process = start_materialize(selection, home, log)
+        try:
+            yield process
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def rerun_with_project_6_retagged(stack: Stack) -> None:
+    """The next run, from a good tags file (project 6 now `mlops`), succeeds."""
+    stack.set_source("tags", write_tags(stack.root / "good.csv", {**PROJECT_TAGS, 6: "mlops"}))
+    result = stack.materialize("tags*")
+    assert result.success, failure_messages(result)
 
 
 def _children(pid: int) -> list[int]:
@@ -425,17 +462,10 @@ def _alive(pid: int) -> bool:
 def test_run_killed_during_dbt_leaves_published_tables_and_no_dbt_behind(published_stack: Stack):
     before = snapshot(published_stack)
     home = dagster_home(published_stack.root / "cli_home")
-    log = (published_stack.root / "killed.log").open("w")
-    process = subprocess.Popen(
-        materialize_command("labeled_projects"),
-        cwd=REPO_ROOT,
-        env={**os.environ, "DAGSTER_HOME": str(home)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     dbt: list[int] = []
-    try:
+    with run_killed_on_exit("labeled_projects", home, published_stack.root / "killed.log") as (
+        process
+    ):
         deadline = time.monotonic() + 240
         while not dbt and process.poll() is None:
             assert time.monotonic() < deadline, "dbt never started"
@@ -446,12 +476,6 @@ def test_run_killed_during_dbt_leaves_published_tables_and_no_dbt_behind(publish
             ]
             time.sleep(0.05)
         assert dbt, (published_stack.root / "killed.log").read_text()[-2000:]
-        os.kill(process.pid, signal.SIGKILL)  # the run's process only, not its group
-        process.wait(timeout=30)
-    finally:
-        log.close()
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
 
     deadline = time.monotonic() + 20
     while any(_alive(pid) for pid in dbt) and time.monotonic() < deadline:
@@ -459,12 +483,8 @@ def test_run_killed_during_dbt_leaves_published_tables_and_no_dbt_behind(publish
     assert not any(_alive(pid) for pid in dbt), "dbt outlived the run that started it"
     assert snapshot(published_stack) == before
 
-    published_stack.set_source(
-        "tags", write_tags(published_stack.root / "good.csv", {**PROJECT_TAGS, 6: "mlops"})
-    )
-    result = published_stack.materialize("tags*")
+    rerun_with_project_6_retagged(published_stack)
 
-    assert result.success, failure_messages(result)
     assert published_stack.query("select tag from mlops_course.labeled_projects where id = 6") == [
         ("mlops",)
     ]
@@ -479,31 +499,18 @@ def test_run_killed_during_an_ml_step_leaves_published_tables_and_the_next_run_s
     before = snapshot(published_stack)
     home = dagster_home(published_stack.root / "cli_home")
     log_path = published_stack.root / "killed.log"
-    log = log_path.open("w")
     # Hold the warehouse while the run starts: its first ML step waits inside the step, in
     # the middle of its work, where it is killed.
-    with duckdb_file_lock(published_stack.warehouse_path).hold(purpose="hold it for a test"):
-        process = subprocess.Popen(
-            materialize_command("ml_dataset*"),
-            cwd=REPO_ROOT,
-            env={**os.environ, "DAGSTER_HOME": str(home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 240
-            while "for the warehouse lock" not in log_path.read_text(errors="replace"):
-                assert process.poll() is None, log_path.read_text()[-2000:]
-                assert time.monotonic() < deadline, "the ML step never reached the warehouse"
-                time.sleep(0.1)
-            assert "ml_dataset" in log_path.read_text(errors="replace")
-            os.kill(process.pid, signal.SIGKILL)  # the run's process only, not its group
-            process.wait(timeout=30)
-        finally:
-            log.close()
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+    with (
+        duckdb_file_lock(published_stack.warehouse_path).hold(purpose="hold it for a test"),
+        run_killed_on_exit("ml_dataset*", home, log_path) as process,
+    ):
+        deadline = time.monotonic() + 240
+        while "for the warehouse lock" not in log_path.read_text(errors="replace"):
+            assert process.poll() is None, log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the ML step never reached the warehouse"
+            time.sleep(0.1)
+        assert "ml_dataset" in log_path.read_text(errors="replace")
 
     assert snapshot(published_stack) == before
     result = published_stack.materialize("ml_dataset*")

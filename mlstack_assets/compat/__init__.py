@@ -186,6 +186,21 @@ def close_dbt_duckdb_connections() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
+def runs_stored_in_sqlite(instance: Any) -> bool:
+    """Whether the Dagster `instance` keeps its runs in SQLite, i.e. on this machine.
+
+    Why private: `mlstack run` marks failed the runs a killed process left STARTED, judging
+    by the pids that wrote their events; that is only sound when every such process ran on
+    this machine, which a SQLite run storage implies and a shared one (Postgres) does not.
+    Dagster has no public way to ask which storage an instance has: its class is
+    `dagster._core.storage.runs.sqlite.SqliteRunStorage`, sometimes wrapped (`_storage`).
+    """
+    from dagster._core.storage.runs.sqlite import SqliteRunStorage
+
+    storage = getattr(instance.run_storage, "_storage", instance.run_storage)
+    return isinstance(storage, SqliteRunStorage)
+
+
 def dbt_events_with_metadata(events: Iterable[Any], invocation: DbtCliInvocation) -> Iterator[Any]:
     """dagster-dbt's row counts, column schemas and column lineage for dbt's `events`,
     already collected from `invocation`.

@@ -7,7 +7,6 @@ so running it again updates them instead of creating duplicates. It prints the c
 ids to export. Credentials are sent to Airbyte, never printed.
 """
 
-import os
 from typing import Any
 
 import requests
@@ -20,7 +19,7 @@ from mlstack_assets.ingestion.server import (
     connection_id_var,
 )
 from mlstack_assets.ingestion.sources import source_specs
-from mlstack_assets.settings import Settings
+from mlstack_assets.settings import Settings, credential
 from mlstack_assets.warehouse import airbyte_destination_configuration
 
 
@@ -29,7 +28,7 @@ class AirbyteSetupError(RuntimeError):
 
 
 def _required(name: str) -> str:
-    value = os.environ.get(name, "").strip()
+    value = credential(name)
     if not value:
         raise AirbyteSetupError(f"set {name} first")
     return value

@@ -39,7 +39,10 @@ from mlstack_assets.warehouse import PyAirbyteTarget, Warehouse
 
 
 def configure_pyairbyte(connector_dir: Path) -> None:
-    """PyAirbyte reads these when first imported: stay offline, quiet, and inside `.mlstack/`."""
+    """PyAirbyte reads these when first imported: stay offline, quiet, and inside `.mlstack/`.
+
+    PyAirbyte's own variables, set (unless the user set them), not mlstack's configuration:
+    that is why they are not in `settings.py`."""
     os.environ.setdefault("AIRBYTE_OFFLINE_MODE", "1")  # no connector registry, no telemetry
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("NO_LIVE_PROGRESS", "1")

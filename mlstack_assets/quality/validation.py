@@ -245,6 +245,7 @@ def _without_published_yet(
 
 def import_great_expectations() -> None:
     """Import GX ahead of the first audit (it takes seconds), e.g. while a connector reads."""
+    # GX's own variable, set (unless the user set it) before GX reads it at import
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import_serially("great_expectations", "great_expectations.checkpoint")
 

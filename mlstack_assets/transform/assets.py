@@ -49,6 +49,7 @@ from mlstack_assets.transform.audit import (
     describe_test_failure,
     lineage_by_key,
 )
+from mlstack_assets.transform.project import dbt_vars_args
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
@@ -165,6 +166,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
         if "great_expectations" in spec.kinds
     }
     gx_check_specs = [spec for key, suite in suites.items() for spec in suite.check_specs(key)]
+    build_args = ["build", *dbt_vars_args(settings)]
 
     @multi_asset(
         name="dbt_models",
@@ -180,8 +182,8 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
         """`dbt build` into the audit schema, its tests and GX suites there, then publish."""
         with warehouse.exclusive():
             started = time.perf_counter()
-            invocation = dbt.cli(["build"], context=context, raise_on_error=False)
-            adapter = dbt.adapter_while_dbt_runs(["build"])
+            invocation = dbt.cli(build_args, context=context, raise_on_error=False)
+            adapter = dbt.adapter_while_dbt_runs(build_args)
             try:
                 events = [
                     with_compiled_sql(e, invocation)

@@ -12,7 +12,7 @@ from mlstack_assets.transform.project import dbt_project
 
 
 def build_transform_definitions(settings: Settings) -> Definitions:
-    project = dbt_project(settings.warehouse, settings.dbt_database)
+    project = dbt_project(settings)
     return Definitions(
         assets=[build_dbt_assets(project, settings)],
         resources={

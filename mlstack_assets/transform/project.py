@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dagster_dbt import DbtProject
 
-from mlstack_assets.settings import DBT_PROJECT_DIR
+from mlstack_assets.settings import DBT_PROJECT_DIR, Settings, load_settings
 
 
 def _put_venv_on_path() -> None:
@@ -22,42 +22,61 @@ def _put_venv_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
 
 
-def _parsed_for(manifest_path: Path) -> tuple[str | None, str | None]:
-    """(adapter, database) the manifest was parsed for."""
+def dbt_vars_args(settings: Settings) -> list[str]:
+    """`--vars` for every dbt command: the values dbt's profile and sources read
+    (`Settings.dbt_vars`). The same text each time, so dbt's partial parse is reused."""
+    return ["--vars", json.dumps(settings.dbt_vars, sort_keys=True)]
+
+
+def _parsed_for(manifest_path: Path) -> tuple[str | None, str | None, str | None]:
+    """(adapter, database, schema) the manifest's models were parsed for."""
     manifest = json.loads(manifest_path.read_text())
-    nodes = manifest.get("nodes", {}).values()
-    database = next((n.get("database") for n in nodes if n.get("resource_type") == "model"), None)
-    return manifest.get("metadata", {}).get("adapter_type"), database
+    model = next(
+        (n for n in manifest.get("nodes", {}).values() if n.get("resource_type") == "model"), {}
+    )
+    adapter = manifest.get("metadata", {}).get("adapter_type")
+    return adapter, model.get("database"), model.get("schema")
+
+
+def _unprepared_project(settings: Settings) -> DbtProject:
+    """The dbt project for these settings (`duckdb` or `bigquery` target), whose manifest
+    is parsed with the same `--vars` as every other dbt command."""
+    _put_venv_on_path()
+    return DbtProject(
+        project_dir=DBT_PROJECT_DIR,
+        target=settings.warehouse,
+        prepare_project_cli_args=["parse", "--quiet", *dbt_vars_args(settings)],
+    )
 
 
 @cache
-def dbt_project(target: str, database: str) -> DbtProject:
-    """The dbt project for `target` (`duckdb` or `bigquery`), its manifest ready to load.
+def dbt_project(settings: Settings) -> DbtProject:
+    """The dbt project for these settings, its manifest ready to load.
 
     `dagster dev` re-parses on every load (dagster-dbt's `prepare_if_dev`); other entry
     points (CLI, tests) parse when the manifest is missing or was parsed for another
-    target or database (DuckDB names it after the file, BigQuery after the project), so a
-    fresh clone, a new MLSTACK_DUCKDB_PATH or a switch to BigQuery needs no build step.
-    The manifest stays in dbt's default `target/`, where dagster-dbt finds dbt's partial
-    parse file and hands it to every `dbt build` (saving a full parse per run).
+    target, database (DuckDB names it after the file, BigQuery after the project) or
+    dataset, so a fresh clone, a new MLSTACK_DUCKDB_PATH or a switch to BigQuery needs no
+    build step. The manifest stays in dbt's default `target/`, where dagster-dbt finds
+    dbt's partial parse file and hands it to every `dbt build` (saving a full parse per run).
     """
-    _put_venv_on_path()
-    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=target)
+    project = _unprepared_project(settings)
     project.prepare_if_dev()
-    if not project.manifest_path.exists() or _parsed_for(project.manifest_path) != (
-        target,
-        database,
-    ):
+    expected = (settings.warehouse, settings.dbt_database, settings.audit_dataset)
+    if not project.manifest_path.exists() or _parsed_for(project.manifest_path) != expected:
         project.preparer.prepare(project)
     return project
 
 
 def main() -> None:
-    """`python -m mlstack_assets.transform.project`: re-parse the manifest for this environment."""
-    from mlstack_assets.settings import load_settings
-
+    """`python -m mlstack_assets.transform.project`: parse the manifest for this environment
+    (once: `make setup`, the container's start-up); with `--vars`, print the `--vars` value
+    for running dbt by hand instead."""
     settings = load_settings()
-    project = dbt_project(settings.warehouse, settings.dbt_database)
+    if sys.argv[1:] == ["--vars"]:
+        print(dbt_vars_args(settings)[1])
+        return
+    project = _unprepared_project(settings)
     project.preparer.prepare(project)
     print(project.manifest_path)
 
