@@ -80,6 +80,9 @@ def test_the_two_sources_are_read_at_the_same_time(stack: Stack, https_server: H
     assert {"projects", "tags"} <= {
         e.asset_key.path[-1] for e in result.get_asset_materialization_events()
     }
+    # each source is read once per run: the second raw step starts no second extract
+    assert https_server.count("/projects.csv") == 1
+    assert https_server.count("/tags.csv") == 1
 
 
 def test_connection_reset_twice_then_answered_is_retried_and_succeeds(

@@ -95,6 +95,8 @@ class AirbyteLoader(ConfigurableResource):
     # executor): their extracts then start together (`start_extracts`).
     concurrent_extracts: bool = False
     _started: dict[str, _StartedExtract] = PrivateAttr(default_factory=dict)
+    # every source started in this run, taken by its step or not: each is read once
+    _requested: set[str] = PrivateAttr(default_factory=set)
     _pool: ThreadPoolExecutor | None = PrivateAttr(default=None)
 
     def sync_to_staging(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> SyncReport:
@@ -116,10 +118,12 @@ class AirbyteLoader(ConfigurableResource):
     def start_extracts(self, specs: Sequence[SourceSpec], warehouse: Warehouse) -> None:
         """Start reading every source in `specs` now, concurrently, each in its own thread,
         for the raw steps of this run that will stage them (`extracted`). Does nothing
-        unless `concurrent_extracts`; a source already started is not started twice."""
+        unless `concurrent_extracts`. A source started once in this run is not started
+        again, even after its step took it: every raw step calls this, and a second read
+        would run on, unused, until the process exits."""
         if not self.concurrent_extracts:
             return
-        pending = [spec for spec in specs if spec.name not in self._started]
+        pending = [spec for spec in specs if spec.name not in self._requested]
         if not pending:
             return
         if self._pool is None:
@@ -128,6 +132,7 @@ class AirbyteLoader(ConfigurableResource):
             log = DeferredLog()
             future = self._pool.submit(self._open_extract, spec, warehouse, log)
             self._started[spec.name] = _StartedExtract(future, log)
+            self._requested.add(spec.name)
 
     def _open_extract(
         self, spec: SourceSpec, warehouse: Warehouse, log: DeferredLog
@@ -163,6 +168,7 @@ class AirbyteLoader(ConfigurableResource):
         for started in self._started.values():
             started.future.add_done_callback(_close_extract)
         self._started.clear()
+        self._requested.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
