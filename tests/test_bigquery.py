@@ -352,3 +352,37 @@ def test_a_bad_bigquery_request_is_not_retried(
 
     assert _retry_lines(caplog) == []
     assert _calls_since(bigquery_emulator, calls_before, "POST", datasets) == 1
+
+
+def test_raw_steps_starting_together_on_a_fresh_dataset_both_get_their_cache(
+    bigquery_warehouse, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """On BigQuery the raw steps run in parallel processes, and PyAirbyte's cache creates
+    its internal tables (`_airbyte_streams`, `_airbyte_state`) by check-then-create: on a
+    fresh staging dataset both steps may try to create them. Each still gets its cache."""
+    import threading
+
+    from mlstack_assets.settings import load_settings
+    from mlstack_assets.warehouse.bigquery import build_bigquery_resources
+
+    monkeypatch.setenv("MLSTACK_DATASET", "fresh_race")
+    warehouse = build_bigquery_resources(load_settings())["warehouse"]
+    streams = ["projects", "tags", "third", "fourth"]  # more starters, a wider race
+    together = threading.Barrier(len(streams))
+    outcomes: dict[str, str] = {}
+
+    def start(stream: str) -> None:
+        together.wait(timeout=60)
+        try:
+            warehouse.pyairbyte_target(stream, tmp_path / stream).cache.close()
+            outcomes[stream] = "cache"
+        except Exception as error:  # what a raw step would fail with
+            outcomes[stream] = repr(error)[:300]
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in streams]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    assert outcomes == dict.fromkeys(streams, "cache")

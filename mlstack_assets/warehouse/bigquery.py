@@ -20,6 +20,33 @@ RETRY_MAXIMUM_SECONDS = 8.0
 RETRY_TIMEOUT_SECONDS = 60.0
 
 
+# one more than the objects a concurrent step may create first (dataset, two tables)
+CACHE_ATTEMPTS = 4
+
+
+def _bigquery_cache(cache_class: Any, **config: Any) -> Any:
+    """PyAirbyte's BigQuery cache, made once its staging dataset's internal tables exist.
+
+    The cache's constructor creates the dataset and PyAirbyte's own tables
+    (`_airbyte_streams`, `_airbyte_state`) by check-then-create (SQLAlchemy's `create_all`).
+    The raw steps run in parallel processes on BigQuery, so on a fresh dataset both may
+    find a table missing and one gets "Already Exists" creating it. Once one has created
+    it, the next check finds it: the loser builds its cache again, at most CACHE_ATTEMPTS
+    times in all. Any other error is raised at once."""
+    for attempt in range(1, CACHE_ATTEMPTS + 1):
+        try:
+            return cache_class(**config)
+        except Exception as error:
+            if "Already Exists" not in str(error) or attempt == CACHE_ATTEMPTS:
+                raise
+            get_dagster_logger("mlstack.bigquery").info(
+                f"PyAirbyte's tables in {config.get('dataset_name')} were being created by"
+                f" another step at the same time; building the cache again ({attempt + 1} of"
+                f" {CACHE_ATTEMPTS})"
+            )
+    raise AssertionError("unreachable")
+
+
 def transient_retry(what: str) -> Any:
     """google-api-core's `Retry` for mlstack's BigQuery API calls: transient errors only
     (connection errors, 429, 500, 502, 503, 504), exponential backoff, at most
@@ -113,7 +140,8 @@ class BigQueryWarehouse(Warehouse):
         # PyAirbyte leaves an existing table alone when a sync reads no records: start
         # empty, so a header-only source stages zero rows instead of yesterday's.
         self.drop_staged(stream)
-        cache = ab.BigQueryCache(
+        cache = _bigquery_cache(
+            ab.BigQueryCache,
             project_name=self.project,
             dataset_name=self.staging_dataset,
             # PyAirbyte creates the dataset in "US" unless told: staging must be where the
