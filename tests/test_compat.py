@@ -170,3 +170,34 @@ def test_a_sqlite_instance_is_told_from_one_that_is_not():
         assert runs_stored_in_sqlite(instance)
     with DagsterInstance.ephemeral() as instance:  # in memory
         assert not runs_stored_in_sqlite(instance)
+
+
+def test_gx_duckdb_datasource_returns_metrics_from_a_duckdb_file(tmp_path):
+    """The reason for `compat/gx_duckdb.py`: GX's generic SQL engine read metric rows after
+    closing its connection, and DuckDB had dropped them. If GX ever keeps its connection
+    open on its own, or registers a DuckDB type of its own, this test says so."""
+    import duckdb
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    from mlstack_assets.compat import gx_duckdb  # noqa: F401  registers add_mlstack_duckdb
+
+    database = tmp_path / "w.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("create schema s; create table s.t as select range as id from range(7)")
+    context = gx.get_context(mode="ephemeral")
+    assert not hasattr(context.data_sources, "add_duckdb"), "GX now has a DuckDB datasource"
+    datasource = context.data_sources.add_mlstack_duckdb(
+        name="w", connection_string=f"duckdb:///{database}"
+    )
+    asset = datasource.add_table_asset(name="t", table_name="t", schema_name="s")
+    batch = asset.add_batch_definition_whole_table("all").get_batch()
+    try:
+        result = batch.validate(gxe.ExpectTableRowCountToEqual(value=7))
+    finally:  # as `validate_table` closes it
+        datasource.get_execution_engine().close()
+        datasource.get_engine().dispose()
+    assert result.success, result
+    assert result.result["observed_value"] == 7
+    with duckdb.connect(str(database)) as conn:  # closed: the file is free for a writer
+        conn.execute("insert into s.t values (8)")

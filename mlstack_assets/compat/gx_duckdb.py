@@ -35,9 +35,14 @@ class DuckDBExecutionEngine(SqlAlchemyExecutionEngine):
 
 
 class DuckDBDatasource(SQLDatasource):
-    """Registered with GX as `context.data_sources.add_duckdb(...)`."""
+    """Registered with GX as `context.data_sources.add_mlstack_duckdb(...)`.
 
-    type: Literal["duckdb"] = "duckdb"  # type: ignore[assignment]
+    The type name is ours, not GX's bare database name: GX registers datasource types by
+    name at import and refuses a second one, so a DuckDB datasource in a later GX release
+    would collide with ours and stop the package from importing.
+    """
+
+    type: Literal["mlstack_duckdb"] = "mlstack_duckdb"  # type: ignore[assignment]
 
     @property
     def execution_engine_type(self) -> Type[SqlAlchemyExecutionEngine]:  # noqa: UP006

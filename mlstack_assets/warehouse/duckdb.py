@@ -298,9 +298,9 @@ class DuckDBWarehouse(Warehouse):
         return PyAirbyteTarget(cache, synced_rows=synced_rows, stage=stage)
 
     def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
-        from mlstack_assets.compat import gx_duckdb  # noqa: F401  registers add_duckdb
+        from mlstack_assets.compat import gx_duckdb  # noqa: F401  registers add_mlstack_duckdb
 
-        datasource = context.data_sources.add_duckdb(
+        datasource = context.data_sources.add_mlstack_duckdb(
             name="warehouse", connection_string=f"duckdb:///{self.path}"
         )
         return datasource, datasource.add_table_asset(
