@@ -8,6 +8,7 @@ the other. What mlstack costs on top of this is orchestration.
 Run by `benchmarks/run.py` with the MLSTACK_* variables set; prints stage seconds as JSON.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from mlstack_assets.ingestion.connector import CONNECTOR_NAME, ensure_connector
@@ -58,10 +60,20 @@ def sync(spec: SourceSpec, warehouse: DuckDBWarehouse, connector_dir: Path, work
         conn.execute("detach synced")
 
 
+def duckdb_default_memory_limit() -> str:
+    """DuckDB's own default (80 % of the machine's memory): plain code sets none."""
+    with duckdb.connect() as conn:
+        return conn.execute("select current_setting('memory_limit')").fetchone()[0]
+
+
 def main() -> None:
-    settings = load_settings()
+    settings = dataclasses.replace(
+        load_settings(), duckdb_memory_limit=duckdb_default_memory_limit()
+    )
     warehouse = DuckDBWarehouse(
-        dataset=settings.dataset, duckdb=DuckDBResource(database=str(settings.duckdb_path))
+        dataset=settings.dataset,
+        duckdb=DuckDBResource(database=str(settings.duckdb_path)),
+        memory_limit=settings.duckdb_memory_limit,
     )
     workdir = Path(tempfile.mkdtemp(prefix="baseline-caches-", dir=settings.duckdb_path.parent))
     seconds = {"extract_load": 0.0, "audit": 0.0, "publish": 0.0}

@@ -18,7 +18,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from mlstack_assets.settings import Settings
+from mlstack_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT, Settings
 from mlstack_assets.warehouse import PyAirbyteTarget, TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
@@ -217,11 +217,33 @@ def duckdb_file_lock(database: str | Path) -> _ProcessFileLock:
         return _FILE_LOCKS.setdefault(path, _ProcessFileLock(path))
 
 
+def limit_memory(conn: Any, memory_limit: str) -> None:
+    """Cap DuckDB's working memory for this database (`Settings.duckdb_memory_limit`).
+
+    A SET, not a connect-time config: a second connection to the file in this process (GX,
+    dbt's adapter) with a different config would be refused ("different configuration").
+    """
+    conn.execute(f"set memory_limit = '{memory_limit}'")
+
+
+def limit_memory_on_checkout(engine: Any, memory_limit: str) -> None:
+    """`limit_memory` on every connection a SQLAlchemy engine hands out (GX's, PyAirbyte's).
+    On checkout, not on connect: PyAirbyte's cache has a pooled connection already (its
+    constructor creates its tables), and a new-connection hook would never see it."""
+    import sqlalchemy
+
+    def limit(dbapi_connection: Any, *_: Any) -> None:
+        limit_memory(dbapi_connection, memory_limit)
+
+    sqlalchemy.event.listen(engine, "checkout", limit)
+
+
 class DuckDBWarehouse(Warehouse):
     """A DuckDB file; publishing is one `CREATE OR REPLACE TABLE` transaction."""
 
     duckdb: DuckDBResource
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
 
     @property
     def kind(self) -> str:
@@ -239,6 +261,7 @@ class DuckDBWarehouse(Warehouse):
     @contextmanager
     def connection(self) -> Iterator[Any]:
         with self.exclusive(), self.duckdb.get_connection() as conn:
+            limit_memory(conn, self.memory_limit)
             yield conn
 
     def qualified(self, schema: str, table: str) -> str:
@@ -271,6 +294,8 @@ class DuckDBWarehouse(Warehouse):
         cache = ab.DuckDBCache(
             db_path=db_path, schema_name=staging, cache_dir=workdir / "pyairbyte"
         )
+        # the cache's one engine: its writer, catalog and state all use it
+        limit_memory_on_checkout(cache.get_sql_engine(), self.memory_limit)
 
         def synced_rows() -> int | None:
             with duckdb.connect(str(db_path), read_only=True) as conn:
@@ -303,6 +328,8 @@ class DuckDBWarehouse(Warehouse):
         datasource = context.data_sources.add_mlstack_duckdb(
             name="warehouse", connection_string=f"duckdb:///{self.path}"
         )
+        # GX's metric queries run on its execution engine's own SQLAlchemy engine
+        limit_memory_on_checkout(datasource.get_execution_engine().engine, self.memory_limit)
         return datasource, datasource.add_table_asset(
             name=table, table_name=table, schema_name=schema
         )
@@ -357,8 +384,13 @@ class DuckDBRelationTypeHandler(RelationTypeHandler):
 class _LockingDuckDbClient(DuckDbClient):
     """Dagster's DuckDB client, holding the warehouse file lock while connected."""
 
-    def __init__(self, lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+        memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT,
+    ):
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.memory_limit = memory_limit
 
     @contextmanager
     def connect(self, context, table_slice):  # type: ignore[override]
@@ -370,6 +402,7 @@ class _LockingDuckDbClient(DuckDbClient):
             # (or reader) could not open it ("different configuration"). Close it always.
             conn = DuckDbClient.connect(context, table_slice).__enter__()
             try:
+                limit_memory(conn, self.memory_limit)
                 yield conn
             finally:
                 conn.close()
@@ -381,6 +414,7 @@ class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
     instead of failing."""
 
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -388,7 +422,7 @@ class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
 
     def create_io_manager(self, context) -> DbIOManager:
         return ReplacingDbIOManager(
-            db_client=_LockingDuckDbClient(self.lock_timeout_seconds),
+            db_client=_LockingDuckDbClient(self.lock_timeout_seconds, self.memory_limit),
             database=self.database,
             schema=self.schema_,
             type_handlers=self.type_handlers(),
@@ -404,10 +438,12 @@ def build_duckdb_resources(settings: Settings) -> dict[str, Any]:
             dataset=settings.dataset,
             duckdb=DuckDBResource(database=database),
             lock_timeout_seconds=settings.lock_timeout_seconds,
+            memory_limit=settings.duckdb_memory_limit,
         ),
         "io_manager": WarehouseDuckDBIOManager(
             database=database,
             schema=settings.dataset,
             lock_timeout_seconds=settings.lock_timeout_seconds,
+            memory_limit=settings.duckdb_memory_limit,
         ),
     }

@@ -1,0 +1,115 @@
+"""DuckDB's working memory is capped where mlstack runs it (`MLSTACK_DUCKDB_MEMORY_LIMIT`):
+in a step's own connections, the IO manager's, GX's, PyAirbyte's cache and dbt's process.
+DuckDB's default is 80 % of the machine, which at 1M rows put the run over 1 GB (README,
+"Benchmark")."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import asset, materialize
+
+from mlstack_assets.ingestion.embedded import configure_pyairbyte
+from mlstack_assets.settings import DBT_PROJECT_DIR, SettingsError, load_settings
+from mlstack_assets.transform.project import dbt_vars_args
+from mlstack_assets.warehouse.duckdb import build_duckdb_resources
+from mlstack_assets.warehouse.relations import WarehouseQuery
+
+LIMIT = "123MB"
+CURRENT = "select current_setting('memory_limit')"
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    return load_settings(
+        {
+            "MLSTACK_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
+            "MLSTACK_DUCKDB_MEMORY_LIMIT": LIMIT,
+            "MLSTACK_HOME": str(tmp_path / "home"),
+        }
+    )
+
+
+@pytest.fixture
+def expected() -> str:
+    """How DuckDB reports LIMIT once set (it prints sizes in binary units)."""
+    with duckdb.connect() as conn:
+        conn.execute(f"set memory_limit = '{LIMIT}'")
+        shown = conn.execute(CURRENT).fetchone()[0]
+    with duckdb.connect() as conn:
+        assert conn.execute(CURRENT).fetchone()[0] != shown, "the default is not LIMIT"
+    return shown
+
+
+def test_a_step_connection_and_the_io_manager_run_under_the_limit(settings, expected):
+    resources = build_duckdb_resources(settings)
+    assert resources["warehouse"].query(CURRENT) == [(expected,)]
+
+    @asset
+    def memory_setting() -> WarehouseQuery:
+        return WarehouseQuery(f"{CURRENT} as memory_limit")
+
+    assert materialize([memory_setting], resources=resources).success
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as conn:
+        stored = conn.execute(f'select memory_limit from "{settings.dataset}".memory_setting')
+        assert stored.fetchall() == [(expected,)]
+
+
+def test_gx_and_the_pyairbyte_cache_run_under_the_limit(settings, expected, tmp_path):
+    import great_expectations as gx
+
+    warehouse = build_duckdb_resources(settings)["warehouse"]
+    warehouse.ensure_dataset("s")
+    warehouse.query("create table s.t as select 1 as id")
+
+    datasource, _ = warehouse.gx_table_asset(gx.get_context(mode="ephemeral"), "s", "t")
+    engine = datasource.get_execution_engine()
+    try:
+        with engine.get_connection() as conn:
+            assert conn.exec_driver_sql(CURRENT).scalar() == expected
+    finally:
+        engine.close()
+        datasource.get_engine().dispose()
+
+    configure_pyairbyte(settings.connector_dir)  # offline, as every sync is
+    cache = warehouse.pyairbyte_target("projects", tmp_path / "sync").cache
+    with cache.get_sql_engine().connect() as conn:
+        assert conn.exec_driver_sql(CURRENT).scalar() == expected
+    cache.get_sql_engine().dispose()
+
+
+def test_dbt_runs_under_the_limit(settings, expected):
+    dbt = str(Path(sys.executable).parent / "dbt")
+    shown = subprocess.run(
+        [
+            dbt,
+            "show",
+            "--inline",
+            f"{CURRENT} as memory_limit",
+            "--output",
+            "json",
+            "--log-format",
+            "json",
+            *dbt_vars_args(settings),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    previews = [
+        json.loads(line)["data"]["preview"]
+        for line in shown.stdout.splitlines()
+        if '"preview"' in line
+    ]
+    assert previews and json.loads(previews[0]) == [{"memory_limit": expected}]
+
+
+@pytest.mark.parametrize("value", ["lots", "512", "-1GB", "1 GB; drop table x"])
+def test_a_limit_duckdb_cannot_take_is_refused_with_the_variable_named(value):
+    with pytest.raises(SettingsError, match="MLSTACK_DUCKDB_MEMORY_LIMIT"):
+        load_settings({"MLSTACK_DUCKDB_MEMORY_LIMIT": value})
