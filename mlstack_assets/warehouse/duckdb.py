@@ -18,6 +18,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from mlstack_assets.imports import importing
 from mlstack_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT, Settings
 from mlstack_assets.warehouse import PyAirbyteTarget, TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
@@ -286,12 +287,14 @@ class DuckDBWarehouse(Warehouse):
     def pyairbyte_target(self, stream: str, workdir: Path) -> PyAirbyteTarget:
         """A private DuckDB file in the sync's directory: no warehouse lock is needed while
         the connector runs; `stage` copies its table into the warehouse in one statement."""
-        import airbyte as ab
         import duckdb
+
+        with importing():  # the extracts call this from threads
+            from mlstack_assets.compat.pyairbyte_duckdb import PlainJsonlDuckDBCache
 
         db_path = workdir / "cache.duckdb"
         staging = self.staging_dataset
-        cache = ab.DuckDBCache(
+        cache = PlainJsonlDuckDBCache(
             db_path=db_path, schema_name=staging, cache_dir=workdir / "pyairbyte"
         )
         # the cache's one engine: its writer, catalog and state all use it
