@@ -91,6 +91,27 @@ def test_plain_dagster_commands_keep_working(stack: Stack, tmp_path: Path):
     assert {"projects", "tags", "labeled_projects", "ml_splits"} <= set(completed.stdout.split())
 
 
+@pytest.mark.slow
+def test_a_rerun_prints_no_library_log_records(stack: Stack, tmp_path: Path):
+    """Libraries' log records stay off the CLI. Importing PyAirbyte once pointed the root
+    logger at Airbyte-protocol JSON on stdout, and on a rerun GX warned about every past
+    audit's Data Docs page (its results are not in the fresh context's store, by design)."""
+    env = cli_env(tmp_path)
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize"]
+    command += ["-m", "mlstack_assets", "--select", "projects,tags"]
+
+    for _ in range(2):  # the second run's audits find the first run's pages
+        completed = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+        output = completed.stdout + completed.stderr
+        assert completed.returncode == 0, output[-3000:]
+
+    assert len(list((tmp_path / "mlstack_home").rglob("validations/*/*/*"))) >= 4
+    assert '{"type":"LOG"' not in output, output[-3000:]
+    assert "Validation result not found" not in output, output[-3000:]
+
+
 def mlstack_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[Path]]:
     completed = subprocess.run(
         [str(Path(sys.executable).parent / "mlstack"), "run", *args],

@@ -15,6 +15,7 @@ every sync replaces the staged table, keeping Airbyte's `_airbyte_*` columns.
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mlstack_assets.compat import preset_discovered_catalog
-from mlstack_assets.imports import import_serially
+from mlstack_assets.imports import import_serially, importing
 from mlstack_assets.ingestion.connector import (
     CONNECTOR_NAME,
     CONNECTOR_VERSION,
@@ -47,6 +48,21 @@ def configure_pyairbyte(connector_dir: Path) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("NO_LIVE_PROGRESS", "1")
     os.environ.setdefault("AIRBYTE_LOGGING_ROOT", str(connector_dir / "logs"))
+
+
+def import_pyairbyte() -> None:
+    """Import PyAirbyte (one heavy import at a time) and keep the process's logging as it was.
+
+    Importing PyAirbyte imports the Airbyte CDK's entrypoint, whose `init_logger` points the
+    root logger at a handler printing Airbyte-protocol JSON on stdout (`airbyte_cdk/logger.py`,
+    at import). From then on every library's warning in the Dagster process came out on the
+    CLI as a `{"type":"LOG",...}` line; the handlers the import installed are taken off.
+    """
+    with importing():
+        root = logging.getLogger()
+        handlers = list(root.handlers)
+        import_serially("airbyte", "airbyte.caches", "airbyte.exceptions")
+        root.handlers[:] = handlers
 
 
 _ROOT_CAUSE = re.compile(r"^([\w.]+(?:Error|Exception|Warning)): (.+)$")
@@ -156,7 +172,7 @@ class EmbeddedAirbyte(AirbyteLoader):
             lap("preflight")
             executable = ensure_connector(connector_dir)
             configure_pyairbyte(connector_dir)
-            import_serially("airbyte", "airbyte.caches", "airbyte.exceptions")
+            import_pyairbyte()
             target = warehouse.pyairbyte_target(spec.name, workdir)
             report = self._read(spec, path, executable, target.cache, log, header)
             lap("connector")
