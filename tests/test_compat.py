@@ -25,9 +25,10 @@ def test_dbt_specs_are_the_ones_dbt_assets_builds():
 
 
 def test_a_preset_catalog_is_used_without_running_the_connector(tmp_path):
-    from mlstack_assets.ingestion.embedded import configure_pyairbyte
+    from mlstack_assets.ingestion.embedded import configure_pyairbyte, import_pyairbyte
 
     configure_pyairbyte(tmp_path)  # offline, as every sync is
+    import_pyairbyte()  # as a sync does: the test process's logging stays as it was
     import airbyte as ab
 
     from mlstack_assets.compat import preset_discovered_catalog
@@ -213,7 +214,11 @@ def test_pyairbyte_duckdb_cache_writes_plain_jsonl_batches_and_loads_them(tmp_pa
     import duckdb
 
     from mlstack_assets.ingestion.connector import ensure_connector
-    from mlstack_assets.ingestion.embedded import catalog_from_header, configure_pyairbyte
+    from mlstack_assets.ingestion.embedded import (
+        catalog_from_header,
+        configure_pyairbyte,
+        import_pyairbyte,
+    )
     from mlstack_assets.ingestion.sources import source_specs
 
     source_file = tmp_path / "tags.csv"
@@ -221,6 +226,7 @@ def test_pyairbyte_duckdb_cache_writes_plain_jsonl_batches_and_loads_them(tmp_pa
     settings = load_settings({"MLSTACK_TAGS_URL": str(source_file)})
     [spec] = [s for s in source_specs(settings) if s.name == "tags"]
     configure_pyairbyte(settings.connector_dir)  # offline, as every sync is
+    import_pyairbyte()
     import airbyte as ab
 
     from mlstack_assets.compat import preset_discovered_catalog
