@@ -17,7 +17,7 @@ PORT ?= 3000
 $(INSTALLED): pyproject.toml setup.py requirements-lock.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.5,<0.9"
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-lock.txt -e ".[test]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-lock.txt -e ".[test,bench]"
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
@@ -96,7 +96,7 @@ lint: $(INSTALLED)
 
 # Re-pin requirements-lock.txt after changing the ranges in pyproject.toml.
 lock: $(INSTALLED)
-	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --quiet -o requirements-lock.txt
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --python-version 3.11 --quiet -o requirements-lock.txt
 
 clean:
 	rm -rf $(VENV) .mlstack dbt_project/target dbt_project/logs

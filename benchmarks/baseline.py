@@ -2,7 +2,8 @@
 
 Lesson-style PyAirbyte syncs, one after the other, with PyAirbyte's defaults (the
 connector's spec check and `discover`, then `read` into a DuckDB cache; the same
-connector, config and staging tables as mlstack), the same GX suites, the same publish,
+connector, config and staging tables as mlstack; PyAirbyte is the `bench` extra, mlstack
+itself does not use it), the same GX suites, the same publish,
 `dbt build`, the GX suite on labeled_projects and the ML SQL and chart, called one after
 the other. What mlstack costs on top of this is orchestration.
 Run by `benchmarks/run.py` with the MLSTACK_* variables set; prints stage seconds as JSON.
@@ -10,6 +11,7 @@ Run by `benchmarks/run.py` with the MLSTACK_* variables set; prints stage second
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,6 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from mlstack_assets.ingestion.connector import CONNECTOR_NAME, ensure_connector
-from mlstack_assets.ingestion.embedded import configure_pyairbyte
 from mlstack_assets.ingestion.sources import SourceSpec, source_specs
 from mlstack_assets.ml import plot
 from mlstack_assets.ml.assets import default_split, known_tags
@@ -30,6 +31,14 @@ from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import DBT_PROJECT_DIR, load_settings
 from mlstack_assets.transform.project import dbt_vars_args
 from mlstack_assets.warehouse.duckdb import DuckDBWarehouse
+
+
+def configure_pyairbyte(connector_dir: Path) -> None:
+    """PyAirbyte reads these when first imported: offline, quiet, inside `.mlstack/`."""
+    os.environ.setdefault("AIRBYTE_OFFLINE_MODE", "1")  # no connector registry, no telemetry
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("NO_LIVE_PROGRESS", "1")
+    os.environ.setdefault("AIRBYTE_LOGGING_ROOT", str(connector_dir / "logs"))
 
 
 def sync(spec: SourceSpec, warehouse: DuckDBWarehouse, connector_dir: Path, workdir: Path) -> None:

@@ -1,9 +1,9 @@
 """The connector's floor: the pinned Airbyte File source's `read` alone, records discarded.
 
 For both sources at once (as mlstack extracts them), the connector executable mlstack
-installs runs `read` with the configured catalog mlstack hands PyAirbyte (the file's
-header, every column text, mlstack's reader options) and its records go to /dev/null: no
-PyAirbyte, no cache, no warehouse, no Dagster. What is left is the real connector's own
+installs runs `read` with the configured catalog mlstack gives it (the file's header,
+every column text, mlstack's reader options) and its records go to /dev/null: no
+checks, no checkpoint, no warehouse, no Dagster. What is left is the real connector's own
 cost (start, pandas parse, JSON records), the least any extract-load through it can take.
 Run by `benchmarks/run.py` with the MLSTACK_* variables set; prints stage seconds as JSON.
 """
@@ -15,25 +15,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import duckdb
+
 from mlstack_assets.ingestion.connector import ensure_connector
-from mlstack_assets.ingestion.embedded import catalog_from_header
-from mlstack_assets.ingestion.preflight import preflight
+from mlstack_assets.ingestion.protocol import configured_catalog as catalog_for
 from mlstack_assets.ingestion.sources import SourceSpec, source_specs
+from mlstack_assets.ingestion.strict_csv import read_header
 from mlstack_assets.settings import load_settings
 
 
 def configured_catalog(spec: SourceSpec) -> dict:
-    """The configured catalog PyAirbyte passes the connector for mlstack's sync."""
-    stream = catalog_from_header(spec.name, preflight(spec, spec.local_path).header).streams[0]
-    return {
-        "streams": [
-            {
-                "stream": json.loads(stream.model_dump_json(exclude_none=True)),
-                "sync_mode": "full_refresh",
-                "destination_sync_mode": "overwrite",
-            }
-        ]
-    }
+    """The configured catalog mlstack's extract gives the connector."""
+    with duckdb.connect() as conn:
+        return catalog_for(spec.name, read_header(conn, spec.local_path))
 
 
 def main() -> None:

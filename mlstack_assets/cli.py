@@ -320,24 +320,6 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _process_alive_since(pid: int, since: float) -> bool:
-    """Is `pid` running, and the same process that was running at `since` (epoch s)?"""
-    from mlstack_assets.warehouse.duckdb import pid_alive
-
-    if not pid_alive(pid):
-        return False
-    try:  # Linux: a pid reused by a process started later is not the same process
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + 1
-    except (OSError, ValueError, IndexError, StopIteration):
-        return True
-
-
 def fail_orphaned_runs(instance) -> list[str]:
     """Mark failed the runs left STARTED/STARTING by a process that is gone (SIGKILL, OOM).
 
@@ -350,6 +332,7 @@ def fail_orphaned_runs(instance) -> list[str]:
     from dagster import DagsterRunStatus, RunsFilter
 
     from mlstack_assets.compat import runs_stored_in_sqlite
+    from mlstack_assets.processes import alive_since
 
     if not runs_stored_in_sqlite(instance):
         return []
@@ -360,7 +343,7 @@ def fail_orphaned_runs(instance) -> list[str]:
         logs = instance.all_logs(run.run_id)
         pids = {e.dagster_event.pid for e in logs if e.dagster_event and e.dagster_event.pid}
         since = (record.start_time or record.create_timestamp.timestamp()) if logs else 0
-        if not pids or any(_process_alive_since(pid, since) for pid in pids):
+        if not pids or any(alive_since(pid, since) for pid in pids):
             continue
         message = (
             f"marked failed by mlstack run: its process{'es' if len(pids) > 1 else ''}"

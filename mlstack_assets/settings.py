@@ -54,7 +54,11 @@ class Settings:
     sensor_interval_seconds: int
     source_sensor_on: bool
     daily_cron: str
+    lake: str = ""  # MLSTACK_LAKE, resolved: a local folder's absolute path, or gs://bucket/prefix
+    lake_keep_checkpoints: int = 10
     source_timeout_seconds: float = 60.0
+    source_deadline_seconds: float = 1800.0
+    connector_timeout_seconds: float = 3600.0
     source_retries: int = 3
     lock_timeout_seconds: float = 900.0
     freshness_max_age_hours: float = 24.0
@@ -186,6 +190,25 @@ def _memory_size(environ: Mapping[str, str], name: str) -> str:
     return value
 
 
+def _lake(environ: Mapping[str, str], warehouse: str) -> str:
+    """The lake's root: `gs://bucket/prefix`, or a local folder (relative to the repo root)."""
+    raw = environ.get("MLSTACK_LAKE", "").strip() or ".mlstack/lake"
+    if raw.startswith("gs://"):
+        if not raw.removeprefix("gs://").strip("/"):
+            raise SettingsError(f"MLSTACK_LAKE={raw!r} must name a bucket: gs://bucket/prefix")
+        return raw.rstrip("/")
+    if "://" in raw:
+        raise SettingsError(
+            f"MLSTACK_LAKE={raw!r} is not supported; use a local folder or gs://bucket/prefix"
+        )
+    if warehouse == "bigquery":
+        raise SettingsError(
+            f"MLSTACK_LAKE={raw!r}: with MLSTACK_WAREHOUSE=bigquery the lake must be on Cloud"
+            " Storage (gs://bucket/prefix): BigQuery loads the checkpoints from there"
+        )
+    return str(_resolve(raw))
+
+
 def _freshness_max_age_hours(environ: Mapping[str, str]) -> float:
     raw = environ.get("MLSTACK_FRESHNESS_MAX_AGE_HOURS", "").strip() or "24"
     try:
@@ -224,6 +247,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not dataset.replace("_", "").isalnum():
         raise SettingsError(f"MLSTACK_DATASET={dataset!r} must be letters, digits and underscores")
     home = _resolve(env.get("MLSTACK_HOME", "").strip() or ".mlstack")
+    warehouse = _choice(env, "MLSTACK_WAREHOUSE", "duckdb", WAREHOUSES)
     return Settings(
         projects_url=_resolve_source(
             env.get("MLSTACK_PROJECTS_URL", "").strip() or f"{LESSON_DATASETS_URL}/projects.csv"
@@ -231,7 +255,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tags_url=_resolve_source(
             env.get("MLSTACK_TAGS_URL", "").strip() or f"{LESSON_DATASETS_URL}/tags.csv"
         ),
-        warehouse=_choice(env, "MLSTACK_WAREHOUSE", "duckdb", WAREHOUSES),
+        warehouse=warehouse,
         duckdb_path=_resolve(
             env.get("MLSTACK_DUCKDB_PATH", "").strip() or ".mlstack/warehouse.duckdb"
         ),
@@ -256,6 +280,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         daily_cron=env.get("MLSTACK_DAILY_CRON", "").strip() or "0 6 * * *",
         # a source that sends nothing for this long has stalled (per read, not per file)
         source_timeout_seconds=_positive(env, "MLSTACK_SOURCE_TIMEOUT_SECONDS", 60.0),
+        # the longest a download may take in all, retries included (1 GB at ~5 MB/s)
+        source_deadline_seconds=_positive(env, "MLSTACK_SOURCE_DEADLINE_SECONDS", 1800.0),
+        # the longest the connector may take to read a local copy
+        connector_timeout_seconds=_positive(env, "MLSTACK_CONNECTOR_TIMEOUT_SECONDS", 3600.0),
+        lake=_lake(env, warehouse),
+        lake_keep_checkpoints=max(_count(env, "MLSTACK_LAKE_KEEP_CHECKPOINTS", 10), 1),
         # retries of transient network errors on HTTPS sources (resets, refusals, 5xx)
         source_retries=_count(env, "MLSTACK_SOURCE_RETRIES", 3),
         # the longest a step waits for another process's warehouse lock before failing

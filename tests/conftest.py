@@ -101,9 +101,10 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQ
 
 
 def use_local_stack(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
-    """The embedded default under `root`: a DuckDB file, the default fixture sources, the
-    default dataset and embedded Airbyte, whatever the calling shell had set."""
+    """The embedded default under `root`: a DuckDB file, a lake folder, the default fixture
+    sources, the default dataset and embedded Airbyte, whatever the calling shell had set."""
     monkeypatch.setenv("MLSTACK_DUCKDB_PATH", str(root / "warehouse.duckdb"))
+    monkeypatch.setenv("MLSTACK_LAKE", str(root / "lake"))
     monkeypatch.setenv("MLSTACK_WAREHOUSE", "duckdb")
     monkeypatch.delenv("MLSTACK_DATASET", raising=False)
     monkeypatch.delenv("MLSTACK_AIRBYTE", raising=False)

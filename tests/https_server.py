@@ -2,9 +2,9 @@
 
 The Airbyte File source reads web sources over HTTPS only, so tests serve their CSVs over
 TLS. The test points `REQUESTS_CA_BUNDLE` at the certificate, which the connector's own
-process inherits. Routes can return any status, ETag / Last-Modified headers, or stream
-a body slowly (to kill a sync in the middle), or fail their first requests with a
-connection reset in the middle of the body or an HTTP error (to test retries).
+process inherits. Routes can return any status, ETag / Last-Modified headers, stream a
+body slowly (to kill a sync in the middle) or one byte at a time, or fail their first
+requests with a connection reset in the middle of the body or an HTTP error (retries).
 """
 
 import contextlib
@@ -63,6 +63,7 @@ class Route:
     etag: str | None = None
     last_modified: float | None = None  # epoch seconds
     slow_after: int | None = None  # send this many bytes, then stall until released
+    trickle_seconds: float | None = None  # send one byte, wait this long, and so on
     # the first requests fail, one item each: "reset" (half the body, then a TCP reset)
     # or an HTTP status; later requests are answered normally
     failures: list[str | int] = field(default_factory=list)
@@ -119,6 +120,13 @@ def _handler(server: HTTPSServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Last-Modified", formatdate(route.last_modified, usegmt=True))
             self.end_headers()
             if not include_body:
+                return
+            if route.trickle_seconds is not None:
+                for position in range(len(route.body)):
+                    self.wfile.write(route.body[position : position + 1])
+                    self.wfile.flush()
+                    if server.release.wait(timeout=route.trickle_seconds):
+                        break
                 return
             if route.slow_after is None:
                 self.wfile.write(route.body)

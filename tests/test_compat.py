@@ -24,38 +24,6 @@ def test_dbt_specs_are_the_ones_dbt_assets_builds():
     assert {c.name for c in check_specs} >= {"unique_labeled_projects_id"}
 
 
-def test_a_preset_catalog_is_used_without_running_the_connector(tmp_path):
-    from mlstack_assets.ingestion.embedded import configure_pyairbyte, import_pyairbyte
-
-    configure_pyairbyte(tmp_path)  # offline, as every sync is
-    import_pyairbyte()  # as a sync does: the test process's logging stays as it was
-    import airbyte as ab
-
-    from mlstack_assets.compat import preset_discovered_catalog
-    from mlstack_assets.ingestion.embedded import catalog_from_header
-
-    never = tmp_path / "source-never"  # a connector that fails if anything starts it
-    never.write_text('#!/bin/sh\necho started >> "$0.log"\nexit 1\n')
-    never.chmod(0o755)
-    source = ab.get_source("source-file", config={}, local_executable=never)
-
-    preset_discovered_catalog(source, catalog_from_header("tags", ["id", "tag"]))
-    source.select_streams(["tags"])
-    configured = source.configured_catalog
-
-    [stream] = configured.streams
-    assert stream.stream.name == "tags"
-    assert list(stream.stream.json_schema["properties"]) == ["id", "tag"]
-    assert not (tmp_path / "source-never.log").exists()
-
-
-def test_no_catalog_from_a_header_pandas_would_rename():
-    from mlstack_assets.ingestion.embedded import catalog_from_header
-
-    assert catalog_from_header("tags", ["id", "id"]) is None
-    assert catalog_from_header("tags", ["id", " "]) is None
-
-
 def test_the_dbt_adapter_can_be_made_apart_from_cli():
     """dagster-dbt still makes its adapter in `_initialize_dbt_core_adapter(args)` from `cli()`
     (mlstack makes it while dbt runs instead), and the adapter works for this project."""
@@ -202,58 +170,3 @@ def test_gx_duckdb_datasource_returns_metrics_from_a_duckdb_file(tmp_path):
     assert result.result["observed_value"] == 7
     with duckdb.connect(str(database)) as conn:  # closed: the file is free for a writer
         conn.execute("insert into s.t values (8)")
-
-
-def test_pyairbyte_duckdb_cache_writes_plain_jsonl_batches_and_loads_them(tmp_path):
-    """The reason for `compat/pyairbyte_duckdb.py`: PyAirbyte gzips every record batch at
-    level 9. If PyAirbyte stops taking the DuckDB cache's batch writer from
-    `_sql_processor_class.file_writer_class`, the batches are gzip again and this fails; the
-    real connector's records must still all arrive."""
-    import json
-
-    import duckdb
-
-    from mlstack_assets.ingestion.connector import ensure_connector
-    from mlstack_assets.ingestion.embedded import (
-        catalog_from_header,
-        configure_pyairbyte,
-        import_pyairbyte,
-    )
-    from mlstack_assets.ingestion.sources import source_specs
-
-    source_file = tmp_path / "tags.csv"
-    source_file.write_text('id,tag\n1,nlp\n2,"computer-vision, images"\n3,mlops\n')
-    settings = load_settings({"MLSTACK_TAGS_URL": str(source_file)})
-    [spec] = [s for s in source_specs(settings) if s.name == "tags"]
-    configure_pyairbyte(settings.connector_dir)  # offline, as every sync is
-    import_pyairbyte()
-    import airbyte as ab
-
-    from mlstack_assets.compat import preset_discovered_catalog
-    from mlstack_assets.compat.pyairbyte_duckdb import PlainJsonlDuckDBCache
-
-    source = ab.get_source(
-        "source-file-compat",
-        config=spec.connector_config(),
-        local_executable=ensure_connector(settings.connector_dir),
-    )
-    preset_discovered_catalog(source, catalog_from_header("tags", ["id", "tag"]))
-    source.select_streams(["tags"])
-    cache = PlainJsonlDuckDBCache(
-        db_path=tmp_path / "cache.duckdb",
-        schema_name="staging",
-        cache_dir=tmp_path / "batches",
-        cleanup=False,  # keep the batch files to look at
-    )
-    try:
-        source.read(cache=cache, force_full_refresh=True, skip_validation=True)
-    finally:
-        cache.close()
-
-    batches = [p for p in (tmp_path / "batches").rglob("*") if p.is_file()]
-    assert batches and all(p.name.endswith(".jsonl") for p in batches), batches
-    lines = [json.loads(line) for p in batches for line in p.read_text("utf-8").splitlines()]
-    assert sorted(record["tag"] for record in lines) == ["computer-vision, images", "mlops", "nlp"]
-    with duckdb.connect(str(tmp_path / "cache.duckdb"), read_only=True) as conn:
-        rows = conn.execute("select id, tag from staging.tags order by id").fetchall()
-    assert rows == [("1", "nlp"), ("2", "computer-vision, images"), ("3", "mlops")]

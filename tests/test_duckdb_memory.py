@@ -1,5 +1,5 @@
 """DuckDB's working memory is capped where mlstack runs it (`MLSTACK_DUCKDB_MEMORY_LIMIT`):
-in a step's own connections, the IO manager's, GX's, PyAirbyte's cache and dbt's process.
+in a step's own connections, the IO manager's, GX's, each extract's and dbt's process.
 DuckDB's default is 80 % of the machine, which at 1M rows put the run over 1 GB (README,
 "Benchmark")."""
 
@@ -12,7 +12,7 @@ import duckdb
 import pytest
 from dagster import asset, materialize
 
-from mlstack_assets.ingestion.embedded import configure_pyairbyte
+from mlstack_assets.ingestion.extract import extract_connection
 from mlstack_assets.settings import DBT_PROJECT_DIR, SettingsError, load_settings
 from mlstack_assets.transform.project import dbt_vars_args
 from mlstack_assets.warehouse.duckdb import build_duckdb_resources
@@ -58,7 +58,7 @@ def test_a_step_connection_and_the_io_manager_run_under_the_limit(settings, expe
         assert stored.fetchall() == [(expected,)]
 
 
-def test_gx_and_the_pyairbyte_cache_run_under_the_limit(settings, expected, tmp_path):
+def test_gx_and_the_extract_run_under_the_limit(settings, expected, tmp_path):
     import great_expectations as gx
 
     warehouse = build_duckdb_resources(settings)["warehouse"]
@@ -74,11 +74,14 @@ def test_gx_and_the_pyairbyte_cache_run_under_the_limit(settings, expected, tmp_
         engine.close()
         datasource.get_engine().dispose()
 
-    configure_pyairbyte(settings.connector_dir)  # offline, as every sync is
-    cache = warehouse.pyairbyte_target("projects", tmp_path / "sync").cache
-    with cache.get_sql_engine().connect() as conn:
-        assert conn.exec_driver_sql(CURRENT).scalar() == expected
-    cache.get_sql_engine().dispose()
+    from mlstack_assets.ingestion.definitions import build_airbyte_loader
+
+    loader = build_airbyte_loader(settings)  # what the raw steps' extracts are given
+    from mlstack_assets.ingestion.sources import source_specs
+
+    request = loader.request(source_specs(settings)[0], run_id="r")
+    with extract_connection(request, tmp_path) as conn:
+        assert conn.execute(CURRENT).fetchone()[0] == expected
 
 
 def test_dbt_runs_under_the_limit(settings, expected):

@@ -176,5 +176,5 @@ def test_first_record_wider_than_header_is_refused_instead_of_shifted(published_
     result = published_stack.materialize("tags")
 
     assert not result.success
-    assert "first record has 3 fields but the header has 2" in failure_messages(result)
+    assert "line 2 has 3 fields but the header has 2 (id, tag)" in failure_messages(result)
     assert published_stack.table_bytes("mlops_course.tags") == before

@@ -169,7 +169,7 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Path], Path], list[str]]] = [
         "tags",
         "first record wider than the header",
         _ragged_first_record,
-        ["first record has 3 fields but the header has 2"],
+        ["line 2 has 3 fields but the header has 2 (id, tag)", "shift every column"],
     ),
     ("tags", "non-UTF-8 bytes", _not_utf8, ["not UTF-8 text", "can't decode byte 0xe9"]),
     (
@@ -182,13 +182,13 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Path], Path], list[str]]] = [
         "tags",
         "NUL byte inside a field",
         _nul_byte,
-        [f"NUL byte (0x00) at line {len(PROJECT_TAGS) + 2}, column 6", "silently cut"],
+        ["id 40), column tag", "'ml\\x00ops'", "NUL byte (0x00) at character 3", "silently cut"],
     ),
     (
         "tags",
         "a line the reader would drop",
         _whitespace_line,
-        [f"holds {len(PROJECT_TAGS) + 2} CSV records but {len(PROJECT_TAGS) + 1} arrived"],
+        [f"line {len(PROJECT_TAGS) + 2} has 1 field but the header has 2 (id, tag) ('   ')"],
     ),
     ("tags", "a directory, not a file", _directory, ["is a directory, not a file"]),
 ]

@@ -4,6 +4,7 @@ Real pieces only: the loopback HTTPS server stalls, resets connections or answer
 a second real process holds the warehouse lock; the raw asset runs the real connector.
 """
 
+import re
 import subprocess
 import sys
 import threading
@@ -48,6 +49,33 @@ def test_stalling_https_source_fails_within_the_configured_time(
     assert "MLSTACK_SOURCE_TIMEOUT_SECONDS=2" in message
     assert https_server.count("/tags.csv") == 1  # a stall is not retried
     assert elapsed < 30, elapsed  # 2 s of stall plus loading the definitions, not minutes
+    assert snapshot(published_stack) == before
+
+
+def test_a_trickling_https_source_fails_at_the_deadline_with_bytes_and_rate(
+    published_stack: Stack, https_server: HTTPSServer
+):
+    # one byte every half second: never a stall (MLSTACK_SOURCE_TIMEOUT_SECONDS), and a
+    # download that would take hours without a deadline
+    before = snapshot(published_stack)
+    https_server.routes["/tags.csv"] = Route(body=big_tags(published_stack), trickle_seconds=0.5)
+    published_stack.set_source("tags", https_server.url("/tags.csv"))
+    published_stack.monkeypatch.setenv("MLSTACK_SOURCE_TIMEOUT_SECONDS", "5")
+    published_stack.monkeypatch.setenv("MLSTACK_SOURCE_DEADLINE_SECONDS", "4")
+
+    started = time.monotonic()
+    result = published_stack.materialize("tags")
+    elapsed = time.monotonic() - started
+    https_server.release.set()
+
+    assert not result.success
+    message = failure_messages(result)
+    assert f"source 'tags' ({https_server.url('/tags.csv')})" in message
+    assert "the download did not finish within 4 s (MLSTACK_SOURCE_DEADLINE_SECONDS)" in message
+    received = r"\b([5-9]|1[0-2]) bytes received in [45] s, \d+\.\d bytes/s"
+    assert re.search(received, message), message
+    assert https_server.count("/tags.csv") == 1  # a deadline is not retried
+    assert elapsed < 40, elapsed
     assert snapshot(published_stack) == before
 
 
@@ -209,27 +237,6 @@ def test_run_waiting_past_the_configured_wait_fails_naming_the_holder(
     lock_holder.stdin.flush()
     lock_holder.wait(timeout=30)
     assert snapshot(published_stack) == before
-
-
-def test_a_sql_error_from_pyairbyte_is_one_line_not_the_statement():
-    """PyAirbyte's SQLRuntimeError (not a PyAirbyteError) carries the whole SQL statement."""
-    import sqlalchemy
-    from airbyte.shared.sql_processor import SQLRuntimeError
-
-    from mlstack_assets.ingestion.embedded import short_cause
-
-    engine = sqlalchemy.create_engine("duckdb:///:memory:")
-    sql = "select cast(v as bigint)\nfrom (select 'seven point four' as v)\n" + "-- pad\n" * 30
-    with engine.connect() as conn:
-        try:
-            conn.execute(sqlalchemy.text(sql))
-        except sqlalchemy.exc.SQLAlchemyError as ex:  # wrapped exactly as PyAirbyte does
-            error = SQLRuntimeError(f"Error when executing SQL:\n{sql}\n{type(ex).__name__}{ex!s}")
-
-    cause = short_cause(error)
-
-    assert "\n" not in cause and "select" not in cause
-    assert "seven point four" in cause and "ConversionException" in cause
 
 
 def test_sync_directories_of_ended_processes_are_pruned(tmp_path: Path):

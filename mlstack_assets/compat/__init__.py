@@ -51,19 +51,6 @@ def dbt_asset_and_check_specs(
     )
 
 
-def preset_discovered_catalog(source: Any, catalog: Any) -> None:
-    """Give a PyAirbyte `Source` its catalog instead of letting it run `discover`.
-
-    Why private: PyAirbyte 0.35 builds the configured catalog from `discovered_catalog`,
-    which runs the connector's `discover` the first time it is read and has no public
-    setter. For the File source, discover starts another connector process and parses the
-    CSV to guess types, when mlstack already knows the stream: its columns are the file's
-    header (read by the pre-flight) and every one is text (`READER_OPTIONS`). The catalog
-    is cached in `Source._discovered_catalog` (airbyte/sources/base.py).
-    """
-    source._discovered_catalog = catalog
-
-
 def initialize_dbt_core_adapter(resource: Any, args: Sequence[str]) -> Any:
     """dagster-dbt's in-process dbt adapter for `resource`'s project, as `DbtCliResource.cli`
     makes it before it starts dbt.
@@ -80,10 +67,7 @@ def initialize_dbt_core_adapter(resource: Any, args: Sequence[str]) -> Any:
     from dagster._utils import pushd
     from dagster_dbt import DbtCliResource
 
-    from mlstack_assets.imports import importing
-
-    # making the adapter imports dbt's adapter plugin: one heavy import at a time
-    with importing(), pushd(str(resource.project_dir)):
+    with pushd(str(resource.project_dir)):
         adapter = DbtCliResource._initialize_dbt_core_adapter(resource, args)
         import dbt_common.clients.agate_helper  # noqa: F401
 

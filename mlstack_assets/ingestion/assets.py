@@ -1,14 +1,15 @@
 """Raw `projects` and `tags`: write, audit, publish.
 
-Each raw asset syncs into `<dataset>_staging.<source>`, audits that staged table with
-its Great Expectations suite (one asset check per expectation), and publishes it to
-`<dataset>.<source>` only when no blocking expectation failed. A failed sync or audit
-never touches the published table, and nothing downstream runs.
+Each raw asset extracts its source into an immutable checkpoint in the lake, loads it
+into `<dataset>_staging.<source>`, audits that staged table with its Great Expectations
+suite (one asset check per expectation), and publishes it to `<dataset>.<source>` only
+when no blocking expectation failed. The checkpoint's manifest records the audit's
+outcome. A failed sync or audit never touches the published table, and nothing
+downstream runs.
 """
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -30,6 +31,7 @@ from dagster import (
 from mlstack_assets.ingestion.fingerprint import fingerprint
 from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
+from mlstack_assets.lake.checkpoints import Checkpoint, prune, record_audit
 from mlstack_assets.quality.suites import Suite, load_suite
 from mlstack_assets.quality.validation import (
     Validation,
@@ -89,7 +91,18 @@ def build_source_file_asset(spec: SourceSpec) -> AssetsDefinition:
     return observe_source_file
 
 
-def published_metadata(spec: SourceSpec, warehouse: Warehouse, sync: SyncReport) -> dict:
+def _checkpoint_metadata(checkpoint: Checkpoint) -> dict[str, Any]:
+    uri = checkpoint.uri
+    return {
+        "checkpoint": MetadataValue.url(uri) if "://" in uri else MetadataValue.path(uri),
+        "checkpoint_id": checkpoint.id,
+        "checkpoint_sha256": checkpoint.manifest["sha256"],
+    }
+
+
+def published_metadata(
+    spec: SourceSpec, warehouse: Warehouse, sync: SyncReport, checkpoint: Checkpoint
+) -> dict:
     columns = warehouse.table_columns(warehouse.dataset, spec.name) or []
     return {
         "dagster/row_count": warehouse.row_count(warehouse.dataset, spec.name),
@@ -100,22 +113,27 @@ def published_metadata(spec: SourceSpec, warehouse: Warehouse, sync: SyncReport)
         "source_url": _url_metadata(spec),
         "records_synced": sync.records,
         "staging_table": f"{warehouse.staging_dataset}.{spec.name}",
+        **_checkpoint_metadata(checkpoint),
         **sync.metadata,
     }
 
 
-def audit_failure(spec: SourceSpec, warehouse: Warehouse, validation: Validation) -> Failure:
+def audit_failure(
+    spec: SourceSpec, warehouse: Warehouse, validation: Validation, checkpoint: Checkpoint
+) -> Failure:
     staged = f"{warehouse.staging_dataset}.{spec.name}"
     return Failure(
         description=(
             f"source '{spec.name}' ({spec.url}): the audit of the synced data failed, so"
             f" {warehouse.dataset}.{spec.name} was not replaced; the staged rows stay in"
-            f" {staged} for inspection.\n{validation.failure_report()}"
+            f" {staged} and the extract in {checkpoint.uri} for inspection."
+            f"\n{validation.failure_report()}"
         ),
         metadata={
             "source": spec.name,
             "source_url": _url_metadata(spec),
             "staging_table": staged,
+            **_checkpoint_metadata(checkpoint),
             "failed_checks": [o.expectation.check_name for o in validation.blocking_failures],
             **(
                 {"data_docs": MetadataValue.url(validation.data_docs)}
@@ -152,32 +170,42 @@ def audit_and_publish(
     spec: SourceSpec,
     suite: Suite,
     warehouse: Warehouse,
-    sync: SyncReport,
+    extracted: Extracted,
     seconds: dict[str, float],
-    data_docs_dir: Path,
+    settings: Settings,
 ) -> Iterator[Any]:
-    """Audit the staged table with its suite; publish it only if no blocking check failed."""
+    """Audit the staged table with its suite; publish it only if no blocking check failed;
+    record the outcome in the checkpoint's manifest."""
+    sync, checkpoint = extracted.report, extracted.checkpoint
     key = AssetKey(spec.name)
     context.log.info(
         f"synced {sync.records} records into {warehouse.staging_dataset}.{spec.name}; auditing"
     )
     audit_started = time.perf_counter()
     validation = validate_table(
-        warehouse, warehouse.staging_dataset, spec.name, suite, data_docs_dir
+        warehouse, warehouse.staging_dataset, spec.name, suite, settings.data_docs_dir
     )
     seconds["audit"] = time.perf_counter() - audit_started
-    if validation.blocking_failures:
+    failed = [o.expectation.check_name for o in validation.blocking_failures]
+    if failed:
+        record_audit(
+            checkpoint, passed=False, failed_checks=failed, published=False, run_id=context.run_id
+        )
         yield from validation.check_results(key)
-        raise audit_failure(spec, warehouse, validation)
+        raise audit_failure(spec, warehouse, validation, checkpoint)
     for outcome in validation.outcomes:
         if outcome.warning:
             context.log.warning(f"{spec.name}: {outcome.expectation.check_name}: {outcome.warning}")
     publish_started = time.perf_counter()
     warehouse.publish(spec.name)
+    checkpoint = record_audit(
+        checkpoint, passed=True, failed_checks=[], published=True, run_id=context.run_id
+    )
     seconds["publish"] = time.perf_counter() - publish_started
+    prune(checkpoint.lake, spec.name, settings.lake_keep_checkpoints, context.log.info)
     yield MaterializeResult(
         metadata={
-            **published_metadata(spec, warehouse, sync),
+            **published_metadata(spec, warehouse, sync, checkpoint),
             "seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
         },
         check_results=validation.check_results(key),
@@ -213,6 +241,7 @@ def build_raw_asset(
         deps=[source_file_key(spec)],
         description=(
             f"Extract-load, then validate: the Airbyte File source syncs {spec.name}.csv into"
+            " an immutable checkpoint in the lake, loaded into"
             f" {settings.staging_dataset}.{spec.name} (Full refresh | Overwrite); its Great"
             " Expectations suite audits it there, and only then is it published to"
             f" {settings.dataset}.{spec.name}, atomically."
@@ -226,24 +255,20 @@ def build_raw_asset(
     def raw_asset(context: AssetExecutionContext, airbyte: AirbyteLoader, warehouse: Warehouse):
         started = time.perf_counter()
         try:
-            airbyte.start_extracts(raw_sources_in_run(context, all_specs), warehouse)
+            airbyte.start_extracts(
+                raw_sources_in_run(context, all_specs), context.run_id, context.log
+            )
             # Great Expectations takes seconds to import: here, while the connector reads
             import_great_expectations()
             # no warehouse lock while the source is read: a slow or stalled source keeps
             # no other run waiting (`AirbyteLoader.extract`)
-            with airbyte.extracted(spec, warehouse, context.log) as extracted:
+            with airbyte.extract(spec, warehouse, context.log, context.run_id) as extracted:
                 seconds = {"extract_load": time.perf_counter() - started}
                 with warehouse.exclusive(purpose=f"stage, audit and publish {spec.name}"):
                     # the copy into staging is part of extract-load (the benchmark's stages)
                     seconds["extract_load"] += _stage(extracted)
                     yield from audit_and_publish(
-                        context,
-                        spec,
-                        suite,
-                        warehouse,
-                        extracted.report,
-                        seconds,
-                        settings.data_docs_dir,
+                        context, spec, suite, warehouse, extracted, seconds, settings
                     )
         except (SourceError, TimeoutError) as error:
             raise _failure_from(spec, error) from None

@@ -1,9 +1,8 @@
 """Install the Airbyte File source connector into a private venv, once, offline-safe.
 
-PyAirbyte can install connectors itself, but it asks Airbyte's connector registry first
-(unreachable here) and then shells out to whatever `pip` is on PATH. We install the
-pinned package with the `uv` that PyAirbyte already depends on and hand PyAirbyte the
-executable, so a sync never needs the registry.
+The connector is the `source-file` package from the package registry, pinned, installed
+with `uv` into a virtualenv of its own (its dependencies, pandas among them, never meet
+mlstack's), so a sync needs neither Airbyte's connector registry nor Docker.
 """
 
 from __future__ import annotations
@@ -64,9 +63,9 @@ def ensure_connector(install_root: Path) -> Path:
                 "pip",
                 "install",
                 "--quiet",
-                # each sync starts the connector several times (spec, discover, read):
                 # without bytecode, and with PYTHONDONTWRITEBYTECODE set as in many
-                # containers, every start compiles pandas and the CDK from source again
+                # containers, every start of the connector compiles pandas and the CDK
+                # from source again
                 "--compile-bytecode",
                 "--python",
                 str(venv / "bin" / "python"),

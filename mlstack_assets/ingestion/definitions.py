@@ -11,14 +11,19 @@ from mlstack_assets.settings import Settings
 
 
 def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
-    """Embedded PyAirbyte by default; an Airbyte server or Cloud when MLSTACK_AIRBYTE says so."""
+    """The connector run by mlstack by default; an Airbyte server or Cloud when
+    MLSTACK_AIRBYTE says so."""
     if settings.airbyte == "embedded":
         from mlstack_assets.ingestion.embedded import EmbeddedAirbyte
 
         return EmbeddedAirbyte(
+            lake=settings.lake,
             connector_dir=str(settings.connector_dir),
             source_timeout_seconds=settings.source_timeout_seconds,
             source_retries=settings.source_retries,
+            source_deadline_seconds=settings.source_deadline_seconds,
+            connector_timeout_seconds=settings.connector_timeout_seconds,
+            memory_limit=settings.duckdb_memory_limit,
             concurrent_extracts=settings.steps_share_a_process,
         )
     from mlstack_assets.ingestion.server import build_server_loader

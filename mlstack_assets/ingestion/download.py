@@ -1,8 +1,11 @@
-"""Fetch an HTTPS source to a local file, with a stall timeout and bounded retries.
+"""Fetch an HTTPS source to a local file, with a stall timeout, a deadline and bounded retries.
 
 The Airbyte File source has no read timeout: a server that sends part of a file and then
 goes silent hangs the connector until someone kills it. So mlstack downloads the file
 itself (streamed to disk, never whole in memory) and the connector reads the local copy.
+Two bounds: no bytes for `timeout` seconds is a stall; and the whole download, retries
+included, ends within `deadline` seconds (a server trickling one byte every few seconds
+never stalls, and would otherwise keep the run going for ever).
 
 What is retried, and why:
 - connection refused or reset, a connection broken mid-transfer, a connect timeout, and
@@ -64,7 +67,38 @@ def _reason(error: BaseException) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def _get(spec: SourceSpec, destination: Path, timeout: float) -> int:
+class _Clock:
+    """The download's deadline, shared by its attempts."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def check(self, spec: SourceSpec, received: int) -> None:
+        elapsed = self.elapsed
+        if elapsed <= self.deadline:
+            return
+        rate = received / elapsed if elapsed else 0.0
+        raise SourceError(
+            spec,
+            f"the download did not finish within {self.deadline:g} s"
+            f" (MLSTACK_SOURCE_DEADLINE_SECONDS): {received:,} bytes received in"
+            f" {elapsed:.0f} s, {_rate(rate)}",
+        )
+
+
+def _rate(bytes_per_second: float) -> str:
+    for unit, size in (("MB/s", 1e6), ("kB/s", 1e3)):
+        if bytes_per_second >= size:
+            return f"{bytes_per_second / size:.1f} {unit}"
+    return f"{bytes_per_second:.1f} bytes/s"
+
+
+def _get(spec: SourceSpec, destination: Path, timeout: float, clock: _Clock) -> int:
     """One attempt: stream the body to `destination`; return the byte count."""
     received = 0
     try:
@@ -79,6 +113,7 @@ def _get(spec: SourceSpec, destination: Path, timeout: float) -> int:
                 while chunk := response.raw.read1(CHUNK, decode_content=True):
                     out.write(chunk)
                     received += len(chunk)
+                    clock.check(spec, received)
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         kind = _kind(error)
         where = f"after {received:,} bytes" if received else "before the first byte"
@@ -102,25 +137,34 @@ def download(
     timeout: float,
     retries: int,
     log: Callable[[str], None],
+    deadline: float = 1800.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Download an HTTPS source to `destination`; return its size in bytes.
 
-    Raises `SourceError` naming the source on a stall, a non-retryable status, or when
-    the transient failures outlast `retries` retries (each one logged through `log`).
+    Raises `SourceError` naming the source on a stall, past the deadline, on a
+    non-retryable status, or when the transient failures outlast `retries` retries (each
+    one logged through `log`).
     """
     if spec.url.startswith("http://"):
         raise SourceError(
             spec, "the Airbyte File source reads web sources over HTTPS only; use an https:// URL"
         )
+    clock = _Clock(deadline)
     for attempt in range(retries + 1):
         try:
-            return _get(spec, destination, timeout)
+            return _get(spec, destination, timeout, clock)
         except _Transient as failure:
             if attempt == retries:
                 tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
                 raise SourceError(spec, f"unreachable after {tries}: {failure}") from None
             delay = min(BACKOFF_SECONDS * 2**attempt, BACKOFF_CAP_SECONDS)
+            if clock.elapsed + delay > deadline:
+                raise SourceError(
+                    spec,
+                    f"unreachable: {failure}; no time left for another attempt within"
+                    f" {deadline:g} s (MLSTACK_SOURCE_DEADLINE_SECONDS)",
+                ) from None
             log(
                 f"source '{spec.name}' ({spec.url}): {failure}; retry {attempt + 1} of"
                 f" {retries} in {delay:g} s"

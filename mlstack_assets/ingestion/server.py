@@ -6,7 +6,11 @@ Airbyte API is down. At run time the sync is triggered and polled with dagster-a
 client; a sync already running for the connection is waited for instead of duplicated.
 """
 
-from datetime import datetime, timedelta
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from dagster import AssetKey, EnvVar, Failure
@@ -20,7 +24,7 @@ from dagster_airbyte.translator import AirbyteConnectionTableProps, AirbyteJob
 from dagster_airbyte.utils import get_airbyte_connection_table_name
 
 from mlstack_assets.compat import retrying_airbyte_client
-from mlstack_assets.ingestion.loader import AirbyteLoader, SyncReport
+from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
 from mlstack_assets.ingestion.sources import SOURCE_ENV_VARS, SourceError, SourceSpec
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
@@ -100,6 +104,31 @@ class AirbyteServer(AirbyteLoader):
                 " stream prefix (`make airbyte-setup` does).",
             )
 
+    @contextmanager
+    def extract(
+        self, spec: SourceSpec, warehouse: Warehouse, log: Any, run_id: str
+    ) -> Iterator[Extracted]:
+        """The sync writes the staging table itself, so it runs holding the warehouse lock
+        (on DuckDB the destination writes the very file the steps open); the staged table
+        is then checkpointed in the lake, as an embedded extract is."""
+        with warehouse.exclusive(purpose=f"sync {spec.name} through Airbyte"):
+            extracted_at = datetime.now(timezone.utc)
+            report = self.sync_to_staging(spec, warehouse, log)
+            with tempfile.TemporaryDirectory(prefix=f"mlstack-{spec.name}-") as workdir:
+                checkpoint = warehouse.checkpoint_staged(
+                    spec.name,
+                    self.lake_store,
+                    Path(workdir),
+                    extracted_at,
+                    {
+                        "source_url": spec.url,
+                        "connector": report.metadata.get("connector"),
+                        "airbyte_job_id": report.metadata.get("airbyte_job_id"),
+                        "run_id": run_id,
+                    },
+                )
+        yield Extracted(report=report, checkpoint=checkpoint)
+
     def sync_to_staging(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> SyncReport:
         connection_id = self._connection_id(spec)
         client = retrying_airbyte_client(self.workspace.get_client(), self.api_retries, log.warning)
@@ -163,6 +192,7 @@ def build_server_loader(settings: Settings) -> AirbyteServer:
             **common,
         )
     return AirbyteServer(
+        lake=settings.lake,
         workspace=workspace,
         connection_ids={
             source: settings.airbyte_connection_ids.get(source, "") for source in SOURCE_ENV_VARS

@@ -33,6 +33,13 @@ class SourceError(RuntimeError):
     def __init__(self, source: SourceSpec, cause: str):
         super().__init__(f"source '{source.name}' ({source.url}): {cause}")
 
+    @classmethod
+    def from_message(cls, message: str) -> SourceError:
+        """The error another process reported, its message (which names the source) kept."""
+        error = cls.__new__(cls)
+        RuntimeError.__init__(error, message)
+        return error
+
 
 @dataclass(frozen=True)
 class SourceSpec:

@@ -1,9 +1,10 @@
-"""A private working directory per sync: the downloaded source and PyAirbyte's cache.
+"""A private working directory per extract: the downloaded source, the connector's output.
 
-`<connector_dir>/syncs/<source>-<pid>-<random>/` holds what one sync writes before the
-warehouse sees it. It is removed when the sync ends; a process killed mid-sync leaves
-its directory behind, and the next sync on the machine removes every directory whose
-process is gone (the pid in the name says whose it is; a live pid keeps its directory).
+`<connector_dir>/syncs/<source>-<pid>-<random>/` holds what one extract writes before the
+lake and the warehouse see it; `<pid>` is the Dagster process that made it. It is removed
+when the raw step is done with it; a process killed mid-sync leaves its directory behind,
+and the next extract on the machine removes every directory whose process is gone (a
+live pid keeps its directory).
 """
 
 from __future__ import annotations
@@ -11,19 +12,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+from mlstack_assets.processes import pid_alive
 
 
 def prune_stale(root: Path, log: Callable[[str], None]) -> list[Path]:
@@ -34,7 +26,7 @@ def prune_stale(root: Path, log: Callable[[str], None]) -> list[Path]:
             pid = int(directory.name.split("-")[-2])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory)
     if removed:
@@ -43,14 +35,9 @@ def prune_stale(root: Path, log: Callable[[str], None]) -> list[Path]:
     return removed
 
 
-@contextmanager
-def sync_directory(connector_dir: Path, source: str, log: Callable[[str], None]) -> Iterator[Path]:
-    """A fresh directory for one sync of `source`, removed afterwards whatever happens."""
+def new_sync_directory(connector_dir: Path, source: str, log: Callable[[str], None]) -> Path:
+    """A fresh directory for one extract of `source` (the caller removes it)."""
     root = connector_dir / "syncs"
     root.mkdir(parents=True, exist_ok=True)
     prune_stale(root, log)
-    directory = Path(tempfile.mkdtemp(prefix=f"{source}-{os.getpid()}-", dir=root))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{source}-{os.getpid()}-", dir=root))

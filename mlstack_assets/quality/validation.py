@@ -6,6 +6,7 @@ come back. The checkpoint also builds the local Data Docs. Each expectation beco
 `ExpectationOutcome`, which the assets turn into Dagster asset check results.
 """
 
+import datetime as dt
 import json
 import math
 import os
@@ -17,26 +18,37 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue
 
-from mlstack_assets.imports import import_serially
 from mlstack_assets.quality.suites import Expectation, Suite
 from mlstack_assets.warehouse import Warehouse
 
 SAMPLE_SIZE = 5
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _plain(value: Any) -> Any:
-    """JSON-friendly: Decimal ids become ints, long strings are cut."""
+    """Any sampled value as JSON Dagster metadata can hold: numbers and text as they are
+    (long text cut), whole Decimals as ints, and everything else (dates, times, other
+    Decimals, bytes, UUIDs...) as text. A failing check must never fail on its samples."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, str) and len(value) > 80:
-        return value[:77] + "..."
+        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, str):
+        return _cut(value)
+    if isinstance(value, bytes | bytearray):
+        return _cut(bytes(value).decode("utf-8", "backslashreplace"))
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
         return [_plain(item) for item in value]
-    return value
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    return _cut(str(value))
 
 
 def _exception_message(exception_info: Any) -> str | None:
@@ -247,7 +259,8 @@ def import_great_expectations() -> None:
     """Import GX ahead of the first audit (it takes seconds), e.g. while a connector reads."""
     # GX's own variable, set (unless the user set it) before GX reads it at import
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import_serially("great_expectations", "great_expectations.checkpoint")
+    import great_expectations
+    import great_expectations.checkpoint  # noqa: F401
 
 
 def _gx_context(data_docs_dir: Path) -> Any:

@@ -1,37 +1,31 @@
 """The warehouse behind every asset: DuckDB by default, BigQuery in production.
 
 `Warehouse` is everything the pipeline asks of a warehouse: the SQL operations it needs
-(inspect a table, build an audit table, publish atomically), its SQL spellings
-(`dialect`), where PyAirbyte writes a sync (`pyairbyte_target`), the GX datasource that
-audits a table (`gx_table_asset`) and what to do after dbt ran (`after_dbt`). Each
+(inspect a table, load a lake checkpoint into staging, build an audit table, publish
+atomically), its SQL spellings (`dialect`), the GX datasource that audits a table
+(`gx_table_asset`) and what to do after dbt ran (`after_dbt`). Each
 implementation wraps Dagster's own DuckDB / BigQuery resource, and Python assets store
 their outputs through the matching Dagster IO manager. Only this package knows which
 warehouse it is: `build_warehouse_resources` is the one switch between the two; the
 BigQuery module is imported only when it is chosen (its client libraries are slow to load).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource
 
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse.dialect import SqlDialect, sql_dialect
 
+if TYPE_CHECKING:
+    from mlstack_assets.lake import Lake
+    from mlstack_assets.lake.checkpoints import Checkpoint
+
 TableColumns = list[tuple[str, str]]
-
-
-@dataclass
-class PyAirbyteTarget:
-    """Where a PyAirbyte sync writes, how many rows arrived there (None: not countable),
-    and how they reach the staging table (`stage`, called holding the warehouse lock)."""
-
-    cache: Any
-    synced_rows: Callable[[], int | None]
-    stage: Callable[[], None]
 
 
 class Warehouse(ConfigurableResource):
@@ -99,9 +93,20 @@ class Warehouse(ConfigurableResource):
         """Create the schema / dataset when it does not exist yet."""
         raise NotImplementedError
 
-    def pyairbyte_target(self, stream: str, workdir: Path) -> PyAirbyteTarget:
-        """The PyAirbyte cache a sync of `stream` writes to (its files under `workdir`),
-        ending in `<staging>.<stream>`. Call after `configure_pyairbyte`."""
+    def stage_checkpoint(self, table: str, checkpoint: "Checkpoint") -> None:
+        """Replace `<staging>.<table>` by the checkpoint's Parquet file, in one step."""
+        raise NotImplementedError
+
+    def checkpoint_staged(
+        self,
+        table: str,
+        lake: "Lake",
+        workdir: Path,
+        extracted_at: datetime,
+        manifest: dict[str, Any],
+    ) -> "Checkpoint":
+        """Write `<staging>.<table>` (an Airbyte server synced it) to the lake as a new
+        checkpoint of `table`, with `manifest` and the table's rows and columns."""
         raise NotImplementedError
 
     def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:

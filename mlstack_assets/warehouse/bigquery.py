@@ -12,7 +12,7 @@ from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandle
 
 from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from mlstack_assets.settings import Settings
-from mlstack_assets.warehouse import PyAirbyteTarget, TableColumns, Warehouse
+from mlstack_assets.warehouse import TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 RETRY_INITIAL_SECONDS = 1.0  # then 2, 4, 8, 8, ... until RETRY_TIMEOUT_SECONDS in all
@@ -20,31 +20,18 @@ RETRY_MAXIMUM_SECONDS = 8.0
 RETRY_TIMEOUT_SECONDS = 60.0
 
 
-# one more than the objects a concurrent step may create first (dataset, two tables)
-CACHE_ATTEMPTS = 4
+# a bound on waiting for one load, copy or extract job
+JOB_TIMEOUT_SECONDS = 900.0
+# DuckDB's types in a checkpoint's manifest, as BigQuery columns
+BIGQUERY_TYPES = {"VARCHAR": "STRING", "TIMESTAMP": "TIMESTAMP", "JSON": "JSON", "BIGINT": "INT64"}
 
 
-def _bigquery_cache(cache_class: Any, **config: Any) -> Any:
-    """PyAirbyte's BigQuery cache, made once its staging dataset's internal tables exist.
-
-    The cache's constructor creates the dataset and PyAirbyte's own tables
-    (`_airbyte_streams`, `_airbyte_state`) by check-then-create (SQLAlchemy's `create_all`).
-    The raw steps run in parallel processes on BigQuery, so on a fresh dataset both may
-    find a table missing and one gets "Already Exists" creating it. Once one has created
-    it, the next check finds it: the loser builds its cache again, at most CACHE_ATTEMPTS
-    times in all. Any other error is raised at once."""
-    for attempt in range(1, CACHE_ATTEMPTS + 1):
-        try:
-            return cache_class(**config)
-        except Exception as error:
-            if "Already Exists" not in str(error) or attempt == CACHE_ATTEMPTS:
-                raise
-            get_dagster_logger("mlstack.bigquery").info(
-                f"PyAirbyte's tables in {config.get('dataset_name')} were being created by"
-                f" another step at the same time; building the cache again ({attempt + 1} of"
-                f" {CACHE_ATTEMPTS})"
-            )
-    raise AssertionError("unreachable")
+def _needs_cloud_storage(lake: Any) -> None:
+    if not lake.is_gcs:
+        raise ValueError(
+            f"BigQuery loads and exports checkpoints through Cloud Storage, and the lake is"
+            f" {lake.root}: set MLSTACK_LAKE=gs://bucket/prefix"
+        )
 
 
 def transient_retry(what: str) -> Any:
@@ -89,9 +76,6 @@ class BigQueryWarehouse(Warehouse):
     """A BigQuery dataset; publishing is a table copy job with WRITE_TRUNCATE (atomic)."""
 
     bigquery: BigQueryResource
-    # a service account key file (GOOGLE_APPLICATION_CREDENTIALS), for PyAirbyte's cache;
-    # None: application default credentials
-    credentials_path: str | None = None
 
     @property
     def kind(self) -> str:
@@ -132,25 +116,61 @@ class BigQueryWarehouse(Warehouse):
                 retry=transient_retry("delete table"),
             )
 
-    def pyairbyte_target(self, stream: str, workdir: Path) -> PyAirbyteTarget:
-        """PyAirbyte's BigQuery cache writes the staging dataset itself (no lock exists or is
-        needed); the rows it wrote are counted by PyAirbyte's own report."""
-        import airbyte as ab
+    def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
+        """A Parquet load job from the checkpoint's `gs://` file with the manifest's schema,
+        WRITE_TRUNCATE: the staged table is replaced atomically when the job succeeds."""
+        from google.cloud import bigquery
 
-        # PyAirbyte leaves an existing table alone when a sync reads no records: start
-        # empty, so a header-only source stages zero rows instead of yesterday's.
-        self.drop_staged(stream)
-        cache = _bigquery_cache(
-            ab.BigQueryCache,
-            project_name=self.project,
-            dataset_name=self.staging_dataset,
-            # PyAirbyte creates the dataset in "US" unless told: staging must be where the
-            # published dataset is, or the publishing copy job fails (it cannot cross locations)
-            dataset_location=self.location,
-            credentials_path=self.credentials_path,
-            cache_dir=workdir / "pyairbyte",
+        _needs_cloud_storage(checkpoint.lake)
+        self.ensure_dataset(self.staging_dataset)
+        schema = [
+            bigquery.SchemaField(name, BIGQUERY_TYPES.get(dtype, "STRING"))
+            for name, dtype in checkpoint.columns
+        ]
+        retry = transient_retry(f"load {table} into {self.staging_dataset}")
+        with self.bigquery.get_client() as client:
+            client.load_table_from_uri(
+                checkpoint.data_uri,
+                f"{self.project}.{self.staging_dataset}.{table}",
+                job_config=bigquery.LoadJobConfig(
+                    source_format=bigquery.SourceFormat.PARQUET,
+                    schema=schema,
+                    write_disposition="WRITE_TRUNCATE",
+                ),
+                retry=retry,
+            ).result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
+
+    def checkpoint_staged(
+        self, table: str, lake: Any, workdir: Path, extracted_at: Any, manifest: dict[str, Any]
+    ) -> Any:
+        """An extract job writes the staged table to the checkpoint's `gs://` file."""
+        from google.cloud import bigquery
+
+        from mlstack_assets.lake.checkpoints import DATA, claim_checkpoint, complete_checkpoint
+
+        _needs_cloud_storage(lake)
+        key = claim_checkpoint(lake, table, extracted_at)
+        retry = transient_retry(f"export {self.staging_dataset}.{table}")
+        with self.bigquery.get_client() as client:
+            client.extract_table(
+                f"{self.project}.{self.staging_dataset}.{table}",
+                lake.uri(f"{key}/{DATA}"),
+                job_config=bigquery.ExtractJobConfig(destination_format="PARQUET"),
+                retry=retry,
+            ).result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
+        columns = self.table_columns(self.staging_dataset, table) or []
+        return complete_checkpoint(
+            lake,
+            key,
+            extracted_at,
+            lake.sha256(f"{key}/{DATA}"),
+            {
+                **manifest,
+                "source": table,
+                "rows": self.row_count(self.staging_dataset, table),
+                "columns": [list(c) for c in columns],
+            },
         )
-        return PyAirbyteTarget(cache, synced_rows=lambda: None, stage=lambda: None)
 
     def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
         datasource = context.data_sources.add_bigquery(
@@ -238,7 +258,6 @@ def build_bigquery_resources(settings: Settings) -> dict[str, Any]:
         "warehouse": BigQueryWarehouse(
             dataset=settings.dataset,
             bigquery=BigQueryResource(project=settings.bigquery_project, location=location),
-            credentials_path=settings.google_credentials_path,
         ),
         "io_manager": WarehouseBigQueryIOManager(
             project=settings.bigquery_project, dataset=settings.dataset, location=location

@@ -18,13 +18,12 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from mlstack_assets.imports import importing
+from mlstack_assets.processes import pid_alive
 from mlstack_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT, Settings
-from mlstack_assets.warehouse import PyAirbyteTarget, TableColumns, Warehouse
+from mlstack_assets.warehouse import TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 DEFAULT_LOCK_TIMEOUT_SECONDS = 900.0  # MLSTACK_LOCK_TIMEOUT_SECONDS's default (settings.py)
-SYNC_CACHE_ALIAS = "mlstack_sync"  # a sync's private DuckDB file, attached to copy from
 
 
 class WarehouseLockTimeout(TimeoutError):
@@ -59,17 +58,6 @@ def describe_holder(info: dict[str, Any]) -> str:
         held = time.time() - float(info["since"])
         parts.append(f"for {held:.0f} s")
     return " ".join(parts)
-
-
-def pid_alive(pid: int) -> bool:
-    """Is a process with this pid running (on this machine)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _ProcessFileLock:
@@ -228,9 +216,8 @@ def limit_memory(conn: Any, memory_limit: str) -> None:
 
 
 def limit_memory_on_checkout(engine: Any, memory_limit: str) -> None:
-    """`limit_memory` on every connection a SQLAlchemy engine hands out (GX's, PyAirbyte's).
-    On checkout, not on connect: PyAirbyte's cache has a pooled connection already (its
-    constructor creates its tables), and a new-connection hook would never see it."""
+    """`limit_memory` on every connection a SQLAlchemy engine hands out (GX's). On checkout,
+    not on connect: a pooled connection made before the hook was added is covered too."""
     import sqlalchemy
 
     def limit(dbapi_connection: Any, *_: Any) -> None:
@@ -284,46 +271,40 @@ class DuckDBWarehouse(Warehouse):
         with self.connection() as conn:
             conn.execute(f"drop table if exists {self.qualified(self.staging_dataset, table)}")
 
-    def pyairbyte_target(self, stream: str, workdir: Path) -> PyAirbyteTarget:
-        """A private DuckDB file in the sync's directory: no warehouse lock is needed while
-        the connector runs; `stage` copies its table into the warehouse in one statement."""
-        import duckdb
+    def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
+        """One `CREATE OR REPLACE TABLE ... AS` from the Parquet file (a `gs://` one is read
+        through gcsfs)."""
+        from mlstack_assets.ingestion.protocol import sql_string
 
-        with importing():  # the extracts call this from threads
-            from mlstack_assets.compat.pyairbyte_duckdb import PlainJsonlDuckDBCache
+        staged = self.qualified(self.staging_dataset, table)
+        with self.connection() as conn:
+            checkpoint.lake.attach(conn)
+            conn.execute(f'create schema if not exists "{self.staging_dataset}"')
+            conn.execute(
+                f"create or replace table {staged} as select * from"
+                f" read_parquet({sql_string(checkpoint.data_uri)}, hive_partitioning = false)"
+            )
 
-        db_path = workdir / "cache.duckdb"
-        staging = self.staging_dataset
-        cache = PlainJsonlDuckDBCache(
-            db_path=db_path, schema_name=staging, cache_dir=workdir / "pyairbyte"
+    def checkpoint_staged(
+        self, table: str, lake: Any, workdir: Path, extracted_at: Any, manifest: dict[str, Any]
+    ) -> Any:
+        from mlstack_assets.ingestion.protocol import sql_string
+        from mlstack_assets.lake.checkpoints import write_checkpoint
+
+        parquet = workdir / f"{table}.parquet"
+        staged = self.qualified(self.staging_dataset, table)
+        with self.connection() as conn:
+            [(rows,)] = conn.execute(
+                f"copy (select * from {staged}) to {sql_string(str(parquet))} (format parquet)"
+            ).fetchall()
+        columns = self.table_columns(self.staging_dataset, table) or []
+        return write_checkpoint(
+            lake,
+            table,
+            parquet,
+            extracted_at,
+            {**manifest, "rows": int(rows), "columns": [list(c) for c in columns]},
         )
-        # the cache's one engine: its writer, catalog and state all use it
-        limit_memory_on_checkout(cache.get_sql_engine(), self.memory_limit)
-
-        def synced_rows() -> int | None:
-            with duckdb.connect(str(db_path), read_only=True) as conn:
-                found = conn.execute(
-                    "select count(*) from information_schema.tables"
-                    " where table_schema = ? and table_name = ?",
-                    [staging, stream],
-                ).fetchone()[0]
-                if not found:
-                    return None
-                return conn.execute(f'select count(*) from "{staging}"."{stream}"').fetchone()[0]
-
-        def stage() -> None:
-            with self.connection() as conn:
-                conn.execute(f"attach '{db_path}' as {SYNC_CACHE_ALIAS} (read_only)")
-                try:
-                    conn.execute(f'create schema if not exists "{staging}"')
-                    conn.execute(
-                        f"create or replace table {self.qualified(staging, stream)} as"
-                        f' select * from {SYNC_CACHE_ALIAS}."{staging}"."{stream}"'
-                    )
-                finally:
-                    conn.execute(f"detach {SYNC_CACHE_ALIAS}")
-
-        return PyAirbyteTarget(cache, synced_rows=synced_rows, stage=stage)
 
     def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
         from mlstack_assets.compat import gx_duckdb  # noqa: F401  registers add_mlstack_duckdb

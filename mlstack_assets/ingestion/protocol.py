@@ -1,0 +1,148 @@
+"""The Airbyte protocol, as the File source connector writes it to stdout, read by DuckDB.
+
+The connector is run as the Airbyte platform runs connectors: a process whose stdout is a
+stream of JSON messages, one per line (`RECORD`, `LOG`, `TRACE`, ...). Its stdout goes to
+a file; DuckDB reads that file twice, never Python per record:
+
+- `read_messages`: everything but the records (a few dozen lines): `LOG` lines for the
+  step's debug log, `TRACE` errors (the connector's own account of a failure) and the
+  stream statuses (a sync is complete only when the stream's last status is COMPLETE).
+  Lines that are not JSON, and a last line cut off by a killed connector, are skipped
+  here; the exit status and the missing COMPLETE say what happened.
+- `records_to_parquet`: the records' fields as the columns of a Parquet file, with the
+  columns Airbyte's destinations add (`_airbyte_raw_id`, `_airbyte_extracted_at`,
+  `_airbyte_meta`). Strict: a malformed record line fails the read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# the connector writes one record per line: up to twice the longest CSV line (escapes)
+MAXIMUM_OBJECT_BYTES = 16 << 20
+LOG_LINES_KEPT = 500
+AIRBYTE_COLUMNS = ("_airbyte_raw_id", "_airbyte_extracted_at", "_airbyte_meta")
+
+_MESSAGE_COLUMNS = (
+    "{type: 'VARCHAR', log: 'STRUCT(level VARCHAR, message VARCHAR)',"
+    " trace: 'STRUCT(type VARCHAR, error STRUCT(message VARCHAR, internal_message VARCHAR,"
+    " stack_trace VARCHAR, failure_type VARCHAR), stream_status STRUCT(status VARCHAR))'}"
+)
+_ROOT_CAUSE = re.compile(r"^([\w.]+(?:Error|Exception|Warning)): (.+)$")
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def configured_catalog(stream: str, header: Sequence[str]) -> dict[str, Any]:
+    """The configured catalog for a CSV whose columns are `header`, every one text.
+
+    What `discover` would report for the file with mlstack's reader options (every column
+    a nullable string, full refresh), without the connector parsing the file to guess.
+    """
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {name: {"type": ["string", "null"]} for name in header},
+    }
+    return {
+        "streams": [
+            {
+                "stream": {
+                    "name": stream,
+                    "json_schema": schema,
+                    "supported_sync_modes": ["full_refresh"],
+                    "source_defined_cursor": False,
+                },
+                "sync_mode": "full_refresh",
+                "destination_sync_mode": "overwrite",
+            }
+        ]
+    }
+
+
+@dataclass
+class Messages:
+    """What the connector said besides its records."""
+
+    logs: list[tuple[str, str]] = field(default_factory=list)  # (level, message)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # TRACE error payloads
+    statuses: list[str] = field(default_factory=list)  # the stream's statuses, in order
+
+    @property
+    def last_status(self) -> str | None:
+        return self.statuses[-1] if self.statuses else None
+
+    def failure(self) -> str | None:
+        """The connector's own account of its failure (its last TRACE error), one line."""
+        if not self.errors:
+            return None
+        error = self.errors[-1]
+        causes = [
+            match.groups()
+            for line in (error.get("stack_trace") or "").splitlines()
+            if (match := _ROOT_CAUSE.match(line.strip()))
+        ]
+        if causes:  # the first exception of a chained traceback is the root cause
+            kind, text = causes[0]
+            return f"{text} ({kind.rsplit('.', 1)[-1]})"
+        return error.get("internal_message") or error.get("message") or "no message"
+
+
+def read_messages(conn: Any, path: Path) -> Messages:
+    """The non-record messages of the connector output at `path`."""
+    rows = conn.execute(
+        f"""select type, log.level, log.message, trace.type, trace.error,
+       trace.stream_status.status
+from read_ndjson(?, columns = {_MESSAGE_COLUMNS}, ignore_errors = true,
+                 maximum_object_size = {MAXIMUM_OBJECT_BYTES})
+where type is distinct from 'RECORD'""",
+        [str(path)],
+    ).fetchall()
+    messages = Messages()
+    for kind, level, text, trace_type, error, status in rows:
+        if kind == "LOG" and text is not None and len(messages.logs) < LOG_LINES_KEPT:
+            messages.logs.append((level or "INFO", text))
+        elif kind == "TRACE" and trace_type == "ERROR" and error is not None:
+            messages.errors.append(error)
+        elif kind == "TRACE" and trace_type == "STREAM_STATUS" and status is not None:
+            messages.statuses.append(status)
+    return messages
+
+
+def records_to_parquet(
+    conn: Any, path: Path, columns: Sequence[tuple[str, str]], parquet: Path
+) -> int:
+    """Write the connector's records at `path` to `parquet`; return how many.
+
+    `columns`: (field name in the records, column name in the table) in table order,
+    every one text; then Airbyte's own columns, as its destinations write them: a
+    time-ordered id, the record's extraction time (UTC) and the (empty) change log.
+    """
+    fields = ", ".join(f"{sql_identifier(name)} VARCHAR" for name, _ in columns)
+    record_type = sql_string(f"STRUCT(stream VARCHAR, emitted_at BIGINT, data STRUCT({fields}))")
+    selected = ",\n       ".join(
+        f"record.data.{sql_identifier(name)} as {sql_identifier(column)}"
+        for name, column in columns
+    )
+    [(rows,)] = conn.execute(
+        f"""copy (
+select {selected},
+       cast(uuidv7() as varchar) as _airbyte_raw_id,
+       make_timestamp(record.emitted_at * 1000) as _airbyte_extracted_at,
+       cast('{{"changes": []}}' as json) as _airbyte_meta
+from read_ndjson({sql_string(str(path))}, columns = {{type: 'VARCHAR', record: {record_type}}},
+                 maximum_object_size = {MAXIMUM_OBJECT_BYTES})
+where type = 'RECORD'
+) to {sql_string(str(parquet))} (format parquet)"""
+    ).fetchall()
+    return int(rows)
