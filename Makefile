@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.mlstack/dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: setup run test dev bench airbyte-setup browser lint lock clean \
+.PHONY: setup run test dev bench bench-peers airbyte-setup browser lint lock clean \
 	bigquery-emulator bigquery-emulator-serve
 
 # --compile-bytecode: every `dagster`, `dbt` and test process would otherwise compile its
@@ -32,7 +32,7 @@ setup: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 run: setup
 	$(BIN)/mlstack run
 
-test: setup browser bigquery-emulator
+test: setup browser bigquery-emulator bench-peers
 	$(BIN)/pytest
 
 # The browser test drives Debian's Chromium (Playwright's own browser downloads are not
@@ -81,9 +81,39 @@ bigquery-emulator-serve: setup bigquery-emulator
 dev: setup
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev --host $(HOST) --port $(PORT)
 
+# The benchmark's peers, each in a virtualenv of its own (their pins are not mlstack's):
+# dlt loading the CSVs into DuckDB with its filesystem source (dlt 1.31 needs DuckDB 1.5:
+# it calls a cursor method DuckDB 2 removed), and sling, whose Linux binary comes in a
+# registry wheel and whose DuckDB target drives the `duckdb` CLI (from duckdb-cli, with
+# its json and httpfs extensions from the registry installed into the venv's own home,
+# since DuckDB's extension site is not reachable).
+PEERS := .mlstack/peers
+DLT_VERSION := 1.31.0
+SLING_VERSION := 1.4.11
+PEERS_DUCKDB := 1.5.5
+PEERS_INSTALLED := $(PEERS)/.installed-dlt-$(DLT_VERSION)-sling-$(SLING_VERSION)-duckdb-$(PEERS_DUCKDB)
+
+$(PEERS_INSTALLED): | $(INSTALLED)
+	rm -rf $(PEERS)
+	$(BIN)/uv venv --quiet --python $(PYTHON) $(PEERS)/dlt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(PEERS)/dlt/bin/python \
+	  "dlt[duckdb,filesystem]==$(DLT_VERSION)" duckdb==$(PEERS_DUCKDB)
+	$(BIN)/uv venv --quiet --python $(PYTHON) $(PEERS)/sling
+	$(BIN)/uv pip install --quiet --python $(PEERS)/sling/bin/python sling==$(SLING_VERSION) \
+	  sling-linux-amd64==$(SLING_VERSION) duckdb-cli==$(PEERS_DUCKDB) \
+	  duckdb-extension-json==$(PEERS_DUCKDB) duckdb-extension-httpfs==$(PEERS_DUCKDB)
+	mkdir -p $(PEERS)/sling/home
+	for ext in json httpfs; do \
+	  file=$$(ls $(PEERS)/sling/lib/python*/site-packages/duckdb_extension_$$ext/extensions/v$(PEERS_DUCKDB)/$$ext.duckdb_extension); \
+	  HOME=$(CURDIR)/$(PEERS)/sling/home $(PEERS)/sling/bin/duckdb -c "INSTALL '$(CURDIR)/$$file'"; \
+	done
+	touch $@
+
+bench-peers: $(PEERS_INSTALLED)
+
 # Sizes: BENCH_SIZES=1000,100000,1000000 make bench (1M takes about ten minutes here).
 BENCH_SIZES ?= 1000,100000
-bench: setup bigquery-emulator
+bench: setup bigquery-emulator bench-peers
 	$(BIN)/python -m benchmarks.run --sizes $(BENCH_SIZES)
 
 # Airbyte server or Cloud: create/update the lesson's sources, destination and connections.

@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,6 +37,8 @@ from mlstack_assets.settings import REPO_ROOT, load_settings
 __all__ = ["AssetSummary", "RunSummary", "StepFailure", "format_summary", "summarize_run"]
 
 POLL_SECONDS = 0.5
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_GRACE_SECONDS = 20.0
 # runs started by the daemon in the same instance are not ours
 AUTOMATION_TAG_PREFIXES = ("dagster/sensor_name", "dagster/schedule_name", "dagster/backfill")
 
@@ -320,40 +325,6 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def fail_orphaned_runs(instance) -> list[str]:
-    """Mark failed the runs left STARTED/STARTING by a process that is gone (SIGKILL, OOM).
-
-    Such a run stays "in progress" in the instance for ever. Only for an instance kept on
-    this machine (SQLite storage): each event records the pid that wrote it, and when no
-    process that wrote events for the run still runs, nothing will ever finish it. Runs on
-    a shared instance (Postgres, Kubernetes) are left to Dagster's run monitoring.
-    Returns one line per run marked failed.
-    """
-    from dagster import DagsterRunStatus, RunsFilter
-
-    from mlstack_assets.compat import runs_stored_in_sqlite
-    from mlstack_assets.processes import alive_since
-
-    if not runs_stored_in_sqlite(instance):
-        return []
-    lines = []
-    in_progress = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING]
-    for record in instance.get_run_records(filters=RunsFilter(statuses=in_progress)):
-        run = record.dagster_run
-        logs = instance.all_logs(run.run_id)
-        pids = {e.dagster_event.pid for e in logs if e.dagster_event and e.dagster_event.pid}
-        since = (record.start_time or record.create_timestamp.timestamp()) if logs else 0
-        if not pids or any(alive_since(pid, since) for pid in pids):
-            continue
-        message = (
-            f"marked failed by mlstack run: its process{'es' if len(pids) > 1 else ''}"
-            f" ({', '.join(map(str, sorted(pids)))}) ended without finishing it (killed?)"
-        )
-        instance.report_run_failed(run, message)
-        lines.append(f"run {run.run_id[:8]} ({run.status.value}): {message}")
-    return lines
-
-
 def log_path(home: Path) -> Path:
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -402,8 +373,10 @@ def run(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     from dagster import DagsterInstance
 
+    from mlstack_assets.orphans import repair
+
     with DagsterInstance.get() as instance:
-        for line in fail_orphaned_runs(instance):
+        for line in repair(instance):
             print(line)
     settings = load_settings()
     log = log_path(settings.home)
@@ -414,6 +387,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     with DagsterInstance.get() as instance:
         with log.open("ab") as log_file:
+            # a session of its own: `dg`, the run and what it started are stopped together
             process = subprocess.Popen(
                 launch_command(),
                 cwd=REPO_ROOT,
@@ -421,17 +395,20 @@ def run(args: argparse.Namespace) -> int:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             display = LiveDisplay(out) if live else PlainDisplay(out)
             try:
-                with display:
+                with display, stopped_by_signals():
                     progress = follow(process, instance, started, display)
-            except KeyboardInterrupt:  # the terminal sent it to `dg` too: let it stop
-                process.wait()
-                raise
+            except Stopped as signal_received:
+                run_id = find_run(instance, started - 1)
+                for line in stop_run(process, instance, run_id):
+                    print(line, file=out, flush=True)
+                print(f"mlstack run: stopped by {signal_received.name}", file=out, flush=True)
+                return 128 + signal_received.number
             except BaseException:
-                process.terminate()  # never leave a run going that nobody follows
-                process.wait()
+                stop_run(process, instance, find_run(instance, started - 1))
                 raise
         returncode = process.returncode
         elapsed = time.time() - started
@@ -451,6 +428,58 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nwarehouse: {where}", file=out)
     print(f"full log:  {_shown(log)}", file=out)
     return 0 if returncode == 0 and summary.ok else 1
+
+
+class Stopped(Exception):
+    """`mlstack run` received SIGINT or SIGTERM."""
+
+    def __init__(self, number: int):
+        super().__init__(signal.Signals(number).name)
+        self.number = number
+        self.name = signal.Signals(number).name
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM raise `Stopped` in the body, which then stops the run."""
+
+    def handler(number: int, _frame: Any) -> None:
+        raise Stopped(number)
+
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def stop_run(process: subprocess.Popen, instance: Any, run_id: str | None) -> list[str]:
+    """Stop `dg launch` and everything it started; mark its run canceled and free its pool
+    slots if it had not ended. One line per thing done."""
+    lines = []
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)  # Dagster stops a run it is told to stop
+        try:
+            process.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            lines.append(
+                f"mlstack run: `dg launch` did not stop in {STOP_GRACE_SECONDS:g} s; killed"
+            )
+    with suppress(ProcessLookupError):  # what it started and left behind, if anything
+        os.killpg(process.pid, signal.SIGKILL)
+    if run_id is None:
+        return lines
+    from dagster._core.storage.dagster_run import FINISHED_STATUSES
+
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status not in FINISHED_STATUSES:
+        instance.report_run_canceled(run, message="stopped by mlstack run (SIGINT or SIGTERM)")
+        lines.append(f"run {run_id[:8]}: marked canceled")
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    return lines
 
 
 def airbyte_setup(_: argparse.Namespace) -> int:

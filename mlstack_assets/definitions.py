@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from dagster import (
-    BetaWarning,
-    Definitions,
-    PreviewWarning,
-    in_process_executor,
-    multiprocess_executor,
-)
+from dagster import BetaWarning, Definitions, PreviewWarning, multiprocess_executor
 
 from mlstack_assets.automation.definitions import build_automation_definitions
 from mlstack_assets.automation.freshness import with_freshness_policies
@@ -29,8 +23,14 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     # BigQuery steps run in parallel processes; on DuckDB the raw steps' extracts still run
-    # concurrently (`AirbyteLoader.start_extracts`)
-    executor = in_process_executor if settings.steps_share_a_process else multiprocess_executor
+    # concurrently (`AirbyteLoader.start_extracts`), and the in-process executor's waits
+    # for the warehouse pool are bounded and free what dead runs held
+    if settings.steps_share_a_process:
+        from mlstack_assets.compat.executor import warehouse_in_process_executor
+
+        executor = warehouse_in_process_executor(settings.pool_timeout_seconds)
+    else:
+        executor = multiprocess_executor
     defs = Definitions.merge(
         build_ingestion_definitions(settings),
         build_transform_definitions(settings),

@@ -61,6 +61,7 @@ class Settings:
     connector_timeout_seconds: float = 3600.0
     source_retries: int = 3
     lock_timeout_seconds: float = 900.0
+    pool_timeout_seconds: float = 900.0
     freshness_max_age_hours: float = 24.0
     ui_url: str = "http://127.0.0.1:3000"
     slack_channel: str = ""
@@ -190,7 +191,7 @@ def _memory_size(environ: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _lake(environ: Mapping[str, str], warehouse: str) -> str:
+def _lake(environ: Mapping[str, str]) -> str:
     """The lake's root: `gs://bucket/prefix`, or a local folder (relative to the repo root)."""
     raw = environ.get("MLSTACK_LAKE", "").strip() or ".mlstack/lake"
     if raw.startswith("gs://"):
@@ -200,11 +201,6 @@ def _lake(environ: Mapping[str, str], warehouse: str) -> str:
     if "://" in raw:
         raise SettingsError(
             f"MLSTACK_LAKE={raw!r} is not supported; use a local folder or gs://bucket/prefix"
-        )
-    if warehouse == "bigquery":
-        raise SettingsError(
-            f"MLSTACK_LAKE={raw!r}: with MLSTACK_WAREHOUSE=bigquery the lake must be on Cloud"
-            " Storage (gs://bucket/prefix): BigQuery loads the checkpoints from there"
         )
     return str(_resolve(raw))
 
@@ -247,7 +243,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not dataset.replace("_", "").isalnum():
         raise SettingsError(f"MLSTACK_DATASET={dataset!r} must be letters, digits and underscores")
     home = _resolve(env.get("MLSTACK_HOME", "").strip() or ".mlstack")
-    warehouse = _choice(env, "MLSTACK_WAREHOUSE", "duckdb", WAREHOUSES)
     return Settings(
         projects_url=_resolve_source(
             env.get("MLSTACK_PROJECTS_URL", "").strip() or f"{LESSON_DATASETS_URL}/projects.csv"
@@ -255,7 +250,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tags_url=_resolve_source(
             env.get("MLSTACK_TAGS_URL", "").strip() or f"{LESSON_DATASETS_URL}/tags.csv"
         ),
-        warehouse=warehouse,
+        warehouse=_choice(env, "MLSTACK_WAREHOUSE", "duckdb", WAREHOUSES),
         duckdb_path=_resolve(
             env.get("MLSTACK_DUCKDB_PATH", "").strip() or ".mlstack/warehouse.duckdb"
         ),
@@ -284,12 +279,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         source_deadline_seconds=_positive(env, "MLSTACK_SOURCE_DEADLINE_SECONDS", 1800.0),
         # the longest the connector may take to read a local copy
         connector_timeout_seconds=_positive(env, "MLSTACK_CONNECTOR_TIMEOUT_SECONDS", 3600.0),
-        lake=_lake(env, warehouse),
+        lake=_lake(env),
         lake_keep_checkpoints=max(_count(env, "MLSTACK_LAKE_KEEP_CHECKPOINTS", 10), 1),
         # retries of transient network errors on HTTPS sources (resets, refusals, 5xx)
         source_retries=_count(env, "MLSTACK_SOURCE_RETRIES", 3),
         # the longest a step waits for another process's warehouse lock before failing
         lock_timeout_seconds=_positive(env, "MLSTACK_LOCK_TIMEOUT_SECONDS", 900.0),
+        # the longest a step waits for a slot of the warehouse pool held by another run
+        pool_timeout_seconds=_positive(env, "MLSTACK_POOL_TIMEOUT_SECONDS", 900.0),
         freshness_max_age_hours=_freshness_max_age_hours(env),
         google_credentials_path=env.get("GOOGLE_APPLICATION_CREDENTIALS", "").strip() or None,
         airbyte_duckdb_destination=env.get("MLSTACK_AIRBYTE_DUCKDB_DESTINATION_PATH", "").strip()

@@ -1,8 +1,9 @@
-"""BigQuery on loopback for the tests and the local demo: bqemulator behind a small gateway.
+"""BigQuery and Cloud Storage on loopback for the tests and the local demo: bqemulator
+behind a small gateway, and gcp-storage-emulator for the lake.
 
 Only the environment differs from production. Every client (google-cloud-bigquery in
-Dagster's resource and IO manager, dbt-bigquery, sqlalchemy-bigquery under GX, PyAirbyte's
-BigQuery cache) runs its production code path:
+Dagster's resource and IO manager, dbt-bigquery, sqlalchemy-bigquery under GX, gcsfs
+for the lake) runs its production code path:
 
 - `BIGQUERY_EMULATOR_HOST` points google-cloud-bigquery's `Client` at the gateway; every
   client above builds its own `Client` without an explicit endpoint, so each picks it up.
@@ -11,13 +12,22 @@ BigQuery cache) runs its production code path:
   a JWT with the key and exchanges it there for a dummy access token, exactly as it would
   with Google. The gateway refuses any API call without that bearer token.
 
+- `STORAGE_EMULATOR_HOST` points gcsfs at gcp-storage-emulator, and `MLSTACK_LAKE` is a
+  `gs://` bucket there: checkpoints are written to it as to Cloud Storage, and BigQuery's
+  load jobs read them by their `gs://` URIs. bqemulator resolves a `gs://` URI to a local
+  folder (`BQEMU_GCS_LOCAL_ROOT`), which is set to the folder the storage emulator keeps
+  its objects in (`<data dir>/.cloudstorage/<bucket>/<object>`): the two emulators see
+  the same bytes, as BigQuery and Cloud Storage do.
+
 The gateway forwards everything to the emulator unchanged, except where the emulator
 diverges from BigQuery (README, "What was run for real"):
 
-- load-job uploads whose media is gzip-compressed (PyAirbyte's BigQuery cache uploads its
-  `.jsonl.gz` batch files as they are; BigQuery accepts gzip there, bqemulator reads the
-  bytes as JSON): the gateway decompresses them. Resumable uploads are gathered until the
-  last chunk and passed on as one.
+- resumable uploads are gathered until the last chunk and passed on as one.
+- load jobs from `gs://` Parquet files in a folder named `key=value` (the lake's
+  `extracted_at=<UTC>/`): bqemulator reads them with DuckDB's `read_parquet`, which takes
+  such a folder for a Hive partition and adds its key as a column (BigQuery does not,
+  unless the load asks for Hive partitioning); the gateway links each file under a plain
+  name in the same folder tree and loads that link instead: the same bytes.
 - `jobs.query` (`POST .../queries`, what `Client.query_and_wait` and so the DB-API under
   sqlalchemy-bigquery and GX call): bqemulator ignores the request's `defaultDataset`
   (unqualified tables are "not found") and reports a failed query as HTTP 200 with an
@@ -37,7 +47,7 @@ diverges from BigQuery (README, "What was run for real"):
 from __future__ import annotations
 
 import argparse
-import gzip
+import hashlib
 import http.client
 import json
 import os
@@ -51,7 +61,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,8 +73,9 @@ EMULATOR_VENV = REPO_ROOT / ".mlstack" / "bqemulator-venv"
 EMULATOR = EMULATOR_VENV / "bin" / "bqemulator"
 PROJECT = "mlstack-emulator"
 READY_TIMEOUT = 90.0
-GZIP_MAGIC = b"\x1f\x8b"
+LAKE_BUCKET = "mlstack-lake"
 QUERIES_PATH = re.compile(r"/bigquery/v2/projects/[^/]+/queries")
+JOBS_PATH = re.compile(r"/bigquery/v2/projects/[^/]+/jobs")
 
 
 def ensure_installed() -> Path:
@@ -128,8 +139,10 @@ class GatewayState:
     emulator_port: int
     access_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     tokens_issued: int = 0
-    uploads_decompressed: int = 0
     uploads_retyped: int = 0
+    # where bqemulator reads gs:// objects (BQEMU_GCS_LOCAL_ROOT); None: no lake
+    storage_root: Path | None = None
+    load_uris_linked: int = 0
     resumable: dict[str, bytearray] = field(default_factory=dict)
     # (method, path, seconds) of every API call, for the tests and for profiling
     calls: list[tuple[str, str, float]] = field(default_factory=list, repr=False)
@@ -138,14 +151,8 @@ class GatewayState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _gunzip(data: bytes) -> tuple[bytes, bool]:
-    if data[:2] == GZIP_MAGIC:
-        return gzip.decompress(data), True
-    return data, False
-
-
 def _fix_multipart(body: bytes, content_type: str, state: GatewayState) -> bytes:
-    """Decompress a gzip media part and give a `*/*` media part a concrete type."""
+    """Give a `*/*` media part a concrete type."""
     match = re.search(r'boundary="?([^";]+)"?', content_type)
     if not match:
         return body
@@ -157,16 +164,13 @@ def _fix_multipart(body: bytes, content_type: str, state: GatewayState) -> bytes
     head, sep, payload = parts[2].partition(b"\r\n\r\n")
     if not sep or not payload.endswith(b"\r\n"):
         return body
-    media, decompressed = _gunzip(payload[:-2])
+    media = payload[:-2]
     if re.search(rb"(?im)^content-type:\s*\*/\*\s*$", head):
         head = re.sub(
             rb"(?im)^content-type:\s*\*/\*\s*$", b"content-type: application/octet-stream", head
         )
         with state.lock:
             state.uploads_retyped += 1
-    if decompressed:
-        with state.lock:
-            state.uploads_decompressed += 1
     parts[2] = head + sep + media + b"\r\n"
     return delimiter.join(parts)
 
@@ -257,11 +261,38 @@ class _Handler(BaseHTTPRequestHandler):
                 if gathered is None:
                     return
                 body = gathered
+        if self.command == "POST" and JOBS_PATH.fullmatch(url.path):
+            body = self._without_hive_folders(body)
         if self.command == "POST" and QUERIES_PATH.fullmatch(url.path):
             self._query_as_job(url.path.split("/")[4], json.loads(body or b"{}"), headers)
             return
         headers["Content-Length"] = str(len(body))
         self._forward(body, headers)
+
+    def _without_hive_folders(self, body: bytes) -> bytes:
+        """A load job's `gs://.../key=value/...` source URIs, as links to the same files
+        under names DuckDB does not read as Hive partitions."""
+        state = self.server.state
+        job = json.loads(body or b"{}")
+        load = (job.get("configuration") or {}).get("load") or {}
+        uris = load.get("sourceUris") or []
+        if state.storage_root is None or not any("=" in uri for uri in uris):
+            return body
+        linked = []
+        for uri in uris:
+            if not uri.startswith("gs://") or "=" not in uri:
+                linked.append(uri)
+                continue
+            name = hashlib.sha256(uri.encode()).hexdigest()[:16]
+            link = state.storage_root / "_gateway_links" / name / uri.rsplit("/", 1)[-1]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                os.link(state.storage_root / uri.removeprefix("gs://"), link)
+            linked.append(f"gs://_gateway_links/{name}/{link.name}")
+            with state.lock:
+                state.load_uris_linked += 1
+        load["sourceUris"] = linked
+        return json.dumps(job).encode()
 
     def _query_as_job(self, project: str, request: dict, headers: dict[str, str]) -> None:
         """`jobs.query` as BigQuery defines it: `jobs.insert`, then `getQueryResults`."""
@@ -360,10 +391,6 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         with state.lock:
             data = bytes(state.resumable.pop(upload_id))
-        data, decompressed = _gunzip(data)
-        if decompressed:
-            with state.lock:
-                state.uploads_decompressed += 1
         headers["Content-Range"] = f"bytes 0-{len(data) - 1}/{len(data)}" if data else "bytes */0"
         return data
 
@@ -409,6 +436,12 @@ class BigQueryEmulator:
     credentials: Path
     gateway: GatewayState
     log: Path
+    storage_endpoint: str = ""
+    storage_root: Path | None = None  # where the storage emulator keeps its objects
+
+    @property
+    def lake(self) -> str:
+        return f"gs://{LAKE_BUCKET}/lake"
 
     @property
     def environment(self) -> dict[str, str]:
@@ -416,6 +449,8 @@ class BigQueryEmulator:
             "BIGQUERY_EMULATOR_HOST": self.endpoint,
             "GOOGLE_APPLICATION_CREDENTIALS": str(self.credentials),
             "MLSTACK_BQ_PROJECT": self.project,
+            "STORAGE_EMULATOR_HOST": self.storage_endpoint,
+            "MLSTACK_LAKE": self.lake,
         }
 
     def client(self):
@@ -455,11 +490,74 @@ def _tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
 
+def _wait_storage_ready(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gcp-storage-emulator exited:\n{_tail(log)}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", f"/storage/v1/b/{LAKE_BUCKET}")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"gcp-storage-emulator did not answer on {port}:\n{_tail(log)}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+
+@contextmanager
+def running_storage_emulator(workdir: Path) -> Iterator[tuple[str, Path]]:
+    """gcp-storage-emulator on loopback with the lake's bucket; its endpoint and the folder
+    it keeps objects in (`<bucket>/<object>` below it)."""
+    import sys
+
+    data = workdir / "storage"
+    port = free_port()
+    log = workdir / "storage-emulator.log"
+    with log.open("w") as log_handle:
+        command = [sys.executable, "-m", "gcp_storage_emulator", "--data-dir", str(data)]
+        command += ["start", "--host", "127.0.0.1", "--port", str(port), "--quiet"]
+        command += ["--default-bucket", LAKE_BUCKET]
+        process = subprocess.Popen(
+            command,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_storage_ready(port, process, log)
+        yield f"http://127.0.0.1:{port}", data / ".cloudstorage"
+    finally:
+        _stop(process)
+
+
 @contextmanager
 def running_emulator(workdir: Path, port: int | None = None) -> Iterator[BigQueryEmulator]:
-    """Start bqemulator and the gateway on loopback; stop both on exit."""
+    """Start bqemulator, the gateway and the storage emulator on loopback; stop them on exit."""
     executable = ensure_installed()
     workdir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        storage_endpoint, storage_root = stack.enter_context(running_storage_emulator(workdir))
+        emulator = stack.enter_context(_running_bigquery(executable, workdir, port, storage_root))
+        emulator.storage_endpoint = storage_endpoint
+        emulator.storage_root = storage_root
+        yield emulator
+
+
+@contextmanager
+def _running_bigquery(
+    executable: Path, workdir: Path, port: int | None, storage_root: Path
+) -> Iterator[BigQueryEmulator]:
     rest_port, grpc_port = free_port(), free_port()
     log = workdir / "bqemulator.log"
     env = {
@@ -469,6 +567,8 @@ def running_emulator(workdir: Path, port: int | None = None) -> Iterator[BigQuer
         # the avro extension would be fetched from DuckDB's site, which is not reachable
         "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
         "BQEMU_LOG_LEVEL": "warning",
+        # gs://<bucket>/<object> is read from here: where the storage emulator keeps them
+        "BQEMU_GCS_LOCAL_ROOT": str(storage_root),
     }
     with log.open("w") as log_handle:
         process = subprocess.Popen(
@@ -495,7 +595,7 @@ def running_emulator(workdir: Path, port: int | None = None) -> Iterator[BigQuer
     server = None
     try:
         _wait_ready(rest_port, process, log, READY_TIMEOUT)
-        state = GatewayState(emulator_port=rest_port)
+        state = GatewayState(emulator_port=rest_port, storage_root=storage_root)
         server = _GatewayServer(port or 0, state)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         endpoint = f"http://127.0.0.1:{server.server_address[1]}"
@@ -507,12 +607,7 @@ def running_emulator(workdir: Path, port: int | None = None) -> Iterator[BigQuer
         if server is not None:
             server.shutdown()
             server.server_close()
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+        _stop(process)
 
 
 def main() -> None:
@@ -534,8 +629,9 @@ def main() -> None:
         partial.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in exports.items()))
         partial.rename(env_file)  # appears whole, once the emulator answers
         print(f"BigQuery emulator (bqemulator) on {emulator.endpoint}, project {PROJECT}")
+        print(f"Cloud Storage emulator on {emulator.storage_endpoint}, lake {emulator.lake}")
         print(f"In another shell: . {env_file} && make run")
-        print("Ctrl-C stops it (its data lives in memory).", flush=True)
+        print("Ctrl-C stops them (BigQuery's data lives in memory).", flush=True)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         with suppress(KeyboardInterrupt):
             threading.Event().wait()

@@ -61,10 +61,12 @@ def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path):
         "baseline",
         "limit",
         "airbyte_floor",
+        "dlt",
+        "sling",
     }
     for run in report["runs"]:
         assert run["total_s"] > 0 and run["peak_rss_mb"] > 0
-        if run["variant"] == "airbyte_floor":  # the connector alone: extract-load only
+        if run["variant"] in ("airbyte_floor", "dlt", "sling"):  # extract-load only
             assert set(run["stages_s"]) == {"extract_load"}
             continue
         assert set(run["stages_s"]) == {
@@ -79,3 +81,4 @@ def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path):
     assert (results / "time_vs_size.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 200 | mlstack |" in completed.stdout
     assert any(line.startswith("extract_load at 200 rows") for line in report["targets"])
+    assert any(line.startswith("peer sling at 200 rows") for line in report["targets"])

@@ -1,7 +1,8 @@
 """The whole graph on BigQuery's wire protocol (bqemulator), against the DuckDB run.
 
-The graph runs exactly as in production with `MLSTACK_WAREHOUSE=bigquery`: PyAirbyte's
-BigQuery cache stages each sync in `mlops_course_staging`, the GX suites run as BigQuery
+The graph runs exactly as in production with `MLSTACK_WAREHOUSE=bigquery`: each extract
+is checkpointed in the lake on (emulated) Cloud Storage and loaded into
+`mlops_course_staging` by a Parquet load job from its gs:// URI, the GX suites run as BigQuery
 SQL (sqlalchemy-bigquery), publishing is a copy job, dbt builds on the `bigquery` target
 and the ML assets go through the BigQuery IO manager. Only the endpoint and the (dummy)
 credentials differ; see tests/bigquery_emulator.py for what the emulator needs.
@@ -16,9 +17,12 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 from dagster import AssetKey, ExecuteInProcessResult, instance_for_test
 
+from mlstack_assets.lake import Lake
+from mlstack_assets.lake.checkpoints import checkpoints
 from tests.bigquery_emulator import PROJECT, BigQueryEmulator
 from tests.conftest import REPO_ROOT, BigQueryStack, Stack
 from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
@@ -175,9 +179,21 @@ def test_each_step_used_its_bigquery_path(
 ):
     stack, result = bigquery_run
     with stack.emulator.client() as client:
-        # PyAirbyte's BigQuery cache staged the syncs, Airbyte's columns included
+        # a Parquet load job from the checkpoint in the lake staged each sync, with the
+        # manifest's schema (Airbyte's columns included)
         staged = client.get_table(f"{DATASET}_staging.projects")
-        assert {"_airbyte_raw_id", "_airbyte_extracted_at"} <= {f.name for f in staged.schema}
+        assert [(f.name, f.field_type) for f in staged.schema][-3:] == [
+            ("_airbyte_raw_id", "STRING"),
+            ("_airbyte_extracted_at", "TIMESTAMP"),
+            ("_airbyte_meta", "JSON"),
+        ]
+        loads = [
+            job for job in client.list_jobs(all_users=True)
+            if job.job_type == "load" and job.destination.dataset_id == f"{DATASET}_staging"
+        ]  # fmt: skip
+        assert {job.destination.table_id for job in loads} >= {"projects", "tags"}
+        assert {job.source_format for job in loads} == {"PARQUET"}
+        assert {job.write_disposition for job in loads} == {"WRITE_TRUNCATE"}
         # publish: a table copy job per raw table, replacing the destination
         copies = {
             job.destination.table_id: job.write_disposition
@@ -208,7 +224,19 @@ def test_each_step_used_its_bigquery_path(
     # every ML table is built by SQL in the audit dataset and published by the IO manager
     distribution = stack.query(f"select * from {DATASET}.tag_distribution")
     assert len(distribution) == len(set(PROJECT_TAGS.values()))  # one row per tag
-    assert stack.emulator.gateway.uploads_decompressed >= 2  # one gzip batch per raw table
+    # the checkpoints are objects in the lake's bucket; staging holds exactly their rows
+    lake = Lake(stack.emulator.lake)
+    for source in ("projects", "tags"):
+        [checkpoint] = checkpoints(lake, source)
+        checkpoint.verify()  # read back through the Cloud Storage API
+        assert checkpoint.manifest["audit"]["published"]
+        on_disk = stack.emulator.storage_root / checkpoint.data_uri.removeprefix("gs://")
+        with duckdb.connect() as conn:
+            expected = conn.execute(
+                f"select id from read_parquet('{on_disk}', hive_partitioning = false) order by 1"
+            ).fetchall()
+        assert sorted(stack.query(f"select id from {DATASET}_staging.{source}")) == expected
+    assert stack.emulator.gateway.load_uris_linked >= 2
 
 
 WAP_CASES = ("tags without an id column", "duplicate ids", "a project without a tag")
@@ -354,35 +382,53 @@ def test_a_bad_bigquery_request_is_not_retried(
     assert _calls_since(bigquery_emulator, calls_before, "POST", datasets) == 1
 
 
-def test_raw_steps_starting_together_on_a_fresh_dataset_both_get_their_cache(
-    bigquery_warehouse, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_raw_steps_staging_together_on_a_fresh_dataset_all_succeed(
+    bigquery_emulator: BigQueryEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
-    """On BigQuery the raw steps run in parallel processes, and PyAirbyte's cache creates
-    its internal tables (`_airbyte_streams`, `_airbyte_state`) by check-then-create: on a
-    fresh staging dataset both steps may try to create them. Each still gets its cache."""
+    """On BigQuery the raw steps run in parallel processes: on a fresh staging dataset each
+    creates it (exists_ok) and loads its checkpoint; none fails on the others' creation."""
     import threading
+    from datetime import datetime, timezone
 
+    from mlstack_assets.lake.checkpoints import write_checkpoint
     from mlstack_assets.settings import load_settings
     from mlstack_assets.warehouse.bigquery import build_bigquery_resources
 
+    for name, value in bigquery_emulator.environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLSTACK_WAREHOUSE", "bigquery")
     monkeypatch.setenv("MLSTACK_DATASET", "fresh_race")
     warehouse = build_bigquery_resources(load_settings())["warehouse"]
     streams = ["projects", "tags", "third", "fourth"]  # more starters, a wider race
+    lake = Lake(bigquery_emulator.lake)
+    made = {}
+    for position, stream in enumerate(streams):
+        parquet = tmp_path / f"{stream}.parquet"
+        with duckdb.connect() as conn:
+            conn.execute(f"copy (select '{position}' as id) to '{parquet}' (format parquet)")
+        made[stream] = write_checkpoint(
+            lake, stream, parquet, datetime.now(timezone.utc),
+            {"rows": 1, "columns": [["id", "VARCHAR"]]},
+        )  # fmt: skip
     together = threading.Barrier(len(streams))
     outcomes: dict[str, str] = {}
 
-    def start(stream: str) -> None:
+    def stage(stream: str) -> None:
         together.wait(timeout=60)
         try:
-            warehouse.pyairbyte_target(stream, tmp_path / stream).cache.close()
-            outcomes[stream] = "cache"
+            warehouse.stage_checkpoint(stream, made[stream])
+            outcomes[stream] = "staged"
         except Exception as error:  # what a raw step would fail with
             outcomes[stream] = repr(error)[:300]
 
-    threads = [threading.Thread(target=start, args=(s,)) for s in streams]
+    threads = [threading.Thread(target=stage, args=(s,)) for s in streams]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=300)
 
-    assert outcomes == dict.fromkeys(streams, "cache")
+    assert outcomes == dict.fromkeys(streams, "staged")
+    for position, stream in enumerate(streams):
+        assert warehouse.query(f"select id from `{PROJECT}.fresh_race_staging.{stream}`") == [
+            (str(position),)
+        ]

@@ -4,25 +4,17 @@ Every bad input starts from a warehouse where good data was already published, a
 with the published tables unchanged, row for row, and an error naming source and problem.
 """
 
-import os
-import signal
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 from urllib.parse import urlparse
 
 import pytest
 from dagster import AssetCheckSeverity, AssetKey
 
-from mlstack_assets.cli import materialize_command
 from mlstack_assets.quality.suites import load_suite
-from tests.conftest import REPO_ROOT, Stack
+from tests.conftest import Stack
 from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects, write_tags
 from tests.https_server import HTTPSServer, Route
-from tests.processes import dagster_home
 from tests.test_pipeline import failure_messages, materialized_keys
 
 PUBLISHED = (
@@ -355,171 +347,6 @@ def test_every_check_passes_on_good_data_with_one_validation_per_suite(stack: St
         assert page.is_file() and asset in page.read_text()
 
 
-@pytest.mark.slow
-def test_process_killed_in_the_middle_of_a_sync_leaves_published_tables_intact(
-    published_stack: Stack, https_server: HTTPSServer
-):
-    before = snapshot(published_stack)
-    many = {**PROJECT_TAGS, **{1000 + i: "mlops" for i in range(15000)}}  # ~230 KB
-    body = write_tags(published_stack.root / "big.csv", many).read_bytes()
-    # Serve part of the file, then stall: the sync is mid-download.
-    https_server.routes["/tags.csv"] = Route(body=body, slow_after=150_000)
-    published_stack.set_source("tags", https_server.url("/tags.csv"))
-    home = dagster_home(published_stack.root / "cli_home")
-    syncs = REPO_ROOT / ".mlstack" / "airbyte" / "syncs"  # the sync's private directories
-    existing = set(syncs.glob("tags-*"))
-    log = (published_stack.root / "killed.log").open("w")
-    process = start_materialize("tags", home, log)
-    try:
-        deadline = time.monotonic() + 240
-        while https_server.count("/tags.csv") < 1 and process.poll() is None:
-            assert time.monotonic() < deadline, "the connector never requested the source"
-            time.sleep(0.2)
-        time.sleep(2)  # let it read up to the stall
-        assert process.poll() is None, (published_stack.root / "killed.log").read_text()[-2000:]
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-        log.close()
-
-    assert snapshot(published_stack) == before
-    left_behind = set(syncs.glob("tags-*")) - existing  # the partial download
-    assert left_behind
-    # the killed run is left STARTED; `mlstack run` marks it failed before its own run
-    from dagster import DagsterInstance, DagsterRunStatus
-
-    from mlstack_assets.cli import fail_orphaned_runs
-
-    with DagsterInstance.from_config(str(home)) as instance:
-        [killed] = instance.get_runs()
-        assert killed.status == DagsterRunStatus.STARTED
-        lines = fail_orphaned_runs(instance)
-        assert lines == [f"run {killed.run_id[:8]} (STARTED): {lines[0].split(': ', 1)[1]}"]
-        assert "ended without finishing it" in lines[0]
-        assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
-        assert fail_orphaned_runs(instance) == []
-
-    rerun_with_project_6_retagged(published_stack)
-
-    assert published_stack.query("select tag from mlops_course.tags where id = 6") == [("mlops",)]
-    assert published_stack.query("select count(*) from mlops_course.labeled_projects") == [
-        (len(PROJECTS),)
-    ]
-    assert not any(d.exists() for d in left_behind)  # pruned by the next sync
-
-
-def start_materialize(selection: str, home: Path, log: IO[str]) -> subprocess.Popen:
-    """`dagster asset materialize` of `selection` on the instance in `home`, in a session of
-    its own (a test can kill it, or it and what it started), its output in `log`."""
-    return subprocess.Popen(
-        materialize_command(selection),
-        cwd=REPO_ROOT,
-        env={**os.environ, "DAGSTER_HOME": str(home)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-@contextmanager
-def run_killed_on_exit(selection: str, home: Path, log_path: Path) -> Iterator[subprocess.Popen]:
-    """A run of `selection` for the body to watch; when the body is done, the run's process
-    alone gets SIGKILL (not its group: what it started must die on its own). Whatever still
-    runs after a failed body is killed, group and all."""
-    with log_path.open("w") as log:
-        process = start_materialize(selection, home, log)
-        try:
-            yield process
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-
-
-def rerun_with_project_6_retagged(stack: Stack) -> None:
-    """The next run, from a good tags file (project 6 now `mlops`), succeeds."""
-    stack.set_source("tags", write_tags(stack.root / "good.csv", {**PROJECT_TAGS, 6: "mlops"}))
-    result = stack.materialize("tags*")
-    assert result.success, failure_messages(result)
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie has finished: it only waits for someone to read its exit status)."""
-    status = Path(f"/proc/{pid}/status")
-    try:
-        return "State:\tZ" not in status.read_text()
-    except FileNotFoundError:
-        return False
-
-
-@pytest.mark.slow
-def test_run_killed_during_dbt_leaves_published_tables_and_no_dbt_behind(published_stack: Stack):
-    before = snapshot(published_stack)
-    home = dagster_home(published_stack.root / "cli_home")
-    dbt: list[int] = []
-    with run_killed_on_exit("labeled_projects", home, published_stack.root / "killed.log") as (
-        process
-    ):
-        deadline = time.monotonic() + 240
-        while not dbt and process.poll() is None:
-            assert time.monotonic() < deadline, "dbt never started"
-            dbt = [
-                child
-                for child in _children(process.pid)
-                if b"dbt" in Path(f"/proc/{child}/cmdline").read_bytes()
-            ]
-            time.sleep(0.05)
-        assert dbt, (published_stack.root / "killed.log").read_text()[-2000:]
-
-    deadline = time.monotonic() + 20
-    while any(_alive(pid) for pid in dbt) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in dbt), "dbt outlived the run that started it"
-    assert snapshot(published_stack) == before
-
-    rerun_with_project_6_retagged(published_stack)
-
-    assert published_stack.query("select tag from mlops_course.labeled_projects where id = 6") == [
-        ("mlops",)
-    ]
-
-
-@pytest.mark.slow
-def test_run_killed_during_an_ml_step_leaves_published_tables_and_the_next_run_succeeds(
-    published_stack: Stack,
-):
-    from mlstack_assets.warehouse.duckdb import duckdb_file_lock
-
-    before = snapshot(published_stack)
-    home = dagster_home(published_stack.root / "cli_home")
-    log_path = published_stack.root / "killed.log"
-    # Hold the warehouse while the run starts: its first ML step waits inside the step, in
-    # the middle of its work, where it is killed.
-    with (
-        duckdb_file_lock(published_stack.warehouse_path).hold(purpose="hold it for a test"),
-        run_killed_on_exit("ml_dataset*", home, log_path) as process,
-    ):
-        deadline = time.monotonic() + 240
-        while "for the warehouse lock" not in log_path.read_text(errors="replace"):
-            assert process.poll() is None, log_path.read_text()[-2000:]
-            assert time.monotonic() < deadline, "the ML step never reached the warehouse"
-            time.sleep(0.1)
-        assert "ml_dataset" in log_path.read_text(errors="replace")
-
-    assert snapshot(published_stack) == before
-    result = published_stack.materialize("ml_dataset*")
-
-    assert result.success, failure_messages(result)
-    assert {"ml_dataset", "ml_splits", "tag_distribution"} <= materialized_keys(result)
-    assert snapshot(published_stack) == before  # same inputs, same (deterministic) tables
-
-
 def test_data_docs_keep_the_newest_validations_of_each_suite(tmp_path: Path):
     from mlstack_assets.quality.data_docs import prune_history
 
@@ -532,3 +359,38 @@ def test_data_docs_keep_the_newest_validations_of_each_suite(tmp_path: Path):
 
     kept = sorted(p.name for p in (tmp_path / "validations" / "tags" / "__none__").iterdir())
     assert kept == ["20261121T003000.0Z", "20261121T004000.0Z"]
+
+
+def test_a_missing_column_is_one_cause_and_the_checks_needing_it_say_why(published_stack: Stack):
+    # today's Made-With-ML tags.csv has no id column
+    published_stack.set_source("tags", _tags_without_id(published_stack.root))
+
+    result = published_stack.materialize("tags")
+
+    assert not result.success
+    message = failure_messages(result)
+    report = message.split("for inspection.", 1)[1].strip().splitlines()
+    assert report[0].startswith("- expected_columns_exist")
+    assert "missing columns ['id']" in report[0]
+    needs_id = [e.check_name for e in load_suite("tags").expectations if "id" in e.columns]
+    assert report[1] == f"- not evaluated: column id is missing: {', '.join(needs_id)}"
+    assert len(report) == 2
+    assert "could not be evaluated" not in message and "sqlalche.me" not in message
+    for name in needs_id:
+        check = checks(result, "tags")[name]
+        assert not check.passed and check.description == "not evaluated: column id is missing"
+
+
+def test_an_empty_table_fails_on_its_row_count_and_says_why_the_others_did_not_run(
+    published_stack: Stack,
+):
+    published_stack.set_source("tags", _header_only(published_stack.root))
+
+    result = published_stack.materialize("tags")
+
+    assert not result.success
+    tag_checks = checks(result, "tags")
+    assert not tag_checks["row_count_is_positive"].passed
+    assert tag_checks["expected_columns_exist"].passed
+    assert tag_checks["id_is_unique"].description == "not evaluated: the table is empty"
+    assert "- not evaluated: the table is empty: " in failure_messages(result)

@@ -1,5 +1,6 @@
 """The source-change sensor, tick by tick, on a real instance (`build_sensor_context`)."""
 
+import json
 import os
 import time
 
@@ -121,16 +122,30 @@ def test_a_touched_but_identical_file_is_not_a_change(stack: Stack):
     assert ticker.tick().skip_message.startswith("no source changed (projects: size and mtime")
 
 
-def test_unreachable_source_fails_the_tick_and_keeps_the_cursor(stack: Stack):
+def test_an_unreachable_source_is_one_line_and_the_other_is_still_checked(stack: Stack):
     ticker = Ticker(stack)
     ticker.tick()
-    cursor = ticker.cursor
+    tags_state = json.loads(ticker.cursor)["tags"]
     stack.set_source("tags", stack.root / "gone.csv")
 
-    with pytest.raises(Exception, match=r"source 'tags' .*file not found"):
-        ticker.tick()
+    down = ticker.tick()
 
-    assert ticker.cursor == cursor
+    assert down.run_requests == []
+    [line] = [part for part in down.skip_message.split("; ") if "unreachable" in part]
+    assert line.startswith("tags unreachable: source 'tags'") and "file not found" in line
+    assert "\n" not in down.skip_message and "projects: size and mtime" in down.skip_message
+    [observed] = down.asset_events
+    assert observed.asset_key.path == ["tags_csv"] and "file not found" in str(
+        observed.metadata["unreachable"].value
+    )
+    assert json.loads(ticker.cursor)["tags"] == tags_state  # tried again next tick
+    # a change to projects while tags is down is still acted on
+    projects = stack.root / "src" / "projects.csv"
+    projects.write_bytes(projects.read_bytes() + b'99,2021-01-01 00:00:00,"A title","Text"\n')
+
+    changed = ticker.tick()
+
+    assert selected(changed) >= {"projects"} and "tags" not in selected(changed)
 
 
 @pytest.mark.parametrize("validators", ["etag", "last-modified", "none"])

@@ -25,6 +25,21 @@ class Expectation:
     config: dict[str, Any]
 
     @property
+    def columns(self) -> list[str]:
+        """The columns the expectation reads (its kwargs, or `meta.columns` for a query)."""
+        kwargs = self.config["kwargs"]
+        named = [kwargs[key] for key in ("column", "column_A", "column_B") if key in kwargs]
+        return [*named, *kwargs.get("column_list", []), *self.config["meta"].get("columns", [])]
+
+    @property
+    def reads_rows(self) -> bool:
+        """False for the expectations about the table itself (its row count, its columns)."""
+        return self.config["type"] not in (
+            "expect_table_row_count_to_be_between",
+            "expect_table_columns_to_match_set",
+        )
+
+    @property
     def label(self) -> str:
         """e.g. `expect_column_values_to_be_unique(column=id)`."""
         kwargs = ", ".join(

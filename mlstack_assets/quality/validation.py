@@ -70,6 +70,7 @@ class ExpectationOutcome:
     summary: str
     metadata: dict[str, Any] = field(default_factory=dict)
     notice: str | None = None  # something a passing expectation still wants reported
+    evaluated: bool = True  # False: it could not run (a column it reads is missing, ...)
 
     @property
     def warning(self) -> str | None:
@@ -203,11 +204,19 @@ class Validation:
         return [outcome for outcome in self.outcomes if outcome.blocks]
 
     def failure_report(self) -> str:
-        """One line per blocking failure: the check, the expectation, counts and examples."""
-        return "\n".join(
+        """One line per blocking failure: the check, the expectation, counts and examples;
+        the checks that could not run come last, one line per reason."""
+        lines = [
             f"- {o.expectation.check_name} [{o.expectation.label}]: {o.summary}"
             for o in self.blocking_failures
-        )
+            if o.evaluated
+        ]
+        reasons: dict[str, list[str]] = {}
+        for outcome in self.blocking_failures:
+            if not outcome.evaluated:
+                reasons.setdefault(outcome.summary, []).append(outcome.expectation.check_name)
+        lines += [f"- {reason}: {', '.join(names)}" for reason, names in reasons.items()]
+        return "\n".join(lines)
 
     def check_results(self, asset_key: AssetKey) -> list[AssetCheckResult]:
         return [outcome.check_result(asset_key) for outcome in self.outcomes]
@@ -236,23 +245,37 @@ def _suite_document(suite: Suite, warehouse: Warehouse) -> dict[str, Any]:
     return spelled(suite.document)
 
 
-def _without_published_yet(
-    suite: Suite, document: dict[str, Any], warehouse: Warehouse
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Leave out the expectations that compare with a table not published yet (the first
-    sync of an empty warehouse); return the document and, per left-out check, why."""
-    missing: dict[str, str] = {}
+def _left_out(
+    suite: Suite,
+    document: dict[str, Any],
+    warehouse: Warehouse,
+    columns: set[str],
+    empty: bool,
+) -> tuple[dict[str, Any], dict[str, tuple[bool, str]]]:
+    """The expectations that cannot run here, and why, out of the document GX runs:
+    - one reading a column the table does not have: it fails, "not evaluated: column id
+      is missing" (the column-set expectation says what is missing, once);
+    - one reading the rows of an empty table: it fails, "not evaluated: the table is
+      empty" (the row-count expectation says so);
+    - one comparing with a table not published yet (the first sync of an empty
+      warehouse): it passes, saying there is nothing to compare with.
+    Returns the document to run and, per left-out check, (passed, why)."""
+    left: dict[str, tuple[bool, str]] = {}
     kept = []
     for expectation, config in zip(suite.expectations, document["expectations"], strict=True):
+        missing = [c for c in expectation.columns if c not in columns]
         tables = PUBLISHED.findall(json.dumps(expectation.config))
         absent = [t for t in tables if warehouse.table_columns(warehouse.dataset, t) is None]
-        if absent:
-            missing[expectation.check_name] = (
-                f"nothing to compare with: {warehouse.dataset}.{absent[0]} is not published yet"
-            )
+        if missing:
+            left[expectation.check_name] = (False, f"not evaluated: column {missing[0]} is missing")
+        elif empty and expectation.reads_rows:
+            left[expectation.check_name] = (False, "not evaluated: the table is empty")
+        elif absent:
+            why = f"nothing to compare with: {warehouse.dataset}.{absent[0]} is not published yet"
+            left[expectation.check_name] = (True, why)
         else:
             kept.append(config)
-    return {**document, "expectations": kept}, missing
+    return {**document, "expectations": kept}, left
 
 
 def import_great_expectations() -> None:
@@ -334,8 +357,9 @@ def validate_table(
     context = _gx_context(data_docs_dir)
     columns = {name for name, _ in warehouse.table_columns(schema, table) or []}
     # before GX opens its connection (DuckDB allows one configuration per file and process)
-    document, not_evaluated = _without_published_yet(
-        suite, _suite_document(suite, warehouse), warehouse
+    empty = warehouse.row_count(schema, table) == 0
+    document, left_out = _left_out(
+        suite, _suite_document(suite, warehouse), warehouse, columns, empty
     )
     # sample offending ids, when the table has an id to show
     result = _run_checkpoint(
@@ -346,7 +370,12 @@ def validate_table(
     outcomes = [
         _outcome(expectation, by_check[expectation.check_name], f"{schema}.{table}")
         if expectation.check_name in by_check
-        else ExpectationOutcome(expectation, True, not_evaluated[expectation.check_name])
+        else ExpectationOutcome(
+            expectation,
+            left_out[expectation.check_name][0],
+            left_out[expectation.check_name][1],
+            evaluated=False,
+        )
         for expectation in suite.expectations
     ]
     configs = {config["meta"]["check"]: config for config in document["expectations"]}
