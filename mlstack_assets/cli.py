@@ -150,11 +150,22 @@ class RunProgress:
         types = {DagsterEventType(name) for name in self.TYPES}
         changed: list[tuple[str, StepProgress]] = []
         while True:
+            # every record: the step events above, and the log lines that say what a step
+            # waits for (the warehouse lock, a pool slot), shown as they come
             connection = self.instance.get_records_for_run(
-                self.run_id, cursor=self.cursor, of_type=types, limit=500
+                self.run_id, cursor=self.cursor, limit=500
             )
             for record in connection.records:
-                step = self._apply(record.event_log_entry)
+                entry = record.event_log_entry
+                if entry.dagster_event is None:
+                    if is_wait_note(entry.user_message):
+                        changed.append(
+                            ("note", StepProgress(entry.step_key or "", message=entry.user_message))
+                        )
+                    continue
+                if entry.dagster_event.event_type not in types:
+                    continue
+                step = self._apply(entry)
                 if step is not None:
                     changed.append(step)
             self.cursor = connection.cursor
@@ -198,6 +209,20 @@ class RunProgress:
     def not_run(self) -> list[str]:
         """Planned steps that never started (their upstream failed)."""
         return [key for key in self.planned if key and key not in self.steps]
+
+
+WAIT_NOTES = (
+    "waiting for",
+    "waiting to ",
+    "gave up waiting",
+    "got the warehouse lock",
+    "got a slot",
+)
+
+
+def is_wait_note(message: str) -> bool:
+    """A log line about a wait (for the warehouse lock, a pool slot): shown on screen."""
+    return any(note in message for note in WAIT_NOTES)
 
 
 SYMBOLS = {
@@ -248,7 +273,10 @@ class PlainDisplay:
 
     def update(self, changes: list[tuple[str, StepProgress]]) -> None:
         for change, step in changes:
-            self.print(step_line(step, self.symbols, started=change == "start"))
+            if change == "note":
+                self.print(f"    {step.message}")
+            else:
+                self.print(step_line(step, self.symbols, started=change == "start"))
 
     def tick(self, running: list[StepProgress], waiting: str) -> None:
         pass
@@ -277,7 +305,9 @@ class LiveDisplay(PlainDisplay):
 
     def update(self, changes: list[tuple[str, StepProgress]]) -> None:
         for change, step in changes:
-            if change == "finish":  # a running step is shown by the spinner below
+            if change == "note":
+                self.print(f"    {step.message}")
+            elif change == "finish":  # a running step is shown by the spinner below
                 self.print(step_line(step, self.symbols))
 
     def tick(self, running: list[StepProgress], waiting: str) -> None:

@@ -143,6 +143,8 @@ class GatewayState:
     # where bqemulator reads gs:// objects (BQEMU_GCS_LOCAL_ROOT); None: no lake
     storage_root: Path | None = None
     load_uris_linked: int = 0
+    # every load job asked for: (destination dataset, table, source format, source URIs)
+    loads: list[tuple[str, str, str, list[str]]] = field(default_factory=list)
     resumable: dict[str, bytearray] = field(default_factory=dict)
     # (method, path, seconds) of every API call, for the tests and for profiling
     calls: list[tuple[str, str, float]] = field(default_factory=list, repr=False)
@@ -276,6 +278,12 @@ class _Handler(BaseHTTPRequestHandler):
         job = json.loads(body or b"{}")
         load = (job.get("configuration") or {}).get("load") or {}
         uris = load.get("sourceUris") or []
+        if load:
+            table = load.get("destinationTable") or {}
+            with state.lock:
+                state.loads.append(
+                    (table.get("datasetId"), table.get("tableId"), load.get("sourceFormat"), uris)
+                )
         if state.storage_root is None or not any("=" in uri for uri in uris):
             return body
         linked = []

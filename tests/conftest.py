@@ -76,6 +76,11 @@ class Stack:
         """Every row of a table in a stable order: compare before/after to prove it untouched."""
         return self.query(f"select * from {table} order by all")
 
+    def query_write(self, sql: str) -> None:
+        """Change the warehouse directly (what a test plays a user or an accident doing)."""
+        with duckdb.connect(str(self.warehouse_path)) as conn:
+            conn.execute(sql)
+
 
 @dataclass
 class BigQueryStack(Stack):

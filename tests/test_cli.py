@@ -3,8 +3,10 @@
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +25,7 @@ from mlstack_assets.cli import (
 )
 from tests.conftest import REPO_ROOT, Stack
 from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv
+from tests.https_server import HTTPSServer, Route
 from tests.processes import dagster_home
 
 WARNINGS = re.compile(r"superseded|deprecat|does not match the virtual environment", re.I)
@@ -232,3 +235,47 @@ def test_a_step_that_starts_and_finishes_between_two_polls_shows_both_lines():
         ["->", "ml_splits"],
         ["ok", "ml_splits"],
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_mlstack_run_stopped_by_a_signal_stops_its_run_and_everything_it_started(
+    stack: Stack, tmp_path: Path, https_server: HTTPSServer, stop_signal: signal.Signals
+):
+    from tests.test_killed_runs import processes_of
+
+    # a source that stalls mid-file: the run is busy extracting when the signal comes
+    body = (stack.root / "src" / "tags.csv").read_bytes() * 50
+    https_server.routes["/tags.csv"] = Route(body=body, slow_after=100)
+    stack.set_source("tags", https_server.url("/tags.csv"))
+    env = cli_env(tmp_path)
+    home = Path(env["DAGSTER_HOME"])
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlstack"), "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while https_server.count("/tags.csv") == 0:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never reached the source"
+        time.sleep(0.2)
+
+    process.send_signal(stop_signal)
+    out, err = process.communicate(timeout=120)
+    https_server.release.set()
+
+    assert process.returncode == 128 + stop_signal, out + err[-3000:]
+    assert f"mlstack run: stopped by {stop_signal.name}" in out
+    with DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs()
+        assert run.status.value in ("CANCELED", "FAILURE"), run.status
+        info = instance.event_log_storage.get_concurrency_info("duckdb_warehouse")
+        assert info.claimed_slots == []
+    deadline = time.monotonic() + 30
+    while processes_of(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_of(home) == []

@@ -265,3 +265,45 @@ def test_a_run_killed_holding_the_warehouse_to_publish_leaves_the_table_before_o
 
     assert_repaired(home)
     assert published_stack.query("select tag from mlops_course.tags where id = 6") == [("mlops",)]
+
+
+def test_a_step_waiting_for_the_pool_says_who_holds_it_and_gives_up_past_the_wait(
+    published_stack: Stack,
+):
+    from mlstack_assets.warehouse.duckdb import duckdb_file_lock
+
+    home = dagster_home(published_stack.root / "cli_home")
+    holder_log = published_stack.root / "holder.log"
+    # run A: its ml_dataset step holds the pool's one slot, waiting inside for the file lock
+    with (
+        duckdb_file_lock(published_stack.warehouse_path).hold(purpose="hold it for a test"),
+        holder_log.open("w") as log,
+    ):
+        holder = start_materialize("ml_dataset", home, log)
+        try:
+            deadline = time.monotonic() + WAIT_FOR_WORK
+            while "for the warehouse lock" not in holder_log.read_text(errors="replace"):
+                assert holder.poll() is None, holder_log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "run A never reached the warehouse"
+                time.sleep(0.1)
+            started = time.monotonic()
+            waiting = subprocess.run(
+                materialize_command("ml_dataset"),
+                cwd=REPO_ROOT,
+                env={**os.environ, "DAGSTER_HOME": str(home), "MLSTACK_POOL_TIMEOUT_SECONDS": "8"},
+                capture_output=True,
+                text=True,
+                timeout=RERUN_BOUND,
+            )
+            waited = time.monotonic() - started
+        finally:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait(timeout=30)
+
+    output = waiting.stdout + waiting.stderr
+    assert waiting.returncode != 0
+    assert "ml_dataset: waiting for a slot of pool duckdb_warehouse: held by run" in output
+    assert "(STARTED, started" in output and "step ml_dataset" in output
+    assert "gave up waiting for a slot of pool duckdb_warehouse" in output
+    assert "MLSTACK_POOL_TIMEOUT_SECONDS=8" in output
+    assert waited < 120, waited

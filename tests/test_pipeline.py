@@ -32,11 +32,16 @@ def materialized_keys(result) -> set[str]:
 
 
 def failure_messages(result) -> str:
-    return "\n".join(
-        event.step_failure_data.error.message
-        for event in result.all_events
-        if event.is_step_failure
-    )
+    """Every failed step's error message, with the errors it was caused by."""
+    messages = []
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        error = event.step_failure_data.error
+        while error is not None:
+            messages.append(error.message)
+            error = error.cause
+    return "\n".join(messages)
 
 
 def test_full_graph_builds_labeled_projects_equal_to_an_independent_join(stack: Stack):
@@ -178,3 +183,51 @@ def test_first_record_wider_than_header_is_refused_instead_of_shifted(published_
     assert not result.success
     assert "line 2 has 3 fields but the header has 2 (id, tag)" in failure_messages(result)
     assert published_stack.table_bytes("mlops_course.tags") == before
+
+
+def test_checks_executed_alone_run_on_the_published_table_without_rebuilding_it(
+    published_stack: Stack,
+):
+    """The UI's "Execute" on a check of labeled_projects (a dbt test and a GX expectation):
+    evaluated against the published table, nothing materialized."""
+    from dagster import AssetCheckKey
+
+    # a row only the published table has: the checks must see it
+    published_stack.query_write(f"insert into {LABELED} select * from {LABELED} where id = 6")
+    defs = published_stack.definitions()
+    keys = {
+        AssetCheckKey(AssetKey("labeled_projects"), "unique_labeled_projects_id"),
+        AssetCheckKey(AssetKey("labeled_projects"), "id_is_unique"),
+        AssetCheckKey(AssetKey("labeled_projects"), "tag_is_known"),
+    }
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection=keys
+    )
+
+    result = job.execute_in_process(instance=published_stack.instance, raise_on_error=False)
+
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {key.name for key in keys}
+    assert not evaluations["unique_labeled_projects_id"].passed  # dbt test, published rows
+    assert not evaluations["id_is_unique"].passed  # GX, published rows
+    assert evaluations["id_is_unique"].metadata["table"].value == LABELED
+    assert evaluations["tag_is_known"].passed
+    assert materialized_keys(result) == set()
+
+
+def test_a_downstream_first_selection_names_what_to_materialize_first(stack: Stack):
+    result = stack.materialize("labeled_projects")
+
+    assert not result.success
+    message = failure_messages(result)
+    assert "nothing was built: the upstream" in message
+    assert "stg_mlops_course__projects (mlops_course_audit.stg_mlops_course__projects)" in message
+    assert "--select '+labeled_projects'" in message
+    assert "Catalog Error" not in message
+
+    ml = stack.materialize("ml_splits")
+
+    assert not ml.success
+    message = failure_messages(ml)
+    assert "ml_splits: nothing was built: its upstream ml_dataset" in message
+    assert "--select '+ml_splits'" in message

@@ -135,7 +135,9 @@ class WarehouseInProcessExecutor(InProcessExecutor):
         from mlstack_assets.orphans import repair
 
         for line in repair(plan_context.instance):
-            yield DagsterEvent.engine_event(plan_context, f"mlstack: {line}")
+            yield DagsterEvent.engine_event(
+                plan_context, f"mlstack: {line}", event_specific_data=EngineEventData()
+            )
         step_keys = execution_plan.step_keys_to_execute
         yield DagsterEvent.engine_event(
             plan_context,

@@ -11,6 +11,7 @@ dagster-dbt only respects test failures within a single definition. dbt sources 
 Airbyte-backed raw assets) are the upstream of the staging models in the lineage.
 """
 
+import json
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
@@ -50,6 +51,8 @@ from mlstack_assets.transform.audit import (
     lineage_by_key,
 )
 from mlstack_assets.transform.project import dbt_vars_args
+from mlstack_assets.transform.published_checks import checks_on_published
+from mlstack_assets.transform.upstream import fail_if_upstream_missing
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
@@ -167,6 +170,16 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
     }
     gx_check_specs = [spec for key, suite in suites.items() for spec in suite.check_specs(key)]
     build_args = ["build", *dbt_vars_args(settings)]
+    parsed = json.loads(project.manifest_path.read_text())
+    aliases = {
+        spec.key: parsed["nodes"][spec.metadata["dagster_dbt/unique_id"]]["alias"] for spec in specs
+    }
+    # every node an asset stands for: the models, and the sources (the raw assets)
+    model_ids = [spec.metadata["dagster_dbt/unique_id"] for spec in specs]
+    keys_by_unique_id = {
+        unique_id: translator.get_asset_spec(parsed, unique_id, project).key
+        for unique_id in [*parsed["sources"], *model_ids]
+    }
 
     @multi_asset(
         name="dbt_models",
@@ -180,7 +193,15 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
         context: AssetExecutionContext, dbt: InstalledDbtCliResource, warehouse: Warehouse
     ):
         """`dbt build` into the audit schema, its tests and GX suites there, then publish."""
+        if not context.selected_asset_keys:  # checks only (the UI's "Execute")
+            yield from checks_on_published(
+                context, dbt, warehouse, settings, dbt_check_specs, suites, aliases, parsed
+            )
+            return
         with warehouse.exclusive():
+            fail_if_upstream_missing(
+                context.selected_asset_keys, parsed, keys_by_unique_id, warehouse
+            )
             started = time.perf_counter()
             invocation = dbt.cli(build_args, context=context, raise_on_error=False)
             adapter = dbt.adapter_while_dbt_runs(build_args)

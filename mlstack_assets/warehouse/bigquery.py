@@ -117,12 +117,17 @@ class BigQueryWarehouse(Warehouse):
             )
 
     def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
-        """A Parquet load job from the checkpoint's `gs://` file with the manifest's schema,
-        WRITE_TRUNCATE: the staged table is replaced atomically when the job succeeds."""
+        """A Parquet load job from the checkpoint's `gs://` file with the manifest's schema.
+
+        The staged table is dropped first: a source whose columns changed must stage with
+        its own columns (bqemulator keeps the old table's schema on WRITE_TRUNCATE and
+        loads by position, so a renamed column would arrive under the old name). Staging
+        is mlstack's own dataset, read only by the audit that follows."""
         from google.cloud import bigquery
 
         _needs_cloud_storage(checkpoint.lake)
         self.ensure_dataset(self.staging_dataset)
+        self.drop_staged(table)
         schema = [
             bigquery.SchemaField(name, BIGQUERY_TYPES.get(dtype, "STRING"))
             for name, dtype in checkpoint.columns

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
+    Failure,
     InputContext,
     MetadataValue,
     OutputContext,
@@ -106,6 +107,21 @@ class RelationTypeHandler(DbTypeHandler):
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection
     ) -> WarehouseTable:
+        """The upstream table, by name; a step whose upstream table does not exist yet fails
+        here, before any SQL, naming what to materialize first."""
+        if not self.columns(connection, table_slice):
+            upstream = context.asset_key.to_user_string()
+            step = context.op_def.name if context.op_def is not None else "this step"
+            raise Failure(
+                description=(
+                    f"{step}: nothing was built: its upstream {upstream}"
+                    f" ({table_slice.schema}.{table_slice.table}) does not exist yet."
+                    f" Materialize it first, or with its upstream: --select '+{step}'"
+                    f" (dg launch --assets '+{step}')"
+                ),
+                metadata={"missing_upstream": [upstream]},
+                allow_retries=False,
+            )
         return WarehouseTable(self.sql_name(table_slice), table_slice.schema, table_slice.table)
 
 
