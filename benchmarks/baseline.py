@@ -9,7 +9,6 @@ the other. What mlstack costs on top of this is orchestration.
 Run by `benchmarks/run.py` with the MLSTACK_* variables set; prints stage seconds as JSON.
 """
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -76,8 +75,8 @@ def duckdb_default_memory_limit() -> str:
 
 
 def main() -> None:
-    settings = dataclasses.replace(
-        load_settings(), duckdb_memory_limit=duckdb_default_memory_limit()
+    settings = load_settings().model_copy(
+        update={"duckdb_memory_limit": duckdb_default_memory_limit()}
     )
     warehouse = DuckDBWarehouse(
         dataset=settings.dataset,

@@ -545,6 +545,13 @@ def main(argv: list[str] | None = None) -> None:
         "airbyte-setup", help="create or update the Airbyte sources, destination and connections"
     ).set_defaults(func=airbyte_setup)
     args = parser.parse_args(argv)
+    from mlstack_assets.settings import SettingsError
+
+    try:
+        load_settings()  # a bad setting: one line, before anything starts
+    except SettingsError as error:
+        print(f"mlstack: {error}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(args.func(args))
 
 

@@ -1,17 +1,29 @@
 """The one place that reads the environment; every other module asks `load_settings()`.
 
-Only non-secret choices are read here, at definition load time. Secrets (BigQuery and
-Airbyte credentials) are never read into Python values at load time: resources receive
-them as `dagster.EnvVar`, which resolves at run time and is not shown in the UI.
+Every setting is a field of `Settings` (pydantic-settings, variables `MLSTACK_<FIELD>`
+unless the field names its variable): its default, its type and its checks are stated
+once, here, and a bad value fails with the variable, its value and what is expected
+(`SettingsError`), never a traceback. `docs/configuration.md` lists them all; a test
+checks that it does.
+
+Only non-secret choices are read into values here, at definition load time. Secrets
+(Slack, webhook, Airbyte and BigQuery credentials) are never read into Python values:
+resources receive them as `dagster.EnvVar`, which resolves at run time and is not shown
+in the UI. Here a secret is only checked for being set (and its shape, without showing it).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -20,61 +32,377 @@ LESSON_COMMIT = "e8dfdbe98f55cba8befaf8409e16e48fac2d26d8"
 LESSON_DATASETS_URL = (
     f"https://raw.githubusercontent.com/GokuMohandas/Made-With-ML/{LESSON_COMMIT}/datasets"
 )
-
-WAREHOUSES = ("duckdb", "bigquery")
-AIRBYTE_MODES = ("embedded", "server", "cloud")
-# measured at 1M rows (README, "Benchmark"): with it the run's process tree stays under
-# 1 GB (991 MB against 1248 MB with DuckDB's default), with no measurable slowdown
-DEFAULT_DUCKDB_MEMORY_LIMIT = "128MB"
+SECRETS = ("MLSTACK_SLACK_TOKEN", "MLSTACK_ALERT_WEBHOOK_URL", "MLSTACK_AIRBYTE_WORKSPACE_ID")
+SECRETS += ("MLSTACK_AIRBYTE_CLIENT_ID", "MLSTACK_AIRBYTE_CLIENT_SECRET")
 
 
 class SettingsError(ValueError):
     """An environment variable holds a value mlstack cannot use."""
 
 
-@dataclass(frozen=True)
-class Settings:
+def _env(name: str) -> Any:
+    """A field read from the variable `name` (instead of `MLSTACK_<FIELD>`)."""
+    return AliasChoices(name)
+
+
+def _resolve(path: str | Path) -> Path:
+    """Relative paths are relative to the repo root, wherever the process was started."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+
+
+def _http_url(value: str, what: str = "an http:// or https:// URL") -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"must be {what}")
+    return value
+
+
+def _not_a_directory(path: Path) -> Path:
+    if path.is_dir():
+        raise ValueError("is a directory; give a file's path")
+    return path
+
+
+def _not_a_file(path: Path) -> Path:
+    if path.is_file():
+        raise ValueError("is a file; give a directory's path")
+    return path
+
+
+class Settings(BaseSettings):
     """Everything that differs between a laptop and production, decided once."""
 
-    projects_url: str
-    tags_url: str
-    warehouse: str
-    duckdb_path: Path
-    dataset: str
-    airbyte: str
-    home: Path
-    dagster_home: Path  # the Dagster instance `mlstack run` uses (Dagster's own DAGSTER_HOME)
-    bigquery_project: str
-    bigquery_location: str
-    airbyte_api_url: str
-    airbyte_config_api_url: str
-    # not in the hash (a dict has none); settings with equal fields are still equal
-    airbyte_connection_ids: dict[str, str] = field(hash=False)
-    airbyte_poll_interval: float
-    sensor_interval_seconds: int
-    source_sensor_on: bool
-    daily_cron: str
-    lake: str = ""  # MLSTACK_LAKE, resolved: a local folder's absolute path, or gs://bucket/prefix
-    lake_keep_checkpoints: int = 10
-    source_timeout_seconds: float = 60.0
-    source_deadline_seconds: float = 1800.0
-    connector_timeout_seconds: float = 3600.0
-    source_retries: int = 3
-    lock_timeout_seconds: float = 900.0
-    pool_timeout_seconds: float = 900.0
-    freshness_max_age_hours: float = 24.0
-    ui_url: str = "http://127.0.0.1:3000"
-    slack_channel: str = ""
-    slack_api_url: str = "https://slack.com/api/"
-    alert_webhook: bool = False
-    # the service account key file's path (not its content): None for application default
+    model_config = SettingsConfigDict(
+        env_prefix="MLSTACK_",
+        env_ignore_empty=True,  # VAR= means "the default", as it always has here
+        frozen=True,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, **_: Any) -> Any:
+        """Only what `load_settings` passes: it reads the variables (the process's, or a
+        mapping a test or script gives), so both take one path."""
+        return (init_settings,)
+
+    # sources
+    projects_url: str = Field(
+        f"{LESSON_DATASETS_URL}/projects.csv",
+        description="projects source: an https:// URL or a local path (relative to the repo)",
+    )
+    tags_url: str = Field(f"{LESSON_DATASETS_URL}/tags.csv", description="tags source")
+    # warehouse and lake
+    warehouse: Literal["duckdb", "bigquery"] = Field("duckdb", description="the warehouse")
+    duckdb_path: Path = Field(
+        Path(".mlstack/warehouse.duckdb"), description="the DuckDB file (relative to the repo)"
+    )
+    dataset: str = Field(
+        "mlops_course",
+        description="schema / dataset of the published tables (`_staging`, `_audit` beside it)",
+    )
+    lake: str = Field(
+        ".mlstack/lake", description="the lake: a local folder, or gs://bucket/prefix"
+    )
+    lake_keep_checkpoints: int = Field(
+        10, ge=1, description="raw checkpoints kept per source (never the published one)"
+    )
+    duckdb_memory_limit: str = Field(
+        # measured at 1M rows: the run's process tree stays under 1 GB with it (README)
+        "128MB",
+        description="DuckDB's working memory in every DuckDB the pipeline opens",
+    )
+    # Airbyte
+    airbyte: Literal["embedded", "server", "cloud"] = Field(
+        "embedded", description="embedded (the connector run by mlstack), server, cloud"
+    )
+    airbyte_api_url: str = Field(
+        "http://localhost:8000/api/public/v1", description="Airbyte server: REST API"
+    )
+    airbyte_config_api_url: str = Field(
+        "http://localhost:8000/api/v1", description="Airbyte server: configuration API"
+    )
+    airbyte_projects_connection_id: str = Field(
+        "", description="the Airbyte connection of projects (a UUID; `make airbyte-setup`)"
+    )
+    airbyte_tags_connection_id: str = Field("", description="the Airbyte connection of tags")
+    airbyte_poll_interval: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("MLSTACK_AIRBYTE_POLL_SECONDS"),
+        description="seconds between polls of a running Airbyte sync",
+    )
+    airbyte_duckdb_destination: str = Field(
+        "/local/mlstack/warehouse.duckdb",
+        validation_alias=_env("MLSTACK_AIRBYTE_DUCKDB_DESTINATION_PATH"),
+        description="Airbyte server on DuckDB: the file on the Airbyte host (under /local/)",
+    )
+    # reading sources: every network read, lock and wait is bounded
+    source_timeout_seconds: float = Field(
+        60.0, gt=0, description="an HTTPS source that sends nothing this long has stalled"
+    )
+    source_deadline_seconds: float = Field(
+        1800.0, gt=0, description="the longest a download may take in all, retries included"
+    )
+    source_retries: int = Field(
+        3, ge=0, description="retries of transient network errors (resets, refusals, 5xx)"
+    )
+    connector_timeout_seconds: float = Field(
+        3600.0, gt=0, description="the longest the connector may take to read a local copy"
+    )
+    lock_timeout_seconds: float = Field(
+        900.0, gt=0, description="the longest a step waits for the DuckDB warehouse lock"
+    )
+    pool_timeout_seconds: float = Field(
+        900.0, gt=0, description="the longest a step waits for a slot of the warehouse pool"
+    )
+    # automation
+    home: Path = Field(Path(".mlstack"), description="the connector, logs, Data Docs, plots")
+    dagster_home_setting: Path | None = Field(
+        None,
+        validation_alias=_env("DAGSTER_HOME"),
+        description="the Dagster instance `mlstack run` uses (default: `<home>/dagster_home`)",
+    )
+    sensor_interval_seconds: int = Field(
+        60, ge=1, description="how often the source sensor and the automation are evaluated"
+    )
+    source_sensor: Literal["on", "off"] = Field(
+        "on", description="`off`: the source-change sensor is stopped by default"
+    )
+    daily_cron: str = Field("0 6 * * *", description="when the (off by default) daily run runs")
+    freshness_max_age_hours: float = Field(
+        24.0, description="how old the raw tables and labeled_projects may get (hours)"
+    )
+    # alerts
+    ui_url: str = Field("http://127.0.0.1:3000", description="the UI's address, for alerts")
+    slack_channel: str = Field("", description="Slack channel for failure alerts")
+    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API address")
+    # BigQuery
+    bigquery_project: str = Field(
+        "",
+        validation_alias=_env("MLSTACK_BQ_PROJECT"),
+        description="BigQuery project id",
+    )
+    bigquery_location: str = Field(
+        "US",
+        validation_alias=_env("MLSTACK_BQ_LOCATION"),
+        description="BigQuery location",
+    )
+    # the service account key file's path (never its content): "" for application default
     # credentials. The key itself is read only by the Google clients.
-    google_credentials_path: str | None = None
-    # server mode on DuckDB: the file the Airbyte host's DuckDB destination writes
-    airbyte_duckdb_destination: str = "/local/mlstack/warehouse.duckdb"
-    # DuckDB's working memory per process, in the steps and in dbt's process (DuckDB's own
-    # default is 80 % of the machine); past it, sorts, joins and aggregates spill to disk
-    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    google_credentials_path: str = Field(
+        "",
+        validation_alias=_env("GOOGLE_APPLICATION_CREDENTIALS"),
+        description="BigQuery service account key file",
+    )
+    # whether secrets are set (their values are never read here)
+    slack_token_set: bool = Field(False, validation_alias=_env("MLSTACK_SLACK_TOKEN"))
+    alert_webhook: bool = Field(False, validation_alias=_env("MLSTACK_ALERT_WEBHOOK_URL"))
+    airbyte_workspace_id_set: bool = Field(
+        False, validation_alias=_env("MLSTACK_AIRBYTE_WORKSPACE_ID")
+    )
+    airbyte_client_id_set: bool = Field(False, validation_alias=_env("MLSTACK_AIRBYTE_CLIENT_ID"))
+    airbyte_client_secret_set: bool = Field(
+        False, validation_alias=_env("MLSTACK_AIRBYTE_CLIENT_SECRET")
+    )
+
+    @field_validator("airbyte_workspace_id_set", mode="before")
+    @classmethod
+    def _workspace(cls, value: Any) -> bool:
+        if isinstance(value, bool) or value is None or not str(value).strip():
+            return bool(value) if isinstance(value, bool) else False
+        try:
+            uuid.UUID(str(value).strip())
+        except ValueError:
+            raise ValueError("must be an Airbyte workspace id (a UUID; not shown)") from None
+        return True
+
+    @field_validator(
+        "slack_token_set", "airbyte_client_id_set", "airbyte_client_secret_set", mode="before"
+    )
+    @classmethod
+    def _is_set(cls, value: Any) -> bool:
+        if isinstance(value, bool) or value is None:
+            return bool(value)
+        return bool(str(value).strip())
+
+    @field_validator("alert_webhook", mode="before")
+    @classmethod
+    def _webhook(cls, value: Any) -> bool:
+        if value is None or isinstance(value, bool) or not str(value).strip():
+            return bool(value)
+        parsed = urlparse(str(value).strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(
+                "must be an http:// or https:// URL (its value is a secret: not shown)"
+            )
+        return True
+
+    @field_validator("projects_url", "tags_url")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        value = value.strip()
+        scheme = urlparse(value).scheme
+        if scheme in ("http", "https"):
+            return _http_url(value)
+        if "://" in value and scheme != "file":
+            raise ValueError("must be an https:// URL or a local path")
+        return str(_resolve(value.removeprefix("file://")))
+
+    @field_validator("duckdb_path")
+    @classmethod
+    def _duckdb_file(cls, value: Path) -> Path:
+        return _not_a_directory(_resolve(value))
+
+    @field_validator("home")
+    @classmethod
+    def _home(cls, value: Path) -> Path:
+        return _not_a_file(_resolve(value))
+
+    @field_validator("dagster_home_setting")
+    @classmethod
+    def _dagster_home(cls, value: Path | None) -> Path | None:
+        # Dagster resolves a relative DAGSTER_HOME against the working directory
+        return None if value is None else _not_a_file(value.expanduser().resolve())
+
+    @field_validator("warehouse", "airbyte", "source_sensor", mode="before")
+    @classmethod
+    def _choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("freshness_max_age_hours")
+    @classmethod
+    def _freshness(cls, value: float) -> float:
+        if value * 60 < 1:  # Dagster's own floor for a freshness window
+            raise ValueError("must be a number of hours, at least 1/60")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be letters, digits and underscores")
+        return value
+
+    @field_validator("duckdb_memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        # checked here, so the value is safe to put in a SET statement
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.I):
+            raise ValueError("must be a size such as 512MB or 2GB")
+        return value
+
+    @field_validator("slack_channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if value and not re.fullmatch(r"#?[\w.-]+", value):
+            raise ValueError("must be a Slack channel such as #data-alerts")
+        return value
+
+    @field_validator("bigquery_project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", value):
+            raise ValueError(
+                "must be a Google Cloud project id (6-30 lowercase letters, digits, -)"
+            )
+        return value
+
+    @field_validator("bigquery_location")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", value):
+            raise ValueError("must be a BigQuery location such as US, EU or europe-west1")
+        return value
+
+    @field_validator("lake")
+    @classmethod
+    def _lake(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("gs://"):
+            if not value.removeprefix("gs://").strip("/"):
+                raise ValueError("must name a bucket: gs://bucket/prefix")
+            return value.rstrip("/")
+        if "://" in value:
+            raise ValueError("must be a local folder or gs://bucket/prefix")
+        return str(_not_a_file(_resolve(value)))
+
+    @field_validator("airbyte_api_url", "airbyte_config_api_url", "ui_url", "slack_api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value.strip())
+
+    @field_validator("airbyte_projects_connection_id", "airbyte_tags_connection_id")
+    @classmethod
+    def _connection_id(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                uuid.UUID(value)
+            except ValueError:
+                raise ValueError("must be an Airbyte connection id (a UUID)") from None
+        return value
+
+    @field_validator("airbyte_duckdb_destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        if not value.startswith("/local/"):
+            raise ValueError("must be a path under /local/ (Airbyte's DuckDB destination)")
+        return value
+
+    @field_validator("google_credentials_path")
+    @classmethod
+    def _key_file(cls, value: str) -> str:
+        value = value.strip()
+        if value and not Path(value).expanduser().is_file():
+            raise ValueError("must be the path of a service account key file")
+        return value
+
+    @field_validator("daily_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from dagster import ScheduleDefinition, job
+
+        @job(name="cron_check")
+        def nothing() -> None: ...
+
+        try:  # Dagster's own check of a schedule's cron string
+            ScheduleDefinition(name="cron_check", job=nothing, cron_schedule=value)
+        except Exception:
+            raise ValueError("must be a cron schedule such as '0 6 * * *'") from None
+        return value
+
+    @field_validator("ui_url", "slack_api_url", mode="after")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _together(self) -> Settings:
+        """What one setting needs of others."""
+        if self.slack_channel and not self.slack_token_set:
+            raise ValueError("MLSTACK_SLACK_CHANNEL is set but MLSTACK_SLACK_TOKEN is not")
+        if self.airbyte != "embedded":
+            needed = {
+                "MLSTACK_AIRBYTE_WORKSPACE_ID": self.airbyte_workspace_id_set,
+                "MLSTACK_AIRBYTE_CLIENT_ID": self.airbyte_client_id_set,
+                "MLSTACK_AIRBYTE_CLIENT_SECRET": self.airbyte_client_secret_set,
+            }
+            missing = [name for name, present in needed.items() if not present]
+            if missing:
+                raise ValueError(
+                    f"MLSTACK_AIRBYTE={self.airbyte} needs {', '.join(missing)}"
+                    " (read at run time through dagster.EnvVar, never shown)"
+                )
+        return self
+
+    # ----------------------------------------------------------------- derived values
+
+    @property
+    def dagster_home(self) -> Path:
+        """The Dagster instance: DAGSTER_HOME, or `<home>/dagster_home`."""
+        return self.dagster_home_setting or (self.home / "dagster_home").resolve()
 
     @property
     def staging_dataset(self) -> str:
@@ -89,6 +417,22 @@ class Settings:
     @property
     def source_urls(self) -> dict[str, str]:
         return {"projects": self.projects_url, "tags": self.tags_url}
+
+    @property
+    def airbyte_connection_ids(self) -> dict[str, str]:
+        return {
+            "projects": self.airbyte_projects_connection_id,
+            "tags": self.airbyte_tags_connection_id,
+        }
+
+    @property
+    def source_sensor_on(self) -> bool:
+        return self.source_sensor == "on"
+
+    @property
+    def slack_api_base(self) -> str:
+        """The Slack Web API address as slack_sdk joins method names onto it."""
+        return self.slack_api_url + "/"
 
     @property
     def dbt_database(self) -> str:
@@ -109,12 +453,12 @@ class Settings:
             "bq_location": self.bigquery_location,
             # the key file's path (Google's clients read the key): "" for application
             # default credentials
-            "bq_keyfile": self.google_credentials_path or "",
+            "bq_keyfile": self.google_credentials_path,
         }
 
     @property
     def steps_share_a_process(self) -> bool:
-        """A run's steps execute in one process (Dagster's in-process executor): on DuckDB,
+        """A run's steps execute in one process (the in-process executor): on DuckDB,
         whose file takes one writer at a time, a process per step would add a process start
         and a code-location load to every step for no parallel write."""
         return self.warehouse == "duckdb"
@@ -142,158 +486,55 @@ class Settings:
     def data_docs_dir(self) -> Path:
         return self.home / "gx" / "data_docs"
 
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable a field is read from."""
+        alias = cls.model_fields[field].validation_alias
+        return alias.choices[0] if isinstance(alias, AliasChoices) else f"MLSTACK_{field.upper()}"
 
-def _resolve(path: str) -> Path:
-    """Relative paths are relative to the repo root, wherever the process was started."""
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
-
-
-def _resolve_source(url: str) -> str:
-    if "://" in url and not url.startswith("file://"):
-        return url
-    return str(_resolve(url.removeprefix("file://")))
+    @classmethod
+    def default(cls, field: str) -> Any:
+        return cls.model_fields[field].default
 
 
-def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = environ.get(name, "").strip().lower() or default
-    if value not in allowed:
-        raise SettingsError(f"{name}={value!r} is not supported; use one of {', '.join(allowed)}")
-    return value
-
-
-def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} must be a number of seconds") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be greater than zero")
-    return value
-
-
-def _count(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit():
-        raise SettingsError(f"{name}={raw!r} must be a whole number (0 or more)")
-    return int(raw)
-
-
-def _memory_size(environ: Mapping[str, str], name: str) -> str:
-    """A size DuckDB's `memory_limit` takes, such as 512MB or 2GB (checked here, so the value
-    is safe to put in a SET statement)."""
-    value = environ.get(name, "").strip() or DEFAULT_DUCKDB_MEMORY_LIMIT
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
-        raise SettingsError(f"{name}={value!r} must be a size such as 512MB or 2GB")
-    return value
-
-
-def _lake(environ: Mapping[str, str]) -> str:
-    """The lake's root: `gs://bucket/prefix`, or a local folder (relative to the repo root)."""
-    raw = environ.get("MLSTACK_LAKE", "").strip() or ".mlstack/lake"
-    if raw.startswith("gs://"):
-        if not raw.removeprefix("gs://").strip("/"):
-            raise SettingsError(f"MLSTACK_LAKE={raw!r} must name a bucket: gs://bucket/prefix")
-        return raw.rstrip("/")
-    if "://" in raw:
-        raise SettingsError(
-            f"MLSTACK_LAKE={raw!r} is not supported; use a local folder or gs://bucket/prefix"
-        )
-    return str(_resolve(raw))
-
-
-def _freshness_max_age_hours(environ: Mapping[str, str]) -> float:
-    raw = environ.get("MLSTACK_FRESHNESS_MAX_AGE_HOURS", "").strip() or "24"
-    try:
-        hours = float(raw)
-    except ValueError:
-        hours = 0.0
-    if hours * 60 < 1:  # Dagster's own floor for a freshness window
-        raise SettingsError(
-            f"MLSTACK_FRESHNESS_MAX_AGE_HOURS={raw!r} must be a number of hours, at least 1/60"
-        )
-    return hours
-
-
-def _alert_settings(environ: Mapping[str, str]) -> dict:
-    """Where failure alerts go. Only whether a secret is set is read here, never its value."""
-    channel = environ.get("MLSTACK_SLACK_CHANNEL", "").strip()
-    if channel and not environ.get("MLSTACK_SLACK_TOKEN", "").strip():
-        raise SettingsError("MLSTACK_SLACK_CHANNEL is set but MLSTACK_SLACK_TOKEN is not")
-    return {
-        "ui_url": (environ.get("MLSTACK_UI_URL", "").strip() or "http://127.0.0.1:3000").rstrip(
-            "/"
-        ),
-        "slack_channel": channel,
-        "slack_api_url": (
-            environ.get("MLSTACK_SLACK_API_URL", "").strip() or "https://slack.com/api"
-        ).rstrip("/")
-        + "/",  # slack_sdk joins method names onto it
-        "alert_webhook": bool(environ.get("MLSTACK_ALERT_WEBHOOK_URL", "").strip()),
-    }
+def _problem(error: dict[str, Any], environ: Mapping[str, str]) -> str:
+    """One line about one invalid value: the variable, its value (never a secret's), and
+    what is expected."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a check across settings: its message names the variables
+        return message
+    where = str(error["loc"][0])  # a field's name, or the variable it is read from
+    name = Settings.variable(where) if where in Settings.model_fields else where
+    if name in SECRETS:
+        return f"{name} {message}"
+    value = environ.get(name, error.get("input"))
+    ctx = error.get("ctx", {})
+    expected = {
+        "int_parsing": "must be a whole number",
+        "float_parsing": "must be a number",
+        "greater_than": f"must be greater than {ctx.get('gt')}",
+        "greater_than_equal": f"must be at least {ctx.get('ge')}",
+        "literal_error": "is not supported; use one of "
+        + ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", "")))),
+    }.get(error["type"], message)
+    return f"{name}={value!r} {expected}" if value is not None else f"{name}: {expected}"
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the `MLSTACK_*` variables (README, "Configuration"), with the documented defaults."""
+    """Read the settings from `environ` (default: the process's environment)."""
     env = os.environ if environ is None else environ
-    dataset = env.get("MLSTACK_DATASET", "").strip() or "mlops_course"
-    if not dataset.replace("_", "").isalnum():
-        raise SettingsError(f"MLSTACK_DATASET={dataset!r} must be letters, digits and underscores")
-    home = _resolve(env.get("MLSTACK_HOME", "").strip() or ".mlstack")
-    return Settings(
-        projects_url=_resolve_source(
-            env.get("MLSTACK_PROJECTS_URL", "").strip() or f"{LESSON_DATASETS_URL}/projects.csv"
-        ),
-        tags_url=_resolve_source(
-            env.get("MLSTACK_TAGS_URL", "").strip() or f"{LESSON_DATASETS_URL}/tags.csv"
-        ),
-        warehouse=_choice(env, "MLSTACK_WAREHOUSE", "duckdb", WAREHOUSES),
-        duckdb_path=_resolve(
-            env.get("MLSTACK_DUCKDB_PATH", "").strip() or ".mlstack/warehouse.duckdb"
-        ),
-        dataset=dataset,
-        airbyte=_choice(env, "MLSTACK_AIRBYTE", "embedded", AIRBYTE_MODES),
-        home=home,
-        # Dagster resolves a relative DAGSTER_HOME against the working directory
-        dagster_home=Path(env.get("DAGSTER_HOME", "").strip() or home / "dagster_home").resolve(),
-        bigquery_project=env.get("MLSTACK_BQ_PROJECT", "").strip(),
-        bigquery_location=env.get("MLSTACK_BQ_LOCATION", "").strip() or "US",
-        airbyte_api_url=env.get("MLSTACK_AIRBYTE_API_URL", "").strip()
-        or "http://localhost:8000/api/public/v1",
-        airbyte_config_api_url=env.get("MLSTACK_AIRBYTE_CONFIG_API_URL", "").strip()
-        or "http://localhost:8000/api/v1",
-        airbyte_connection_ids={
-            source: env.get(f"MLSTACK_AIRBYTE_{source.upper()}_CONNECTION_ID", "").strip()
-            for source in ("projects", "tags")
-        },
-        airbyte_poll_interval=float(env.get("MLSTACK_AIRBYTE_POLL_SECONDS", "").strip() or 10),
-        sensor_interval_seconds=int(env.get("MLSTACK_SENSOR_INTERVAL_SECONDS", "").strip() or 60),
-        source_sensor_on=_choice(env, "MLSTACK_SOURCE_SENSOR", "on", ("on", "off")) == "on",
-        daily_cron=env.get("MLSTACK_DAILY_CRON", "").strip() or "0 6 * * *",
-        # a source that sends nothing for this long has stalled (per read, not per file)
-        source_timeout_seconds=_positive(env, "MLSTACK_SOURCE_TIMEOUT_SECONDS", 60.0),
-        # the longest a download may take in all, retries included (1 GB at ~5 MB/s)
-        source_deadline_seconds=_positive(env, "MLSTACK_SOURCE_DEADLINE_SECONDS", 1800.0),
-        # the longest the connector may take to read a local copy
-        connector_timeout_seconds=_positive(env, "MLSTACK_CONNECTOR_TIMEOUT_SECONDS", 3600.0),
-        lake=_lake(env),
-        lake_keep_checkpoints=max(_count(env, "MLSTACK_LAKE_KEEP_CHECKPOINTS", 10), 1),
-        # retries of transient network errors on HTTPS sources (resets, refusals, 5xx)
-        source_retries=_count(env, "MLSTACK_SOURCE_RETRIES", 3),
-        # the longest a step waits for another process's warehouse lock before failing
-        lock_timeout_seconds=_positive(env, "MLSTACK_LOCK_TIMEOUT_SECONDS", 900.0),
-        # the longest a step waits for a slot of the warehouse pool held by another run
-        pool_timeout_seconds=_positive(env, "MLSTACK_POOL_TIMEOUT_SECONDS", 900.0),
-        freshness_max_age_hours=_freshness_max_age_hours(env),
-        google_credentials_path=env.get("GOOGLE_APPLICATION_CREDENTIALS", "").strip() or None,
-        airbyte_duckdb_destination=env.get("MLSTACK_AIRBYTE_DUCKDB_DESTINATION_PATH", "").strip()
-        or "/local/mlstack/warehouse.duckdb",
-        duckdb_memory_limit=_memory_size(env, "MLSTACK_DUCKDB_MEMORY_LIMIT"),
-        **_alert_settings(env),
-    )
+    given = {}
+    for name, field in Settings.model_fields.items():
+        variable = Settings.variable(name)
+        value = env.get(variable, "")
+        if value.strip():  # unset or empty: the default
+            given[variable if field.validation_alias else name] = value
+    try:
+        return Settings(**given)
+    except ValidationError as error:
+        raise SettingsError(
+            "\n".join(_problem(e, env) for e in error.errors(include_url=False))
+        ) from None
 
 
 def credential(name: str, environ: Mapping[str, str] | None = None) -> str:

@@ -279,3 +279,20 @@ def test_mlstack_run_stopped_by_a_signal_stops_its_run_and_everything_it_started
     while processes_of(home) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert processes_of(home) == []
+
+
+def test_a_bad_setting_stops_mlstack_run_with_one_line_and_no_traceback(tmp_path: Path):
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "mlstack"), "run"],
+        cwd=REPO_ROOT,
+        env={**cli_env(tmp_path), "MLSTACK_AIRBYTE_POLL_SECONDS": "often"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert completed.returncode == 2
+    assert (
+        completed.stderr.strip() == "mlstack: MLSTACK_AIRBYTE_POLL_SECONDS='often' must be a number"
+    )
+    assert "Traceback" not in completed.stdout + completed.stderr

@@ -48,11 +48,11 @@ def load_graph_offline(**env: str) -> dict:
 
 PLACEHOLDER_CREDENTIALS = {
     "MLSTACK_BQ_PROJECT": "placeholder-project",
-    "MLSTACK_AIRBYTE_WORKSPACE_ID": "placeholder-workspace",
+    "MLSTACK_AIRBYTE_WORKSPACE_ID": "00000000-0000-4000-8000-000000000000",
     "MLSTACK_AIRBYTE_CLIENT_ID": "placeholder-client",
     "MLSTACK_AIRBYTE_CLIENT_SECRET": "placeholder-secret",
-    "MLSTACK_AIRBYTE_PROJECTS_CONNECTION_ID": "placeholder-projects-connection",
-    "MLSTACK_AIRBYTE_TAGS_CONNECTION_ID": "placeholder-tags-connection",
+    "MLSTACK_AIRBYTE_PROJECTS_CONNECTION_ID": "11111111-1111-4111-8111-111111111111",
+    "MLSTACK_AIRBYTE_TAGS_CONNECTION_ID": "22222222-2222-4222-8222-222222222222",
     "MLSTACK_AIRBYTE_API_URL": "http://airbyte.invalid:8000/api/public/v1",
 }
 EXPECTED = {
@@ -156,23 +156,29 @@ def test_dbt_reads_only_the_values_settings_passes_it():
         (
             {
                 "MLSTACK_WAREHOUSE": "bigquery",
-                "MLSTACK_BQ_PROJECT": "acme",
+                "MLSTACK_BQ_PROJECT": "acme-analytics",
                 "MLSTACK_BQ_LOCATION": "EU",
-                "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
+                "GOOGLE_APPLICATION_CREDENTIALS": "{key file}",
             },
             {
                 "type": "bigquery",
-                "database": "acme",
+                "database": "acme-analytics",
                 "schema": "mlops_course_audit",
                 "location": "EU",
-                "keyfile": "/keys/sa.json",
+                "keyfile": "{key file}",
             },
         ),
     ],
 )
-def test_dbt_connects_where_settings_point(environ: dict[str, str], expected: dict[str, str]):
+def test_dbt_connects_where_settings_point(
+    environ: dict[str, str], expected: dict[str, str], tmp_path: Path
+):
     """dbt's profile, rendered with the `--vars` every dbt command gets, is what Settings
     decided (`~` expanded, a relative path against the repo root, the BigQuery location)."""
+    key_file = tmp_path / "sa.json"  # only its path matters here (settings check it exists)
+    key_file.write_text("{}")
+    environ = {k: v.replace("{key file}", str(key_file)) for k, v in environ.items()}
+    expected = {k: v.replace("{key file}", str(key_file)) for k, v in expected.items()}
     from dagster_dbt import DbtCliResource
 
     from mlstack_assets.compat import initialize_dbt_core_adapter

@@ -153,7 +153,7 @@ def failure_alerts(settings: Settings) -> FailureAlerts | None:
         slack=SlackAlerts(
             token=EnvVar("MLSTACK_SLACK_TOKEN"),
             channel=settings.slack_channel,
-            api_url=settings.slack_api_url,
+            api_url=settings.slack_api_base,
         )
         if settings.slack_alerts
         else None,

@@ -32,7 +32,7 @@ from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
 from mlstack_assets.ingestion.syncdir import new_sync_directory
 from mlstack_assets.lake.checkpoints import Checkpoint
-from mlstack_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT
+from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
 
 # beyond the extract's own bounds (download deadline, connector time-out): its start,
@@ -112,11 +112,11 @@ class EmbeddedAirbyte(AirbyteLoader):
     """The Airbyte File source connector, run on this machine by mlstack."""
 
     connector_dir: str
-    source_timeout_seconds: float = 60.0
-    source_retries: int = 3
-    source_deadline_seconds: float = 1800.0
-    connector_timeout_seconds: float = 3600.0
-    memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    source_timeout_seconds: float = Settings.default("source_timeout_seconds")
+    source_retries: int = Settings.default("source_retries")
+    source_deadline_seconds: float = Settings.default("source_deadline_seconds")
+    connector_timeout_seconds: float = Settings.default("connector_timeout_seconds")
+    memory_limit: str = Settings.default("duckdb_memory_limit")
     _running: dict[str, _RunningExtract] = PrivateAttr(default_factory=dict)
     # every source started in this run, taken by its step or not: each is read once
     _requested: set[str] = PrivateAttr(default_factory=set)

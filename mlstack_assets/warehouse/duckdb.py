@@ -19,11 +19,12 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from mlstack_assets.processes import pid_alive
-from mlstack_assets.settings import DEFAULT_DUCKDB_MEMORY_LIMIT, Settings
+from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
-DEFAULT_LOCK_TIMEOUT_SECONDS = 900.0  # MLSTACK_LOCK_TIMEOUT_SECONDS's default (settings.py)
+DEFAULT_LOCK_TIMEOUT_SECONDS = Settings.default("lock_timeout_seconds")
+DEFAULT_DUCKDB_MEMORY_LIMIT = Settings.default("duckdb_memory_limit")
 
 
 class WarehouseLockTimeout(TimeoutError):
