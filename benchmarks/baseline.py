@@ -23,9 +23,9 @@ from dagster_duckdb import DuckDBResource
 from mlstack_assets.ingestion.connector import CONNECTOR_NAME, ensure_connector
 from mlstack_assets.ingestion.sources import SourceSpec, source_specs
 from mlstack_assets.ml import plot
-from mlstack_assets.ml.assets import default_split, known_tags
+from mlstack_assets.ml.assets import default_split
 from mlstack_assets.ml.sql import ml_dataset_sql, ml_splits_sql, split_counts_sql
-from mlstack_assets.quality.suites import load_suite
+from mlstack_assets.quality.suites import known_tags, load_suite
 from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import DBT_PROJECT_DIR, load_settings
 from mlstack_assets.transform.project import dbt_vars_args

@@ -12,8 +12,9 @@ import time
 
 import duckdb
 
-from mlstack_assets.ml.assets import default_split, known_tags
+from mlstack_assets.ml.assets import default_split
 from mlstack_assets.ml.sql import ml_dataset_sql, ml_splits_sql, split_counts_sql
+from mlstack_assets.quality.suites import known_tags
 
 READ = """create or replace table staging.{name} as
 select * from read_csv('{path}', header = true, delim = ',', quote = '"', escape = '"',

@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     lake_keep_checkpoints: int = Field(
         10, ge=1, description="raw checkpoints kept per source (never the published one)"
     )
+    lake_keep_versions: int = Field(
+        10, ge=1, description="versions kept per published table (never a current one)"
+    )
+    max_row_drop_percent: float = Field(
+        20.0,
+        ge=0,
+        le=100,
+        description="a raw table or labeled_projects losing more rows than this fails",
+    )
     duckdb_memory_limit: str = Field(
         # measured at 1M rows: the run's process tree stays under 1 GB with it (README)
         "128MB",
@@ -514,6 +523,7 @@ def _problem(error: dict[str, Any], environ: Mapping[str, str]) -> str:
         "float_parsing": "must be a number",
         "greater_than": f"must be greater than {ctx.get('gt')}",
         "greater_than_equal": f"must be at least {ctx.get('ge')}",
+        "less_than_equal": f"must be at most {ctx.get('le')}",
         "literal_error": "is not supported; use one of "
         + ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", "")))),
     }.get(error["type"], message)

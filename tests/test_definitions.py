@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlstack_assets.settings import SettingsError, load_settings
+from mlstack_assets.transform.project import dbt_vars
 from tests.conftest import REPO_ROOT
 from tests.processes import offline
 
@@ -138,7 +139,7 @@ def test_dbt_reads_only_the_values_settings_passes_it():
     assert not any("env_var(" in text for text in texts)
     read = set(re.findall(r"\bvar\(\s*'(\w+)'\s*\)", "\n".join(texts)))
     assert {"target", "dataset", "audit_dataset", "duckdb_path"} <= read
-    assert read <= set(load_settings({}).dbt_vars)
+    assert read <= set(dbt_vars(load_settings({})))
     assert not re.search(r"\bvar\(\s*'\w+'\s*,", "\n".join(texts))  # no var() default either
 
 

@@ -172,18 +172,23 @@ def test_tag_distribution_table_matches_the_split_counts_and_its_check(dataset):
 
 
 def test_failure_message_names_the_checks_numbers_and_tables():
+    """The one failure report (`publish.failure_description`), as an ML table shows it."""
+    from mlstack_assets.publish import failure_description
+    from mlstack_assets.quality.outcomes import Audit, CheckOutcome
+
+    key = AssetKey("ml_x")
     outcomes = [
-        checks.Outcome("a_check", True, "fine"),
-        checks.Outcome("b_check", False, "3 rows; expected 4"),
+        CheckOutcome(key, "a_check", True, "fine"),
+        CheckOutcome(key, "b_check", False, "3 rows; expected 4"),
     ]
 
-    message = checks.failure_message("ml_x", outcomes, "ds.ml_x", "ds_audit.ml_x")
+    message = failure_description("ml_x", Audit(outcomes), ["ds.ml_x"], ["ds_audit.ml_x"])
 
     assert message == (
         "ml_x: 1 of 2 blocking checks failed, so ds.ml_x was not replaced (it keeps its"
         " previous content); the audited rows are in ds_audit.ml_x.\n- b_check: 3 rows; expected 4"
     )
-    assert checks.failure_message("ml_x", outcomes[:1], "ds.ml_x", "ds_audit.ml_x") is None
+    assert Audit(outcomes[:1]).passed
 
 
 def test_dataset_normalizes_text_and_leaves_out_unknown_tags_and_empty_text():
@@ -395,19 +400,33 @@ def test_failing_tag_distribution_check_keeps_the_published_table_and_plot(
 def test_a_failed_publish_leaves_the_published_table_as_it_was(
     published_stack: Stack, monkeypatch: pytest.MonkeyPatch
 ):
-    # Dagster's DbIOManager deletes the rows before writing (dagster #14091): the replace
-    # must be the only statement that touches the published table.
-    from mlstack_assets.warehouse.duckdb import DuckDBRelationTypeHandler
+    # Dagster's DbIOManager deletes the rows before writing (dagster #14091): the publish
+    # (through the IO manager) must be one transaction that a failure rolls back.
+    from contextlib import contextmanager
+
+    from mlstack_assets.warehouse.duckdb import DuckDBWarehouse
 
     before = ml_tables(published_stack)
-    execute = DuckDBRelationTypeHandler.execute
+    connection = DuckDBWarehouse.connection
 
-    def failing_replace(self, connection, sql):
-        if sql.startswith("create or replace table"):
-            raise RuntimeError("disk full")
-        return execute(self, connection, sql)
+    class FailingReplace:
+        def __init__(self, conn):
+            self._conn = conn
 
-    monkeypatch.setattr(DuckDBRelationTypeHandler, "execute", failing_replace)
+        def execute(self, sql, *args):
+            if sql.startswith('create or replace table "mlops_course"."ml_splits"'):
+                raise RuntimeError("disk full")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    @contextmanager
+    def failing_connection(self):
+        with connection(self) as conn:
+            yield FailingReplace(conn)
+
+    monkeypatch.setattr(DuckDBWarehouse, "connection", failing_connection)
 
     result = published_stack.materialize("ml_splits")
 

@@ -72,6 +72,7 @@ def test_dbt_schema_tests_run_as_passing_checks_on_labeled_projects(stack: Stack
         "not_null_labeled_projects_title": True,
         "not_null_labeled_projects_description": True,
         "not_null_labeled_projects_tag": True,
+        "accepted_values_labeled_projects_tag": True,  # warn-only, the GX list of tags
     }
 
 
@@ -96,7 +97,9 @@ def test_failing_dbt_test_keeps_the_published_table_and_reports_what_failed(
     assert dbt_tests["not_null_labeled_projects_tag"] is False
     assert dbt_tests["unique_labeled_projects_id"] is True
     message = failure_messages(result)
-    assert "labeled_projects: dbt test not_null_labeled_projects_tag failed on 1 rows" in message
+    assert (
+        "- labeled_projects: not_null_labeled_projects_tag [dbt test]: failed on 1 rows" in message
+    )
     assert "e.g. ids [9]" in message and "raw source 'tags' (mlops_course.tags)" in message
     assert "labeled_projects" not in materialized_keys(result)
     assert published_stack.table_bytes(LABELED) == before
@@ -231,3 +234,22 @@ def test_a_downstream_first_selection_names_what_to_materialize_first(stack: Sta
     message = failure_messages(ml)
     assert "ml_splits: nothing was built: its upstream ml_dataset" in message
     assert "--select '+ml_splits'" in message
+
+
+def test_tags_of_projects_that_do_not_exist_are_warned_and_counted(published_stack: Stack):
+    # today's Made-With-ML projects.csv lost projects the lesson's tags.csv still tags
+    kept = [p for p in PROJECTS if p[0] not in (9, 15)]
+    published_stack.set_source("projects", write_projects(published_stack.root / "p.csv", kept))
+
+    result = published_stack.materialize()
+
+    assert result.success, failure_messages(result)
+    [orphans] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "relationships_stg_mlops_course__tags_id_is_a_project"
+    ]
+    assert not orphans.passed and orphans.severity.value == "WARN"
+    assert orphans.metadata["dagster_dbt/failed_row_count"].value == 2
+    assert orphans.metadata["sample_values"].value == ["9", "15"]
+    assert len(labeled_projects(published_stack)) == len(kept)  # the join drops them

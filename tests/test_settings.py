@@ -36,6 +36,8 @@ def bad_values(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "MLSTACK_DATASET": ("a-b", "letters, digits and underscores"),
         "MLSTACK_LAKE": ("s3://bucket", "local folder or gs://bucket/prefix"),
         "MLSTACK_LAKE_KEEP_CHECKPOINTS": ("0", "at least 1"),
+        "MLSTACK_LAKE_KEEP_VERSIONS": ("many", "a whole number"),
+        "MLSTACK_MAX_ROW_DROP_PERCENT": ("150", "at most 100"),
         "MLSTACK_DUCKDB_MEMORY_LIMIT": ("lots", "512MB or 2GB"),
         "MLSTACK_HOME": (str(a_file), "is a file"),
         "DAGSTER_HOME": (str(a_file), "is a file"),

@@ -17,6 +17,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
+    Config,
     DataVersion,
     Failure,
     MaterializeResult,
@@ -27,17 +28,21 @@ from dagster import (
     asset,
     multi_observable_source_asset,
 )
+from pydantic import Field
 
 from mlstack_assets.ingestion.fingerprint import fingerprint
 from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec
 from mlstack_assets.lake.checkpoints import Checkpoint, prune, record_audit
-from mlstack_assets.quality.suites import Suite, load_suite
-from mlstack_assets.quality.validation import (
-    Validation,
-    import_great_expectations,
-    validate_table,
+from mlstack_assets.publish import (
+    AuditFailed,
+    Candidate,
+    policy,
+    publish_audited,
+    volume_check_spec,
 )
+from mlstack_assets.quality.suites import Suite, load_suite
+from mlstack_assets.quality.validation import import_great_expectations, validate_table
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
 
@@ -109,39 +114,20 @@ def published_metadata(
         "dagster/column_schema": TableSchema(
             columns=[TableColumn(name=name, type=dtype) for name, dtype in columns]
         ),
-        "dagster/table_name": f"{warehouse.dataset}.{spec.name}",
         "source_url": _url_metadata(spec),
         "records_synced": sync.records,
-        "staging_table": f"{warehouse.staging_dataset}.{spec.name}",
         **_checkpoint_metadata(checkpoint),
         **sync.metadata,
     }
 
 
-def audit_failure(
-    spec: SourceSpec, warehouse: Warehouse, validation: Validation, checkpoint: Checkpoint
-) -> Failure:
-    staged = f"{warehouse.staging_dataset}.{spec.name}"
-    return Failure(
-        description=(
-            f"source '{spec.name}' ({spec.url}): the audit of the synced data failed, so"
-            f" {warehouse.dataset}.{spec.name} was not replaced; the staged rows stay in"
-            f" {staged} and the extract in {checkpoint.uri} for inspection."
-            f"\n{validation.failure_report()}"
-        ),
-        metadata={
-            "source": spec.name,
-            "source_url": _url_metadata(spec),
-            "staging_table": staged,
-            **_checkpoint_metadata(checkpoint),
-            "failed_checks": [o.expectation.check_name for o in validation.blocking_failures],
-            **(
-                {"data_docs": MetadataValue.url(validation.data_docs)}
-                if validation.data_docs
-                else {}
-            ),
-        },
-        allow_retries=False,
+class RawConfig(Config):
+    """Per-run choices of a raw asset."""
+
+    allow_row_drop: bool = Field(
+        default=False,
+        description="Publish even if the table lost more rows than MLSTACK_MAX_ROW_DROP_PERCENT"
+        " (a deliberate shrink; recorded in the materialization).",
     )
 
 
@@ -173,8 +159,9 @@ def audit_and_publish(
     extracted: Extracted,
     seconds: dict[str, float],
     settings: Settings,
+    allow_row_drop: bool,
 ) -> Iterator[Any]:
-    """Audit the staged table with its suite; publish it only if no blocking check failed;
+    """Audit the staged table with its suite, then the one audited publish (`publish.py`);
     record the outcome in the checkpoint's manifest."""
     sync, checkpoint = extracted.report, extracted.checkpoint
     key = AssetKey(spec.name)
@@ -183,32 +170,46 @@ def audit_and_publish(
     )
     audit_started = time.perf_counter()
     validation = validate_table(
-        warehouse, warehouse.staging_dataset, spec.name, suite, settings.data_docs_dir
+        warehouse, warehouse.staging_dataset, spec.name, suite, settings.data_docs_dir, key
     )
     seconds["audit"] = time.perf_counter() - audit_started
-    failed = [o.expectation.check_name for o in validation.blocking_failures]
-    if failed:
-        record_audit(
-            checkpoint, passed=False, failed_checks=failed, published=False, run_id=context.run_id
-        )
-        yield from validation.check_results(key)
-        raise audit_failure(spec, warehouse, validation, checkpoint)
-    for outcome in validation.outcomes:
-        if outcome.warning:
-            context.log.warning(f"{spec.name}: {outcome.expectation.check_name}: {outcome.warning}")
+    candidate = Candidate(key, spec.name, warehouse.staging_dataset, checkpoint=checkpoint)
     publish_started = time.perf_counter()
-    warehouse.publish(spec.name)
+    try:
+        audit, published = publish_audited(
+            f"source '{spec.name}' ({spec.url})",
+            [candidate],
+            validation.audit,
+            warehouse,
+            policy(settings, allow_row_drop),
+            context.run_id,
+            context.log.warning,
+        )
+    except AuditFailed as failed:
+        record_audit(
+            checkpoint,
+            passed=False,
+            failed_checks=failed.audit.failed_checks,
+            published=False,
+            run_id=context.run_id,
+        )
+        yield from failed.audit.results()
+        raise failed.failure from None
     checkpoint = record_audit(
         checkpoint, passed=True, failed_checks=[], published=True, run_id=context.run_id
     )
     seconds["publish"] = time.perf_counter() - publish_started
     prune(checkpoint.lake, spec.name, settings.lake_keep_checkpoints, context.log.info)
+    metadata = published[key]
     yield MaterializeResult(
         metadata={
             **published_metadata(spec, warehouse, sync, checkpoint),
+            **metadata,
+            **({"allow_row_drop": True} if allow_row_drop else {}),
             "seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
         },
-        check_results=validation.check_results(key),
+        check_results=audit.results(),
+        data_version=DataVersion(metadata["version"]),
     )
 
 
@@ -250,9 +251,14 @@ def build_raw_asset(
         kinds={"airbyte", settings.warehouse, "great_expectations"},
         owners=[OWNER],
         pool=settings.warehouse_pool,
-        check_specs=suite.check_specs(key),
+        check_specs=[*suite.check_specs(key), volume_check_spec(key)],
     )
-    def raw_asset(context: AssetExecutionContext, airbyte: AirbyteLoader, warehouse: Warehouse):
+    def raw_asset(
+        context: AssetExecutionContext,
+        config: RawConfig,
+        airbyte: AirbyteLoader,
+        warehouse: Warehouse,
+    ):
         started = time.perf_counter()
         try:
             airbyte.start_extracts(
@@ -268,7 +274,14 @@ def build_raw_asset(
                     # the copy into staging is part of extract-load (the benchmark's stages)
                     seconds["extract_load"] += _stage(extracted)
                     yield from audit_and_publish(
-                        context, spec, suite, warehouse, extracted, seconds, settings
+                        context,
+                        spec,
+                        suite,
+                        warehouse,
+                        extracted,
+                        seconds,
+                        settings,
+                        config.allow_row_drop,
                     )
         except (SourceError, TimeoutError) as error:
             raise _failure_from(spec, error) from None

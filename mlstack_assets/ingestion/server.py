@@ -6,11 +6,9 @@ Airbyte API is down. At run time the sync is triggered and polled with dagster-a
 client; a sync already running for the connection is waited for instead of duplicated.
 """
 
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from dagster import AssetKey, EnvVar, Failure
@@ -26,6 +24,7 @@ from dagster_airbyte.utils import get_airbyte_connection_table_name
 from mlstack_assets.compat import retrying_airbyte_client
 from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
 from mlstack_assets.ingestion.sources import SOURCE_ENV_VARS, SourceError, SourceSpec
+from mlstack_assets.lake.checkpoints import DATA, claim_checkpoint, complete_checkpoint
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
 
@@ -114,19 +113,26 @@ class AirbyteServer(AirbyteLoader):
         with warehouse.exclusive(purpose=f"sync {spec.name} through Airbyte"):
             extracted_at = datetime.now(timezone.utc)
             report = self.sync_to_staging(spec, warehouse, log)
-            with tempfile.TemporaryDirectory(prefix=f"mlstack-{spec.name}-") as workdir:
-                checkpoint = warehouse.checkpoint_staged(
-                    spec.name,
-                    self.lake_store,
-                    Path(workdir),
-                    extracted_at,
-                    {
-                        "source_url": spec.url,
-                        "connector": report.metadata.get("connector"),
-                        "airbyte_job_id": report.metadata.get("airbyte_job_id"),
-                        "run_id": run_id,
-                    },
-                )
+            lake = self.lake_store
+            key = claim_checkpoint(lake, spec.name, extracted_at)
+            exported = warehouse.export_relation(
+                warehouse.staging_dataset, spec.name, lake, f"{key}/{DATA}"
+            )
+            checkpoint = complete_checkpoint(
+                lake,
+                key,
+                extracted_at,
+                exported.sha256,
+                {
+                    "source": spec.name,
+                    "source_url": spec.url,
+                    "connector": report.metadata.get("connector"),
+                    "airbyte_job_id": report.metadata.get("airbyte_job_id"),
+                    "run_id": run_id,
+                    "rows": exported.rows,
+                    "columns": exported.columns,
+                },
+            )
         yield Extracted(report=report, checkpoint=checkpoint)
 
     def sync_to_staging(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> SyncReport:

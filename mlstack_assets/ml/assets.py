@@ -1,11 +1,12 @@
 """ML-ready assets downstream of labeled_projects: dataset, stratified splits, a picture.
 
-Write-audit-publish, as for the raw tables: each asset builds its table with SQL in the
-audit dataset (`<dataset>_audit.<asset>`), runs its blocking checks there (`checks.py`),
-and only when they all pass hands the IO manager a `WarehouseQuery` that replaces the
-published table in one `CREATE OR REPLACE TABLE ... AS SELECT` (see
-`warehouse/relations.py`). A failing check fails the step before anything is published:
-the published table keeps its previous content and nothing downstream runs.
+Write-audit-publish, as for the raw tables and dbt's models: each asset builds its table
+with SQL in the audit dataset (`<dataset>_audit.<asset>`), runs its blocking checks
+there (`checks.py`), and only when they all pass hands the IO manager an `AuditedTable`,
+which it publishes through the one audited publish (`publish.py`: a version in the lake
+naming the upstream versions, then the atomic replace). A failing check fails the step
+before anything is published: the published table keeps its previous content and
+nothing downstream runs.
 """
 
 import functools
@@ -17,10 +18,11 @@ import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     AutomationCondition,
     Config,
-    Failure,
+    DataVersion,
     MetadataValue,
     Output,
     asset,
@@ -35,20 +37,21 @@ from mlstack_assets.ml.sql import (
     ml_splits_sql,
     tag_distribution_sql,
 )
-from mlstack_assets.quality.suites import load_suite
+from mlstack_assets.publish import (
+    AuditFailed,
+    Candidate,
+    fail_unless_passed,
+    policy,
+    upstream_versions,
+)
+from mlstack_assets.quality.outcomes import Audit, CheckOutcome
+from mlstack_assets.quality.suites import known_tags
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
-from mlstack_assets.warehouse.relations import WarehouseQuery, WarehouseTable
+from mlstack_assets.warehouse.relations import AuditedTable, WarehouseTable
 
 ML_GROUP = "ml"
 OWNER = "team:mlstack"
-
-
-def known_tags() -> list[str]:
-    """The classes the model learns: the same set the GX suites warn about."""
-    return list(
-        load_suite("labeled_projects").expectation("tag_is_known").config["kwargs"]["value_set"]
-    )
 
 
 class SplitConfig(Config):
@@ -72,37 +75,43 @@ def default_split() -> tuple[int, float, float]:
 
 
 def publish_if_checks_pass(
+    context: AssetExecutionContext,
+    settings: Settings,
     asset_name: str,
     warehouse: Warehouse,
-    audited: str,
-    outcomes: list[checks.Outcome],
+    outcomes: list[CheckOutcome],
     metadata: dict[str, Any],
+    upstream: str,
     count_by: tuple[str, ...] = (),
-) -> Iterator[Output[WarehouseQuery] | AssetCheckResult]:
-    """Publish `audited` through the IO manager when every check passed, else fail the step.
+) -> Iterator[Output[AuditedTable] | AssetCheckResult]:
+    """Hand the IO manager the audited table to publish (the one audited publish, with a
+    version of it in the lake recording the versions it was built from) when every check
+    passed; else fail the step with the one failure report, the published table untouched.
 
     On success the Output comes first, so the check results attach to the materialization
     that published the checked rows.
     """
-    results = [outcome.result(asset_name) for outcome in outcomes]
-    message = checks.failure_message(
+    key = AssetKey(asset_name)
+    audit = Audit(outcomes)
+    rules = policy(settings)
+    candidate = Candidate(
+        key,
         asset_name,
-        outcomes,
-        published=f"{warehouse.dataset}.{asset_name}",
-        audited=f"{warehouse.audit_dataset}.{asset_name}",
+        warehouse.audit_dataset,
+        inputs=upstream_versions(settings.lake, [upstream]),
     )
-    if message:
-        yield from results
-        raise Failure(
-            description=message,
-            metadata={
-                "failed_checks": [o.name for o in outcomes if not o.passed],
-                "audit_table": f"{warehouse.audit_dataset}.{asset_name}",
-            },
-            allow_retries=False,
-        )
-    yield Output(WarehouseQuery(f"select * from {audited}", count_by=count_by), metadata=metadata)
-    yield from results
+    subject = asset_name
+    try:
+        fail_unless_passed(subject, [candidate], audit, rules)
+    except AuditFailed as failed:
+        yield from failed.audit.results()
+        raise failed.failure from None
+    yield Output(
+        AuditedTable(subject, candidate, audit, rules, count_by),
+        metadata={**metadata, "inputs": MetadataValue.json(candidate.inputs)},
+        data_version=DataVersion(candidate.version_id),
+    )
+    yield from audit.results()
 
 
 def ml_asset(settings: Settings, kind: str = "python") -> Callable[..., Any]:
@@ -143,18 +152,19 @@ def build_ml_dataset(settings: Settings) -> AssetsDefinition:
             if count:
                 context.log.warning(f"ml_dataset leaves out {count} rows: {reason}")
         yield from publish_if_checks_pass(
+            context,
+            settings,
             "ml_dataset",
             warehouse,
-            audited,
             outcomes,
             metadata={
                 "labeled_rows": total,
                 "excluded_unknown_or_missing_tag": unknown,
                 "excluded_empty_text": empty,
                 "known_tags": MetadataValue.json(tags),
-                "audit_table": f"{warehouse.audit_dataset}.ml_dataset",
                 "sql": MetadataValue.md(f"```sql\n{sql}\n```"),
             },
+            upstream="labeled_projects",
         )
 
     return ml_dataset
@@ -180,9 +190,10 @@ def build_ml_splits(settings: Settings) -> AssetsDefinition:
                 checks.fractions_within_one_row(shares, validation, test),
             ]
         yield from publish_if_checks_pass(
+            context,
+            settings,
             "ml_splits",
             warehouse,
-            audited,
             outcomes,
             metadata={
                 "seed": config.seed,
@@ -193,9 +204,9 @@ def build_ml_splits(settings: Settings) -> AssetsDefinition:
                         "test": test,
                     }
                 ),
-                "audit_table": f"{warehouse.audit_dataset}.ml_splits",
                 "sql": MetadataValue.md(f"```sql\n{sql}\n```"),
             },
+            upstream="ml_dataset",
             # the IO manager counts the published table's rows per split and tag
             count_by=("split", "tag"),
         )
@@ -225,13 +236,18 @@ def build_tag_distribution(settings: Settings) -> AssetsDefinition:
         metadata: dict[str, Any] = {
             "counts": MetadataValue.md(plot.markdown_table(table)),
             "plot_path": MetadataValue.path(str(path)),
-            "audit_table": f"{warehouse.audit_dataset}.tag_distribution",
         }
         if all(outcome.passed for outcome in outcomes):
             plot.render(table, drawn)
             metadata["plot"] = MetadataValue.md(plot.markdown_image(drawn))
         yield from publish_if_checks_pass(
-            "tag_distribution", warehouse, audited, outcomes, metadata=metadata
+            context,
+            settings,
+            "tag_distribution",
+            warehouse,
+            outcomes,
+            metadata=metadata,
+            upstream="ml_splits",
         )
         os.replace(drawn, path)
 

@@ -5,16 +5,17 @@ only then replaces the published table (write-audit-publish, as for the raw tabl
 check is a small query whose result is a handful of counts (one row, or one row per tag),
 so it costs the same on DuckDB and BigQuery at any size; the SQL is the same in both.
 `Query` is anything that runs SQL and returns rows: the warehouse, or a DuckDB connection
-in the unit tests.
+in the unit tests. Each check is a `CheckOutcome` of its table (`quality/outcomes.py`).
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
+from dagster import AssetCheckSpec, AssetKey
 
 from mlstack_assets.ml.sql import SPLITS, in_splits, split_count
+from mlstack_assets.quality.outcomes import CheckOutcome
 
 Query = Callable[[str], list[tuple]]
 
@@ -54,33 +55,25 @@ def check_specs(asset: str) -> list[AssetCheckSpec]:
     ]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One evaluated check: whether it passed, one line of observed numbers, and details."""
+ASSET_OF = {name: asset for asset, names in CHECKS_BY_ASSET.items() for name in names}
 
-    name: str
-    passed: bool
-    summary: str
-    metadata: dict[str, Any] = field(default_factory=dict)
 
-    def result(self, asset: str) -> AssetCheckResult:
-        return AssetCheckResult(
-            asset_key=AssetKey(asset),
-            check_name=self.name,
-            passed=self.passed,
-            severity=AssetCheckSeverity.ERROR,
-            description=self.summary,
-            metadata=self.metadata,
-        )
+def outcome(
+    name: str, passed: bool, summary: str, metadata: dict[str, Any] | None = None
+) -> CheckOutcome:
+    """One evaluated check of its ML table, blocking (every ML check is)."""
+    return CheckOutcome(
+        AssetKey(ASSET_OF[name]), name, passed, summary, blocking=True, metadata=metadata or {}
+    )
 
 
 def row_count_matches_labeled_projects(
     query: Query, table: str, labeled_rows: int, excluded_tag: int, excluded_text: int
-) -> Outcome:
+) -> CheckOutcome:
     """`table` (the built ml_dataset) against the counts taken from labeled_projects."""
     [(rows,)] = query(f"select count(*) from {table}")
     expected = labeled_rows - excluded_tag - excluded_text
-    return Outcome(
+    return outcome(
         ROW_COUNT,
         passed=rows > 0 and rows == expected,
         summary=(
@@ -97,7 +90,7 @@ def row_count_matches_labeled_projects(
     )
 
 
-def every_id_in_one_split(query: Query, splits: str, dataset: str) -> Outcome:
+def every_id_in_one_split(query: Query, splits: str, dataset: str) -> CheckOutcome:
     """No id lost, repeated or invented between ml_dataset and the built ml_splits."""
     [(split_rows, distinct_ids, without_split, dataset_rows)] = query(f"""with
 in_splits as (
@@ -138,7 +131,7 @@ from in_splits cross join in_dataset""")
         ]
         metadata.update(ids_in_several_rows=repeated, ids_without_a_split=unsplit)
         summary += f"; e.g. ids in several rows {repeated}, ids without a split {unsplit}"
-    return Outcome(ONE_SPLIT, passed, summary, metadata)
+    return outcome(ONE_SPLIT, passed, summary, metadata)
 
 
 def split_shares_sql(splits: str, validation_fraction: float, test_fraction: float) -> str:
@@ -205,7 +198,7 @@ def tag_shares(
     ]
 
 
-def every_tag_in_every_split(shares: list[TagShares]) -> Outcome:
+def every_tag_in_every_split(shares: list[TagShares]) -> CheckOutcome:
     checked = [share for share in shares if share.has_enough_rows]
     missing = [
         f"{share.tag} (n={share.rows}): no {split} rows"
@@ -213,7 +206,7 @@ def every_tag_in_every_split(shares: list[TagShares]) -> Outcome:
         for split, rows in share.per_split.items()
         if rows == 0
     ]
-    return Outcome(
+    return outcome(
         EVERY_SPLIT,
         passed=not missing,
         summary=(
@@ -230,7 +223,7 @@ def every_tag_in_every_split(shares: list[TagShares]) -> Outcome:
 
 def fractions_within_one_row(
     shares: list[TagShares], validation_fraction: float, test_fraction: float
-) -> Outcome:
+) -> CheckOutcome:
     off = [share for share in shares if share.largest_distance > 1 + TOLERANCE]
     examples = [
         f"{share.tag} (n={share.rows}): "
@@ -238,7 +231,7 @@ def fractions_within_one_row(
         for share in off[:EXAMPLES]
     ]
     largest = max((share.largest_distance for share in shares), default=0.0)
-    return Outcome(
+    return outcome(
         FRACTIONS,
         passed=not off,
         summary=(
@@ -256,7 +249,7 @@ def fractions_within_one_row(
     )
 
 
-def sums_to_split_counts(query: Query, distribution: str, splits: str) -> Outcome:
+def sums_to_split_counts(query: Query, distribution: str, splits: str) -> CheckOutcome:
     """The built tag_distribution against ml_splits: no row lost or counted twice."""
     columns = [*SPLITS, "total"]
     summed = ", ".join(f"coalesce(sum({column}), 0) as {column}" for column in columns)
@@ -269,7 +262,7 @@ from in_distribution as d cross join in_splits as s""")
     sums = dict(zip(columns, (int(value) for value in row[:4]), strict=True))
     split_rows = dict(zip(columns, (int(value) for value in row[4:]), strict=True))
     differing = [column for column in columns if sums[column] != split_rows[column]]
-    return Outcome(
+    return outcome(
         SUMS,
         passed=not differing,
         summary=(
@@ -280,20 +273,4 @@ from in_distribution as d cross join in_splits as s""")
             + (f"; differing: {', '.join(differing)}" if differing else "")
         ),
         metadata={"tag_distribution_sums": sums, "ml_splits_rows": split_rows},
-    )
-
-
-def failure_message(
-    asset: str, outcomes: list[Outcome], published: str, audited: str
-) -> str | None:
-    """None when every check passed; otherwise what failed, with numbers, and where the
-    rows are (the published table was not replaced)."""
-    failed = [outcome for outcome in outcomes if not outcome.passed]
-    if not failed:
-        return None
-    lines = [f"- {outcome.name}: {outcome.summary}" for outcome in failed]
-    return (
-        f"{asset}: {len(failed)} of {len(outcomes)} blocking checks failed, so {published} was"
-        f" not replaced (it keeps its previous content); the audited rows are in {audited}.\n"
-        + "\n".join(lines)
     )

@@ -83,3 +83,11 @@ def load_suite(name: str) -> Suite:
         for config in document["expectations"]
     )
     return Suite(name=document["name"], expectations=expectations, document=document)
+
+
+def known_tags() -> list[str]:
+    """The classes the model learns: the set the GX suites and dbt's accepted_values test
+    warn about (one list, in the labeled_projects suite)."""
+    return list(
+        load_suite("labeled_projects").expectation("tag_is_known").config["kwargs"]["value_set"]
+    )

@@ -3,7 +3,7 @@
 The suite runs as a GX checkpoint on a SQL datasource (DuckDB or BigQuery), so every
 expectation is a query in the warehouse; only metric values and up to five sample rows
 come back. The checkpoint also builds the local Data Docs. Each expectation becomes an
-`ExpectationOutcome`, which the assets turn into Dagster asset check results.
+`CheckOutcome` of the asset (`outcomes.py`), as every check that audits a publish is.
 """
 
 import datetime as dt
@@ -11,13 +11,14 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue
+from dagster import AssetKey, MetadataValue
 
+from mlstack_assets.quality.outcomes import Audit, CheckOutcome
 from mlstack_assets.quality.suites import Expectation, Suite
 from mlstack_assets.warehouse import Warehouse
 
@@ -63,37 +64,26 @@ def _exception_message(exception_info: Any) -> str | None:
     return None
 
 
-@dataclass
-class ExpectationOutcome:
-    expectation: Expectation
-    passed: bool
-    summary: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    notice: str | None = None  # something a passing expectation still wants reported
-    evaluated: bool = True  # False: it could not run (a column it reads is missing, ...)
-
-    @property
-    def warning(self) -> str | None:
-        """What to log as a warning: a failed warn-only expectation, or a notice."""
-        if not self.passed and not self.expectation.blocking:
-            return self.summary
-        return self.notice
-
-    @property
-    def blocks(self) -> bool:
-        return not self.passed and self.expectation.blocking
-
-    def check_result(self, asset_key: AssetKey) -> AssetCheckResult:
-        return AssetCheckResult(
-            asset_key=asset_key,
-            check_name=self.expectation.check_name,
-            passed=self.passed,
-            severity=AssetCheckSeverity.ERROR
-            if self.expectation.blocking
-            else AssetCheckSeverity.WARN,
-            description=self.summary,
-            metadata=self.metadata,
-        )
+def _expectation_outcome(
+    key: AssetKey,
+    expectation: Expectation,
+    passed: bool,
+    summary: str,
+    metadata: dict[str, Any] | None = None,
+    notice: str | None = None,
+    evaluated: bool = True,
+) -> CheckOutcome:
+    return CheckOutcome(
+        asset_key=key,
+        name=expectation.check_name,
+        passed=passed,
+        summary=summary,
+        blocking=expectation.blocking,
+        label=expectation.label,
+        metadata=metadata or {},
+        evaluated=evaluated,
+        notice=notice,
+    )
 
 
 def _summarize_unexpected_values(details: dict[str, Any], metadata: dict[str, Any]) -> str:
@@ -125,8 +115,12 @@ def _summarize_unexpected_values(details: dict[str, Any], metadata: dict[str, An
 
 
 def _columns_outcome(
-    expectation: Expectation, result: Any, details: dict[str, Any], metadata: dict[str, Any]
-) -> ExpectationOutcome:
+    key: AssetKey,
+    expectation: Expectation,
+    result: Any,
+    details: dict[str, Any],
+    metadata: dict[str, Any],
+) -> CheckOutcome:
     """The column set: a missing column fails; an extra one (not Airbyte's) is a notice."""
     mismatched = (details.get("details") or {}).get("mismatched") or {}
     missing = mismatched.get("missing") or []
@@ -138,7 +132,9 @@ def _columns_outcome(
     summary = f"missing columns {missing}" if missing else "all expected columns present"
     notice = f"unexpected columns {extra} (reported, not blocking)" if extra else None
     summary += f"; {notice}" if notice else ""
-    return ExpectationOutcome(expectation, bool(result.success), summary, metadata, notice)
+    return _expectation_outcome(
+        key, expectation, bool(result.success), summary, metadata, notice=notice
+    )
 
 
 def _summarize_unexpected_rows(details: dict[str, Any], metadata: dict[str, Any]) -> str:
@@ -152,14 +148,16 @@ def _summarize_unexpected_rows(details: dict[str, Any], metadata: dict[str, Any]
     return f"{observed} rows unexpected" + (f"; e.g. {rows}" if observed else "")
 
 
-def _outcome(expectation: Expectation, result: Any, table: str) -> ExpectationOutcome:
+def _outcome(key: AssetKey, expectation: Expectation, result: Any, table: str) -> CheckOutcome:
     """One expectation's GX result as a check outcome: passed, a one-line summary, metadata."""
     details = result.result or {}
     metadata: dict[str, Any] = {"table": table, "expectation": expectation.label}
     error = _exception_message(result.exception_info)
     if error:
         metadata["error"] = error
-        return ExpectationOutcome(expectation, False, f"could not be evaluated: {error}", metadata)
+        return _expectation_outcome(
+            key, expectation, False, f"could not be evaluated: {error}", metadata
+        )
     if "observed_value" in details:
         metadata["observed_value"] = MetadataValue.json(
             {"value": _plain(details["observed_value"])}
@@ -168,58 +166,41 @@ def _outcome(expectation: Expectation, result: Any, table: str) -> ExpectationOu
     if "unexpected_count" in details:
         summary = _summarize_unexpected_values(details, metadata)
     elif kind == "expect_table_columns_to_match_set":
-        return _columns_outcome(expectation, result, details, metadata)
+        return _columns_outcome(key, expectation, result, details, metadata)
     elif "unexpected_rows" in (details.get("details") or {}) or kind == (
         "unexpected_rows_expectation"
     ):
         summary = _summarize_unexpected_rows(details, metadata)
     else:
         summary = f"observed {_plain(details.get('observed_value'))}"
-    return ExpectationOutcome(expectation, bool(result.success), summary, metadata)
+    return _expectation_outcome(key, expectation, bool(result.success), summary, metadata)
 
 
-def _add_sample_rows(
-    outcome: ExpectationOutcome, config: dict[str, Any], warehouse: Warehouse, relation: str
-) -> None:
+def _with_sample_rows(
+    outcome: CheckOutcome, config: dict[str, Any], warehouse: Warehouse, relation: str
+) -> CheckOutcome:
     """GX returns an unexpected-rows query's rows only in COMPLETE format, which would bring
     every offending row into Python; ask the warehouse for a few instead."""
     query = config["kwargs"]["unexpected_rows_query"].replace("{batch}", relation)
     try:
         rows = warehouse.query(f"select * from ({query}) as unexpected limit {SAMPLE_SIZE}")
     except Exception:  # the samples illustrate a failure; they must not replace it
-        return
+        return outcome
     samples = _plain([row[0] if len(row) == 1 else list(row) for row in rows])
-    outcome.metadata["sample_unexpected_values"] = MetadataValue.json(samples)
-    if samples:
-        outcome.summary += f"; e.g. {samples}"
+    outcome = outcome.with_metadata(sample_unexpected_values=MetadataValue.json(samples))
+    return replace(outcome, summary=outcome.summary + f"; e.g. {samples}") if samples else outcome
 
 
 @dataclass
 class Validation:
-    outcomes: list[ExpectationOutcome]
+    """One suite's run: its outcomes (an `Audit`) and the Data Docs page it built."""
+
+    audit: Audit
     data_docs: str | None
 
     @property
-    def blocking_failures(self) -> list[ExpectationOutcome]:
-        return [outcome for outcome in self.outcomes if outcome.blocks]
-
-    def failure_report(self) -> str:
-        """One line per blocking failure: the check, the expectation, counts and examples;
-        the checks that could not run come last, one line per reason."""
-        lines = [
-            f"- {o.expectation.check_name} [{o.expectation.label}]: {o.summary}"
-            for o in self.blocking_failures
-            if o.evaluated
-        ]
-        reasons: dict[str, list[str]] = {}
-        for outcome in self.blocking_failures:
-            if not outcome.evaluated:
-                reasons.setdefault(outcome.summary, []).append(outcome.expectation.check_name)
-        lines += [f"- {reason}: {', '.join(names)}" for reason, names in reasons.items()]
-        return "\n".join(lines)
-
-    def check_results(self, asset_key: AssetKey) -> list[AssetCheckResult]:
-        return [outcome.check_result(asset_key) for outcome in self.outcomes]
+    def outcomes(self) -> list[CheckOutcome]:
+        return self.audit.outcomes
 
 
 PUBLISHED = re.compile(r"\{published:(\w+)\}")
@@ -350,9 +331,16 @@ def _run_checkpoint(
 
 
 def validate_table(
-    warehouse: Warehouse, schema: str, table: str, suite: Suite, data_docs_dir: Path
+    warehouse: Warehouse,
+    schema: str,
+    table: str,
+    suite: Suite,
+    data_docs_dir: Path,
+    asset_key: AssetKey | None = None,
 ) -> Validation:
-    """Validate `<schema>.<table>` with `suite` in the warehouse; build Data Docs locally."""
+    """Validate `<schema>.<table>` with `suite` in the warehouse; build Data Docs locally.
+    The outcomes are `asset_key`'s checks (default: the asset named as the suite)."""
+    key = asset_key or AssetKey(suite.name)
     import_great_expectations()
     context = _gx_context(data_docs_dir)
     columns = {name for name, _ in warehouse.table_columns(schema, table) or []}
@@ -368,24 +356,24 @@ def validate_table(
     identifier, suite_result = next(iter(result.run_results.items()))
     by_check = {r.expectation_config.meta["check"]: r for r in suite_result.results}
     outcomes = [
-        _outcome(expectation, by_check[expectation.check_name], f"{schema}.{table}")
+        _outcome(key, expectation, by_check[expectation.check_name], f"{schema}.{table}")
         if expectation.check_name in by_check
-        else ExpectationOutcome(
-            expectation,
-            left_out[expectation.check_name][0],
-            left_out[expectation.check_name][1],
-            evaluated=False,
+        else _expectation_outcome(
+            key, expectation, *left_out[expectation.check_name], evaluated=False
         )
         for expectation in suite.expectations
     ]
     configs = {config["meta"]["check"]: config for config in document["expectations"]}
-    for outcome in outcomes:
-        config = configs.get(outcome.expectation.check_name, {})
-        if config.get("type") == "unexpected_rows_expectation" and not outcome.passed:
-            _add_sample_rows(outcome, config, warehouse, warehouse.qualified(schema, table))
+    relation = warehouse.qualified(schema, table)
+    outcomes = [
+        _with_sample_rows(outcome, configs[outcome.name], warehouse, relation)
+        if not outcome.passed
+        and configs.get(outcome.name, {}).get("type") == "unexpected_rows_expectation"
+        else outcome
+        for outcome in outcomes
+    ]
     urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name="mlstack")
     data_docs = urls[0]["site_url"] if urls else None
     if data_docs:
-        for outcome in outcomes:
-            outcome.metadata["data_docs"] = MetadataValue.url(data_docs)
-    return Validation(outcomes=outcomes, data_docs=data_docs)
+        outcomes = [o.with_metadata(data_docs=MetadataValue.url(data_docs)) for o in outcomes]
+    return Validation(audit=Audit(outcomes), data_docs=data_docs)

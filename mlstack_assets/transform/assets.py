@@ -1,55 +1,51 @@
-"""dbt models as Dagster assets, with write-audit-publish.
+"""dbt models as Dagster assets, with write-audit-publish, in four named pieces.
 
-`dbt build` writes every model into `<dataset>_audit` (dbt's own `+schema: audit` in
-dbt_project.yml) and runs dbt's tests there; the Great Expectations suite of a model
-(dbt `meta.great_expectations_suite`) then audits the same relation. Only when no
-blocking check failed are the models published to `<dataset>`, all in one step
-(`Warehouse.publish_relations`); otherwise the step fails with a report and the
-published tables keep their content. One multi-asset for the whole project, because
-dagster-dbt only respects test failures within a single definition. dbt sources carry
-`meta.dagster.asset_key`, which the translator honours, so `projects` and `tags` (the
-Airbyte-backed raw assets) are the upstream of the staging models in the lineage.
+One multi-asset for the whole dbt project (dagster-dbt respects test failures only
+within a single definition): 1. build (`build.py`: `dbt build` into `<dataset>_audit`,
+the profile's schema), 2. audit (`audit.py`: dbt's tests and each model's GX suite,
+there), 3. publish (`publish.py`, the one audited publish: all models at once, a version
+of labeled_projects in the lake, views reading the published tables), 4. metadata (each
+model's Output). A failed audit fails the step with one report, and the published tables
+keep their content. dbt sources carry `meta.dagster.asset_key`, which the translator
+honours, so `projects` and `tags` (the Airbyte-backed raw assets) are the upstream of the
+staging models in the lineage. A run that selects only checks runs them on the published
+tables instead (`published_checks.py`).
 """
 
 import json
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future
 from typing import Any
 
 from dagster import (
-    AssetCheckResult,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     AssetSpec,
     AutomationCondition,
-    Failure,
+    Config,
+    DataVersion,
     MetadataValue,
     Output,
-    get_dagster_logger,
     multi_asset,
 )
-from dagster_dbt import (
-    DagsterDbtTranslator,
-    DagsterDbtTranslatorSettings,
-    DbtCliInvocation,
-    DbtProject,
-)
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
+from pydantic import Field
 
-from mlstack_assets.compat import (
-    InstalledDbtCliResource,
-    dbt_asset_and_check_specs,
-    dbt_events_with_metadata,
+from mlstack_assets.compat import InstalledDbtCliResource, dbt_asset_and_check_specs
+from mlstack_assets.publish import (
+    VOLUME_GUARDED,
+    AuditFailed,
+    Candidate,
+    policy,
+    publish_audited,
+    upstream_versions,
+    volume_check_spec,
 )
 from mlstack_assets.quality.suites import load_suite
-from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import Settings
-from mlstack_assets.transform.audit import (
-    BuiltModel,
-    blocks,
-    describe_test_failure,
-    lineage_by_key,
-)
+from mlstack_assets.transform.audit import audit_build
+from mlstack_assets.transform.build import DbtBuild, run_build
 from mlstack_assets.transform.project import dbt_vars_args
 from mlstack_assets.transform.published_checks import checks_on_published
 from mlstack_assets.transform.upstream import fail_if_upstream_missing
@@ -58,7 +54,6 @@ from mlstack_assets.warehouse import Warehouse
 TRANSFORM_GROUP = "transform"
 GX_SUITE_META = "great_expectations_suite"  # dbt `meta` naming the GX suite that checks a model
 OWNER = "team:mlstack"
-logger = get_dagster_logger()
 
 
 class MlstackDbtTranslator(DagsterDbtTranslator):
@@ -88,69 +83,32 @@ class MlstackDbtTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(metadata={**spec.metadata, "dagster/table_name": published})
 
 
-def events_with_metadata(invocation: DbtCliInvocation, adapter: "Future[Any]") -> Iterator[Any]:
-    """dbt's events with row counts, column schemas and column-level lineage attached.
+class DbtConfig(Config):
+    """Per-run choices of the dbt step."""
 
-    dagster-dbt attaches metadata through `dagster._core.utils.imap`, which spins without
-    sleeping while its input is not ready: chained twice over a live `dbt build`, two
-    threads of this process spin for the whole build. Collecting dbt's events first stops
-    that; on DuckDB dagster-dbt waits for dbt to exit before fetching anyway (dbt holds the
-    file), and on BigQuery fetching after the build costs a few metadata queries in a row.
-    One path for both warehouses keeps the one the tests run the one production runs. If
-    dbt fails, the events it did produce are still reported before its error is raised.
-    `adapter`: dagster-dbt's in-process adapter, made while dbt ran.
-    """
-    events: list[Any] = []
-    error: Exception | None = None
-    try:
-        for event in invocation.stream():
-            events.append(event)
-    except Exception as failure:  # re-raised below, after the events it did produce
-        error = failure
-    try:
-        invocation.adapter = adapter.result()
-    except Exception as failure:  # as dagster-dbt does: no metadata, not a failed step
-        logger.warning(f"no dbt adapter for row counts and column metadata: {failure}")
-    yield from dbt_events_with_metadata(events, invocation)
-    if error is not None:
-        raise error
-
-
-def with_compiled_sql(event: Any, invocation: DbtCliInvocation) -> Any:
-    """Attach the SQL dbt actually ran for a model (what the warehouse executed)."""
-    if not isinstance(event, Output):
-        return event
-    unique_id = event.metadata.get("unique_id")
-    node = invocation.manifest["nodes"].get(unique_id.value if unique_id else "", {})
-    if node.get("resource_type") != "model":
-        return event
-    compiled = invocation.target_path.joinpath(
-        "compiled", node["package_name"], node["original_file_path"]
-    )
-    if not compiled.exists():
-        return event
-    sql = compiled.read_text().strip()
-    return event.with_metadata(
-        {**event.metadata, "compiled_sql": MetadataValue.md(f"```sql\n{sql}\n```")}
+    allow_row_drop: bool = Field(
+        default=False,
+        description="Publish labeled_projects even if it lost more rows than"
+        " MLSTACK_MAX_ROW_DROP_PERCENT (a deliberate shrink; recorded in the materialization).",
     )
 
 
-def _failure_report(
-    warehouse: Warehouse,
-    dbt_failures: list[str],
-    gx_failures: list[str],
-    dbt_error: Exception | None,
-) -> str:
-    lines = [
-        f"dbt built the models in {warehouse.audit_dataset}, and their audit failed, so nothing"
-        f" was published: the tables in {warehouse.dataset} keep their previous content. The"
-        f" audited rows stay in {warehouse.audit_dataset} for inspection.",
-        *dbt_failures,
-        *gx_failures,
-    ]
-    if dbt_error is not None and not dbt_failures:
-        lines.append(f"- dbt build failed: {dbt_error}")
-    return "\n".join(lines)
+def _outputs(
+    context: AssetExecutionContext, built: DbtBuild, published: dict[AssetKey, dict], seconds: dict
+) -> Iterator[Output]:
+    """The fourth piece: each model's Output, with dagster-dbt's metadata (row count,
+    schema and lineage of the audit relation: the same after the publish) and the
+    publish's (the published table, its version); the step's stages on the first."""
+    timings = {"seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()})}
+    for position, model in enumerate(built.models):
+        metadata = {**model.output.metadata, **published[model.key]}
+        version = published[model.key].get("version")
+        yield Output(
+            value=None,
+            output_name=model.output.output_name,
+            metadata={**metadata, **(timings if position == 0 else {})},
+            data_version=DataVersion(version) if version else None,
+        )
 
 
 def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinition:
@@ -184,13 +142,20 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
     @multi_asset(
         name="dbt_models",
         specs=specs,
-        check_specs=[*dbt_check_specs, *gx_check_specs],
+        check_specs=[
+            *dbt_check_specs,
+            *gx_check_specs,
+            *(volume_check_spec(s.key) for s in specs if s.key.path[-1] in VOLUME_GUARDED),
+        ],
         can_subset=True,
         pool=settings.warehouse_pool,
         allow_arbitrary_check_specs=True,
     )
     def dbt_models(
-        context: AssetExecutionContext, dbt: InstalledDbtCliResource, warehouse: Warehouse
+        context: AssetExecutionContext,
+        config: DbtConfig,
+        dbt: InstalledDbtCliResource,
+        warehouse: Warehouse,
     ):
         """`dbt build` into the audit schema, its tests and GX suites there, then publish."""
         if not context.selected_asset_keys:  # checks only (the UI's "Execute")
@@ -199,96 +164,49 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
             )
             return
         with warehouse.exclusive():
-            fail_if_upstream_missing(
-                context.selected_asset_keys, parsed, keys_by_unique_id, warehouse
-            )
+            selected = context.selected_asset_keys
+            fail_if_upstream_missing(selected, parsed, keys_by_unique_id, warehouse)
             started = time.perf_counter()
-            invocation = dbt.cli(build_args, context=context, raise_on_error=False)
-            adapter = dbt.adapter_while_dbt_runs(build_args)
-            try:
-                events = [
-                    with_compiled_sql(e, invocation)
-                    for e in events_with_metadata(invocation, adapter)
-                ]
-            finally:
-                warehouse.after_dbt()
-            manifest = invocation.manifest
-            models = [
-                model
-                for event in events
-                if isinstance(event, Output)
-                and (
-                    model := BuiltModel.from_output(
-                        context.asset_key_for_output(event.output_name),
-                        event,
-                        manifest,
-                        invocation.target_path,
-                    )
-                )
-            ]
-            dbt_checks = [e for e in events if isinstance(e, AssetCheckResult)]
-            seconds = {"transform": time.perf_counter() - started}
-            gx_checks: list[AssetCheckResult] = []
-            gx_failures: list[str] = []
-            for model in models:
-                if model.key not in suites:
-                    continue
-                validation = validate_table(
-                    warehouse,
-                    warehouse.audit_dataset,
-                    model.alias,
-                    suites[model.key],
-                    settings.data_docs_dir,
-                )
-                for outcome in validation.outcomes:
-                    if outcome.warning:
-                        context.log.warning(f"{outcome.expectation.check_name}: {outcome.warning}")
-                gx_checks += validation.check_results(model.key)
-                gx_failures += [
-                    f"- {model.key.to_user_string()}: {line.removeprefix('- ')}"
-                    for line in validation.failure_report().splitlines()
-                    if line
-                ]
+            built = run_build(context, dbt, warehouse, build_args)  # 1. build
+            seconds = {"transform": built.seconds}
+            deps = context.assets_def.asset_deps
+            audit = audit_build(built, warehouse, suites, settings.data_docs_dir, deps)  # 2.
             seconds["checks"] = time.perf_counter() - started - seconds["transform"]
-            lineage = lineage_by_key(models)
-            dbt_failures = [
-                describe_test_failure(
-                    check, manifest, warehouse, lineage, context.assets_def.asset_deps
-                ).describe(warehouse.dataset)
-                for check in dbt_checks
-                if blocks(check)
+            raw = upstream_versions(settings.lake, ["projects", "tags"])
+            candidates = [
+                Candidate(
+                    model.key,
+                    model.alias,
+                    warehouse.audit_dataset,
+                    view_sql=model.published_sql(
+                        built.manifest, warehouse.audit_dataset, warehouse.dataset
+                    )
+                    if model.is_view
+                    else None,
+                    inputs=raw,
+                )
+                for model in built.models
             ]
-            dbt_error = invocation.get_error()
-            if dbt_failures or gx_failures or dbt_error is not None:
-                yield from dbt_checks
-                yield from gx_checks
-                raise Failure(
-                    description=_failure_report(warehouse, dbt_failures, gx_failures, dbt_error),
-                    metadata={"audit_dataset": warehouse.audit_dataset},
-                    allow_retries=False,
+            names = ", ".join(sorted(model.key.to_user_string() for model in built.models))
+            try:  # 3. publish (or not)
+                audit, published = publish_audited(
+                    f"dbt models {names or '(none built)'}",
+                    candidates,
+                    audit,
+                    warehouse,
+                    policy(settings, config.allow_row_drop),
+                    context.run_id,
+                    context.log.warning,
+                    name_assets=True,  # one step, several models: each line names its model
                 )
-            warehouse.publish_relations(
-                warehouse.audit_dataset,
-                tables=[m.alias for m in models if m.materialized != "view"],
-                views={m.alias: m.compiled_sql for m in models if m.materialized == "view"},
-            )
+            except AuditFailed as failed:
+                yield from failed.audit.results()
+                raise failed.failure from None
             seconds["publish"] = time.perf_counter() - started - sum(seconds.values())
-            timings = {"seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()})}
-            for position, model in enumerate(models):
-                # dagster-dbt fetched row count, schema and lineage from the audit relation:
-                # the same after the copy; the table name is the published one
-                table_name = context.assets_def.specs_by_key[model.key].metadata.get(
-                    "dagster/table_name"
-                )
-                yield model.output.with_metadata(
-                    {
-                        **model.output.metadata,
-                        "dagster/table_name": table_name,
-                        # the step's stages, once (on its first model), for `make bench`
-                        **(timings if position == 0 else {}),
-                    }
-                )
-            yield from dbt_checks
-            yield from gx_checks
+            if config.allow_row_drop:
+                for entry in published.values():
+                    entry["allow_row_drop"] = True
+            yield from _outputs(context, built, published, seconds)  # 4. metadata
+            yield from audit.results()
 
     return dbt_models

@@ -1,75 +1,30 @@
-"""The audit of what `dbt build` built, before anything is published.
+"""The dbt step's second piece: the audit of what `dbt build` built, before any publish.
 
-dbt builds the models in `<dataset>_audit`, where no reader looks, and tests them there.
-This module turns the outcome into the decision to publish or not, and, when not, into a
-report a person can act on: the model, the failed check, how many rows, a few example
-ids, and which raw source (`projects` or `tags`) the failing column comes from, traced
+dbt builds the models in `<dataset>_audit`, where no reader looks, and tests them there;
+the GX suite of a model (dbt `meta.great_expectations_suite`) then validates the same
+relation. `audit_build` turns both into one `Audit` (`quality/outcomes.py`): a failed
+dbt test says how many rows, a few example ids (a relationships test: the orphan ids)
+and which raw source (`projects` or `tags`) the failing column comes from, traced
 through the column-level lineage dagster-dbt computes for each model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, Output
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue
 
+from mlstack_assets.quality.outcomes import Audit, CheckOutcome
+from mlstack_assets.quality.suites import Suite
+from mlstack_assets.quality.validation import validate_table
+from mlstack_assets.transform.build import DbtBuild
 from mlstack_assets.warehouse import Warehouse
 
 EXAMPLES = 5
-COLUMN_LINEAGE = "dagster/column_lineage"
-
-
-def blocks(result: AssetCheckResult) -> bool:
-    """A failed check of ERROR severity (dbt `severity: error`, GX `critical`) stops the publish."""
-    return not result.passed and result.severity == AssetCheckSeverity.ERROR
-
-
-@dataclass(frozen=True)
-class BuiltModel:
-    """A model this `dbt build` built in the audit schema, with what publishing it needs."""
-
-    key: AssetKey
-    output: Output
-    alias: str
-    materialized: str
-    compiled_path: Path
-
-    @classmethod
-    def from_output(
-        cls, key: AssetKey, output: Output, manifest: Mapping[str, Any], target_path: Path
-    ) -> BuiltModel | None:
-        unique_id = output.metadata.get("unique_id")
-        node = manifest["nodes"].get(unique_id.value if unique_id else "", {})
-        if node.get("resource_type") != "model":
-            return None
-        return cls(
-            key=key,
-            output=output,
-            alias=node.get("alias") or node["name"],
-            materialized=node.get("config", {}).get("materialized", "view"),
-            compiled_path=target_path
-            / "compiled"
-            / node["package_name"]
-            / node["original_file_path"],
-        )
-
-    @property
-    def compiled_sql(self) -> str:
-        """The SELECT dbt ran for this model (a view is published by running it again)."""
-        return self.compiled_path.read_text().strip()
-
-
-def lineage_by_key(models: Iterable[BuiltModel]) -> dict[AssetKey, Any]:
-    """Column lineage of each built model, as dagster-dbt attached it to the model's output."""
-    return {
-        model.key: model.output.metadata[COLUMN_LINEAGE].value
-        for model in models
-        if COLUMN_LINEAGE in model.output.metadata
-    }
 
 
 def raw_sources(
@@ -109,9 +64,8 @@ class DbtTestFailure:
     sources: list[str]
 
     def describe(self, dataset: str) -> str:
-        line = f"- {self.model}: dbt test {self.check_name} failed"
-        if self.failed_rows is not None:
-            line += f" on {self.failed_rows} rows"
+        """e.g. `failed on 1 rows; e.g. ids [9]; column tag comes from raw source 'tags'`."""
+        line = "failed" + (f" on {self.failed_rows} rows" if self.failed_rows is not None else "")
         if self.examples:
             line += f"; e.g. {self.example_label} {self.examples}"
         if self.sources:
@@ -121,10 +75,33 @@ class DbtTestFailure:
 
 
 def _examples(
-    warehouse: Warehouse, relation: str, test: str, column: str, columns: set[str]
+    warehouse: Warehouse,
+    relation: str,
+    test: Mapping[str, Any],
+    column: str,
+    columns: set[str],
+    manifest: Mapping[str, Any],
 ) -> tuple[str, list[Any]]:
     """A few offending rows, found with a query in the warehouse: the ids of rows with a
-    NULL (when the model has ids), or the duplicated values."""
+    NULL (when the model has ids), the duplicated values, or the orphans of a
+    relationships test."""
+    kind = (test.get("test_metadata") or {}).get("name", "")
+    kwargs = (test.get("test_metadata") or {}).get("kwargs", {})
+    if kind == "relationships":
+        parents = [
+            n for n in test.get("depends_on", {}).get("nodes", []) if n != test.get("attached_node")
+        ]
+        parent = manifest["nodes"].get(parents[0], {}) if parents else {}
+        if not parent:
+            return "", []
+        field = kwargs.get("field", column)
+        to = warehouse.qualified(warehouse.audit_dataset, parent.get("alias") or parent["name"])
+        sql = (
+            f"select {column} from {relation} where {column} is not null and {column} not in"
+            f" (select {field} from {to} where {field} is not null) order by 1 limit {EXAMPLES}"
+        )
+        return f"orphan {column}s", [row[0] for row in warehouse.query(sql)]
+    test = kind
     if test == "not_null":
         shown = "id" if "id" in columns and column != "id" else column
         sql = f"select {shown} from {relation} where {column} is null order by 1 limit {EXAMPLES}"
@@ -161,10 +138,9 @@ def describe_test_failure(
     sources: list[str] = []
     if column and model:
         relation = warehouse.qualified(warehouse.audit_dataset, model.get("alias") or model["name"])
-        kind = (test.get("test_metadata") or {}).get("name", "")
         try:
             label, examples = _examples(
-                warehouse, relation, kind, column, set(model.get("columns", {}))
+                warehouse, relation, test, column, set(model.get("columns", {})), manifest
             )
         except Exception:  # the report must not hide the failure it reports
             examples = []
@@ -178,3 +154,63 @@ def describe_test_failure(
         example_label=label,
         sources=[s for s in sources if s != result.asset_key.to_user_string()],
     )
+
+
+def _dbt_outcome(
+    result: AssetCheckResult,
+    manifest: Mapping[str, Any],
+    warehouse: Warehouse,
+    lineage: Mapping[AssetKey, Any],
+    deps: Mapping[AssetKey, AbstractSet[AssetKey]],
+) -> CheckOutcome:
+    blocking = result.severity == AssetCheckSeverity.ERROR
+    metadata = dict(result.metadata)
+    if result.passed:
+        summary = "passed"
+    else:
+        failure = describe_test_failure(result, manifest, warehouse, lineage, deps)
+        summary = failure.describe(warehouse.dataset)
+        if failure.examples:
+            metadata["sample_values"] = MetadataValue.json(
+                [str(value) for value in failure.examples]
+            )
+    return CheckOutcome(
+        asset_key=result.asset_key,
+        name=result.check_name,
+        passed=result.passed,
+        summary=summary,
+        blocking=blocking,
+        label="dbt test",
+        metadata=metadata,
+    )
+
+
+def audit_build(
+    built: DbtBuild,
+    warehouse: Warehouse,
+    suites: Mapping[AssetKey, Suite],
+    data_docs_dir: Path,
+    deps: Mapping[AssetKey, AbstractSet[AssetKey]],
+) -> Audit:
+    """dbt's tests and each model's GX suite, on the audit schema, as one audit."""
+    outcomes = [
+        _dbt_outcome(result, built.manifest, warehouse, built.lineage, deps)
+        for result in built.checks
+    ]
+    audit = Audit(outcomes)
+    for model in built.models:
+        if model.key in suites:
+            audit = (
+                audit
+                + validate_table(
+                    warehouse,
+                    warehouse.audit_dataset,
+                    model.alias,
+                    suites[model.key],
+                    data_docs_dir,
+                    model.key,
+                ).audit
+            )
+    if built.error is not None and not any(o.blocks for o in outcomes):
+        audit = audit + Audit(errors=[f"dbt build failed: {built.error}"])
+    return audit

@@ -7,9 +7,11 @@ import os
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from dagster_dbt import DbtProject
 
+from mlstack_assets.quality.suites import known_tags
 from mlstack_assets.settings import DBT_PROJECT_DIR, Settings, load_settings
 
 
@@ -22,10 +24,17 @@ def _put_venv_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
 
 
-def dbt_vars_args(settings: Settings) -> list[str]:
-    """`--vars` for every dbt command: the values dbt's profile and sources read
-    (`Settings.dbt_vars`). The same text each time, so dbt's partial parse is reused."""
-    return ["--vars", json.dumps(settings.dbt_vars, sort_keys=True)]
+def dbt_vars(settings: Settings) -> dict[str, Any]:
+    """What dbt's profile, sources and tests read (`var(...)` in dbt_project/): the
+    settings' values (`Settings.dbt_vars`) and the known tags (accepted_values on `tag`,
+    the same list the GX suites use)."""
+    return {**settings.dbt_vars, "known_tags": known_tags()}
+
+
+def dbt_vars_args(settings: Settings, **overrides: Any) -> list[str]:
+    """`--vars` for every dbt command (`dbt_vars`, with `overrides`). The same text each
+    time, so dbt's partial parse is reused."""
+    return ["--vars", json.dumps({**dbt_vars(settings), **overrides}, sort_keys=True)]
 
 
 def _parsed_for(manifest_path: Path) -> tuple[str | None, str | None, str | None]:

@@ -11,7 +11,6 @@ selected check up as a dbt test, and the GX ones are not (`KeyError:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from dagster import AssetCheckKey, AssetCheckResult, AssetCheckSeverity, AssetCh
 from mlstack_assets.quality.suites import Suite
 from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import Settings
+from mlstack_assets.transform.project import dbt_vars_args
 
 UNIQUE_ID = "dagster_dbt/unique_id"
 
@@ -28,11 +28,9 @@ def _dbt_test_results(
     dbt: Any, tests: Mapping[str, AssetCheckSpec], manifest: Mapping[str, Any], settings: Settings
 ) -> Iterator[AssetCheckResult]:
     fqns = [".".join(manifest["nodes"][unique_id]["fqn"]) for unique_id in tests]
-    published = {**settings.dbt_vars, "audit_dataset": settings.dataset}
-    invocation = dbt.cli(
-        ["test", "--select", *fqns, "--vars", json.dumps(published, sort_keys=True)],
-        raise_on_error=False,
-    )
+    # the models resolve to the published dataset: what these checks run on
+    published = dbt_vars_args(settings, audit_dataset=settings.dataset)
+    invocation = dbt.cli(["test", "--select", *fqns, *published], raise_on_error=False)
     invocation.wait()
     results = {r["unique_id"]: r for r in invocation.get_artifact("run_results.json")["results"]}
     for unique_id, spec in tests.items():
@@ -79,6 +77,6 @@ def checks_on_published(
             if not wanted:
                 continue
             validation = validate_table(
-                warehouse, warehouse.dataset, aliases[key], suite, settings.data_docs_dir
+                warehouse, warehouse.dataset, aliases[key], suite, settings.data_docs_dir, key
             )
-            yield from (r for r in validation.check_results(key) if r.check_name in wanted)
+            yield from (r for r in validation.audit.results() if r.check_name in wanted)

@@ -12,7 +12,7 @@ BigQuery module is imported only when it is chosen (its client libraries are slo
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from mlstack_assets.lake.checkpoints import Checkpoint
 
 TableColumns = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A relation written to the lake as one Parquet file."""
+
+    rows: int
+    columns: list[list[str]]
+    sha256: str
 
 
 class Warehouse(ConfigurableResource):
@@ -97,16 +106,14 @@ class Warehouse(ConfigurableResource):
         """Replace `<staging>.<table>` by the checkpoint's Parquet file, in one step."""
         raise NotImplementedError
 
-    def checkpoint_staged(
-        self,
-        table: str,
-        lake: "Lake",
-        workdir: Path,
-        extracted_at: datetime,
-        manifest: dict[str, Any],
-    ) -> "Checkpoint":
-        """Write `<staging>.<table>` (an Airbyte server synced it) to the lake as a new
-        checkpoint of `table`, with `manifest` and the table's rows and columns."""
+    def export_relation(self, schema: str, table: str, lake: "Lake", data_key: str) -> Exported:
+        """Write `<schema>.<table>` to the lake as the Parquet file `data_key` (a new key);
+        return its rows, columns and sha256. DuckDB: COPY to a local file, then into the
+        lake; BigQuery: an extract job straight to its `gs://` URI."""
+        raise NotImplementedError
+
+    def restore_table(self, table: str, uri: str, lake: "Lake") -> None:
+        """Replace `<dataset>.<table>` by the Parquet file at `uri`, atomically (a rollback)."""
         raise NotImplementedError
 
     def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:

@@ -2,7 +2,6 @@
 
 import itertools
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from dagster import get_dagster_logger
@@ -12,7 +11,7 @@ from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandle
 
 from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from mlstack_assets.settings import Settings
-from mlstack_assets.warehouse import TableColumns, Warehouse
+from mlstack_assets.warehouse import Exported, TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 RETRY_INITIAL_SECONDS = 1.0  # then 2, 4, 8, 8, ... until RETRY_TIMEOUT_SECONDS in all
@@ -145,37 +144,39 @@ class BigQueryWarehouse(Warehouse):
                 retry=retry,
             ).result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
 
-    def checkpoint_staged(
-        self, table: str, lake: Any, workdir: Path, extracted_at: Any, manifest: dict[str, Any]
-    ) -> Any:
-        """An extract job writes the staged table to the checkpoint's `gs://` file."""
+    def export_relation(self, schema: str, table: str, lake: Any, data_key: str) -> Exported:
         from google.cloud import bigquery
 
-        from mlstack_assets.lake.checkpoints import DATA, claim_checkpoint, complete_checkpoint
-
         _needs_cloud_storage(lake)
-        key = claim_checkpoint(lake, table, extracted_at)
-        retry = transient_retry(f"export {self.staging_dataset}.{table}")
+        retry = transient_retry(f"export {schema}.{table}")
         with self.bigquery.get_client() as client:
             client.extract_table(
-                f"{self.project}.{self.staging_dataset}.{table}",
-                lake.uri(f"{key}/{DATA}"),
+                f"{self.project}.{schema}.{table}",
+                lake.uri(data_key),
                 job_config=bigquery.ExtractJobConfig(destination_format="PARQUET"),
                 retry=retry,
             ).result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
-        columns = self.table_columns(self.staging_dataset, table) or []
-        return complete_checkpoint(
-            lake,
-            key,
-            extracted_at,
-            lake.sha256(f"{key}/{DATA}"),
-            {
-                **manifest,
-                "source": table,
-                "rows": self.row_count(self.staging_dataset, table),
-                "columns": [list(c) for c in columns],
-            },
+        columns = [list(column) for column in self.table_columns(schema, table) or []]
+        return Exported(
+            rows=self.row_count(schema, table), columns=columns, sha256=lake.sha256(data_key)
         )
+
+    def restore_table(self, table: str, uri: str, lake: Any) -> None:
+        """A Parquet load job with WRITE_TRUNCATE: the table is replaced when it succeeds."""
+        from google.cloud import bigquery
+
+        _needs_cloud_storage(lake)
+        retry = transient_retry(f"restore {self.dataset}.{table}")
+        with self.bigquery.get_client() as client:
+            client.load_table_from_uri(
+                uri,
+                f"{self.project}.{self.dataset}.{table}",
+                job_config=bigquery.LoadJobConfig(
+                    source_format=bigquery.SourceFormat.PARQUET,
+                    write_disposition="WRITE_TRUNCATE",
+                ),
+                retry=retry,
+            ).result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
 
     def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
         datasource = context.data_sources.add_bigquery(
@@ -240,12 +241,15 @@ class WarehouseBigQueryIOManager(BigQueryPandasIOManager):
     """`BigQueryPandasIOManager` that also materializes `WarehouseQuery` outputs in BigQuery,
     with one `CREATE OR REPLACE TABLE ... AS` and no TRUNCATE first (`ReplacingDbIOManager`)."""
 
+    warehouse: BigQueryWarehouse  # publishes `AuditedTable` outputs (the one audited publish)
+
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [BigQueryPandasTypeHandler(), BigQueryRelationTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
         return ReplacingDbIOManager(
+            warehouse=self.warehouse,
             db_client=BigQueryClient(
                 write_mode=self.write_mode, gcp_credentials=self.gcp_credentials
             ),
@@ -259,12 +263,16 @@ class WarehouseBigQueryIOManager(BigQueryPandasIOManager):
 
 def build_bigquery_resources(settings: Settings) -> dict[str, Any]:
     location = settings.bigquery_location
+    warehouse = BigQueryWarehouse(
+        dataset=settings.dataset,
+        bigquery=BigQueryResource(project=settings.bigquery_project, location=location),
+    )
     return {
-        "warehouse": BigQueryWarehouse(
-            dataset=settings.dataset,
-            bigquery=BigQueryResource(project=settings.bigquery_project, location=location),
-        ),
+        "warehouse": warehouse,
         "io_manager": WarehouseBigQueryIOManager(
-            project=settings.bigquery_project, dataset=settings.dataset, location=location
+            project=settings.bigquery_project,
+            dataset=settings.dataset,
+            location=location,
+            warehouse=warehouse,
         ),
     }

@@ -20,7 +20,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from mlstack_assets.processes import pid_alive
 from mlstack_assets.settings import Settings
-from mlstack_assets.warehouse import TableColumns, Warehouse
+from mlstack_assets.warehouse import Exported, TableColumns, Warehouse
 from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 DEFAULT_LOCK_TIMEOUT_SECONDS = Settings.default("lock_timeout_seconds")
@@ -249,9 +249,17 @@ class DuckDBWarehouse(Warehouse):
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        with self.exclusive(), self.duckdb.get_connection() as conn:
-            limit_memory(conn, self.memory_limit)
-            yield conn
+        """A connection to the file, holding its lock; closed whatever happens (dagster-duckdb's
+        `get_connection` closes it only when the body succeeds: after a failed statement the
+        file stayed open in this process, and the next connection with another
+        configuration, e.g. a reader's, was refused)."""
+        with self.exclusive():
+            conn = self.duckdb.get_connection().__enter__()
+            try:
+                limit_memory(conn, self.memory_limit)
+                yield conn
+            finally:
+                conn.close()
 
     def qualified(self, schema: str, table: str) -> str:
         return f'"{schema}"."{table}"'
@@ -286,26 +294,41 @@ class DuckDBWarehouse(Warehouse):
                 f" read_parquet({sql_string(checkpoint.data_uri)}, hive_partitioning = false)"
             )
 
-    def checkpoint_staged(
-        self, table: str, lake: Any, workdir: Path, extracted_at: Any, manifest: dict[str, Any]
-    ) -> Any:
-        from mlstack_assets.ingestion.protocol import sql_string
-        from mlstack_assets.lake.checkpoints import write_checkpoint
+    def export_relation(self, schema: str, table: str, lake: Any, data_key: str) -> Exported:
+        import tempfile
 
-        parquet = workdir / f"{table}.parquet"
-        staged = self.qualified(self.staging_dataset, table)
+        from mlstack_assets.ingestion.protocol import sql_string
+        from mlstack_assets.lake import file_sha256
+
+        with tempfile.TemporaryDirectory(prefix="mlstack-export-") as workdir:
+            parquet = Path(workdir) / "data.parquet"
+            with self.connection() as conn:
+                [(rows,)] = conn.execute(
+                    f"copy (select * from {self.qualified(schema, table)})"
+                    f" to {sql_string(str(parquet))} (format parquet)"
+                ).fetchall()
+            sha256 = file_sha256(parquet)
+            lake.put_file(parquet, data_key)
+        columns = [list(column) for column in self.table_columns(schema, table) or []]
+        return Exported(rows=int(rows), columns=columns, sha256=sha256)
+
+    def restore_table(self, table: str, uri: str, lake: Any) -> None:
+        """One transaction: readers see the table before or after, never between."""
+        from mlstack_assets.ingestion.protocol import sql_string
+
+        self.ensure_dataset(self.dataset)
         with self.connection() as conn:
-            [(rows,)] = conn.execute(
-                f"copy (select * from {staged}) to {sql_string(str(parquet))} (format parquet)"
-            ).fetchall()
-        columns = self.table_columns(self.staging_dataset, table) or []
-        return write_checkpoint(
-            lake,
-            table,
-            parquet,
-            extracted_at,
-            {**manifest, "rows": int(rows), "columns": [list(c) for c in columns]},
-        )
+            lake.attach(conn)
+            conn.execute("begin transaction")
+            try:
+                conn.execute(
+                    f"create or replace table {self.qualified(self.dataset, table)} as"
+                    f" select * from read_parquet({sql_string(uri)}, hive_partitioning = false)"
+                )
+                conn.execute("commit")
+            except Exception:
+                conn.execute("rollback")
+                raise
 
     def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
         from mlstack_assets.compat import gx_duckdb  # noqa: F401  registers add_mlstack_duckdb
@@ -400,6 +423,7 @@ class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
 
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
     memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    warehouse: DuckDBWarehouse  # publishes `AuditedTable` outputs (the one audited publish)
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -407,6 +431,7 @@ class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
 
     def create_io_manager(self, context) -> DbIOManager:
         return ReplacingDbIOManager(
+            warehouse=self.warehouse,
             db_client=_LockingDuckDbClient(self.lock_timeout_seconds, self.memory_limit),
             database=self.database,
             schema=self.schema_,
@@ -418,17 +443,19 @@ class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
 
 def build_duckdb_resources(settings: Settings) -> dict[str, Any]:
     database = str(settings.duckdb_path)
+    warehouse = DuckDBWarehouse(
+        dataset=settings.dataset,
+        duckdb=DuckDBResource(database=database),
+        lock_timeout_seconds=settings.lock_timeout_seconds,
+        memory_limit=settings.duckdb_memory_limit,
+    )
     return {
-        "warehouse": DuckDBWarehouse(
-            dataset=settings.dataset,
-            duckdb=DuckDBResource(database=database),
-            lock_timeout_seconds=settings.lock_timeout_seconds,
-            memory_limit=settings.duckdb_memory_limit,
-        ),
+        "warehouse": warehouse,
         "io_manager": WarehouseDuckDBIOManager(
             database=database,
             schema=settings.dataset,
             lock_timeout_seconds=settings.lock_timeout_seconds,
             memory_limit=settings.duckdb_memory_limit,
+            warehouse=warehouse,
         ),
     }

@@ -1,5 +1,12 @@
 """Tables that stay in the warehouse while Python assets pass them around.
 
+An ML asset builds its table in the audit dataset, audits it, and returns an
+`AuditedTable`: the IO manager publishes it through the one audited publish
+(`publish.py`: a version in the lake, the atomic replace of `<dataset>.<asset>`) and
+records the published table's metadata. That is where the IO manager and the audited
+publish meet; an input annotated `WarehouseTable` then arrives as the published table's
+name, not its rows.
+
 A Python asset that returns a `WarehouseQuery` gets its table built by the IO manager
 with `CREATE OR REPLACE TABLE ... AS <query>`, inside the warehouse; an input annotated
 `WarehouseTable` arrives as the upstream table's name, not its rows. So the ML assets
@@ -42,6 +49,19 @@ class WarehouseTable:
 
 
 @dataclass(frozen=True)
+class AuditedTable:
+    """An audited table for the IO manager to publish (`publish.publish_audited`).
+
+    `count_by` names columns to count the published table's rows by, for the metadata."""
+
+    subject: str
+    candidate: Any  # publish.Candidate
+    audit: Any  # quality.outcomes.Audit (passed)
+    policy: Any  # publish.Policy
+    count_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class WarehouseQuery:
     """A SELECT that the IO manager materializes as the asset's table.
 
@@ -51,6 +71,33 @@ class WarehouseQuery:
 
     sql: str
     count_by: tuple[str, ...] = ()
+
+
+def table_metadata(
+    rows: int, columns: list[tuple[str, str]], table: str, counts: list[tuple] | None, count_by
+) -> dict[str, Any]:
+    """Row count, column schema and table name (and rows per `count_by` values)."""
+    metadata: dict[str, Any] = {
+        "dagster/row_count": rows,
+        "dagster/column_schema": TableSchema(
+            columns=[TableColumn(name=column, type=dtype) for column, dtype in columns]
+        ),
+        "dagster/table_name": table,
+    }
+    if count_by and counts is not None:
+        metadata[f"rows_per_{'_and_'.join(count_by)}"] = MetadataValue.table(
+            records=[
+                TableRecord({**dict(zip(count_by, row[:-1], strict=True)), "rows": int(row[-1])})
+                for row in counts
+            ],
+            schema=TableSchema(
+                columns=[
+                    *(TableColumn(key, "string") for key in count_by),
+                    TableColumn("rows", "int"),
+                ]
+            ),
+        )
+    return metadata
 
 
 class RelationTypeHandler(DbTypeHandler):
@@ -67,7 +114,7 @@ class RelationTypeHandler(DbTypeHandler):
 
     @property
     def supported_types(self) -> list[type]:
-        return [WarehouseQuery, WarehouseTable]
+        return [WarehouseQuery, WarehouseTable, AuditedTable]
 
     def handle_output(
         self, context: OutputContext, table_slice: TableSlice, obj: WarehouseQuery, connection
@@ -75,34 +122,19 @@ class RelationTypeHandler(DbTypeHandler):
         name = self.sql_name(table_slice)
         self.execute(connection, f"create or replace table {name} as\n{obj.sql}")
         [(rows,)] = self.execute(connection, f"select count(*) from {name}")
-        columns = self.columns(connection, table_slice)
-        metadata: dict[str, Any] = {
-            "dagster/row_count": rows,
-            "dagster/column_schema": TableSchema(
-                columns=[TableColumn(name=column, type=dtype) for column, dtype in columns]
-            ),
-            "dagster/table_name": f"{table_slice.schema}.{table_slice.table}",
-        }
+        counts = None
         if obj.count_by:
             keys = ", ".join(obj.count_by)
             counts = self.execute(
                 connection, f"select {keys}, count(*) from {name} group by {keys} order by {keys}"
             )
-            metadata[f"rows_per_{'_and_'.join(obj.count_by)}"] = MetadataValue.table(
-                records=[
-                    TableRecord(
-                        {**dict(zip(obj.count_by, row[:-1], strict=True)), "rows": int(row[-1])}
-                    )
-                    for row in counts
-                ],
-                schema=TableSchema(
-                    columns=[
-                        *(TableColumn(key, "string") for key in obj.count_by),
-                        TableColumn("rows", "int"),
-                    ]
-                ),
-            )
-        return metadata
+        return table_metadata(
+            rows,
+            self.columns(connection, table_slice),
+            f"{table_slice.schema}.{table_slice.table}",
+            counts,
+            obj.count_by,
+        )
 
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection
@@ -126,9 +158,16 @@ class RelationTypeHandler(DbTypeHandler):
 
 
 class ReplacingDbIOManager(DbIOManager):
-    """`DbIOManager` whose `WarehouseQuery` outputs replace their table in one statement."""
+    """`DbIOManager` whose `WarehouseQuery` outputs replace their table in one statement,
+    and whose `AuditedTable` outputs go through the one audited publish."""
+
+    def __init__(self, *args: Any, warehouse: Any = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._warehouse = warehouse
 
     def handle_output(self, context: OutputContext, obj: object) -> None:
+        if isinstance(obj, AuditedTable):
+            return self._publish(context, obj)
         if not isinstance(obj, WarehouseQuery):
             return super().handle_output(context, obj)
         table_slice = self._get_table_slice(context, context)
@@ -140,4 +179,33 @@ class ReplacingDbIOManager(DbIOManager):
             )
         context.add_output_metadata(
             {**metadata, "Query": self._db_client.get_select_statement(table_slice)}
+        )
+
+    def _publish(self, context: OutputContext, obj: AuditedTable) -> None:
+        from mlstack_assets.publish import publish_audited
+
+        warehouse = self._warehouse
+        _, published = publish_audited(
+            obj.subject, [obj.candidate], obj.audit, warehouse, obj.policy, context.run_id,
+            context.log.warning,
+        )  # fmt: skip
+        table = obj.candidate.table
+        relation = warehouse.qualified(warehouse.dataset, table)
+        counts = None
+        if obj.count_by:
+            keys = ", ".join(obj.count_by)
+            counts = warehouse.query(
+                f"select {keys}, count(*) from {relation} group by {keys} order by {keys}"
+            )
+        context.add_output_metadata(
+            {
+                **table_metadata(
+                    warehouse.row_count(warehouse.dataset, table),
+                    warehouse.table_columns(warehouse.dataset, table) or [],
+                    f"{warehouse.dataset}.{table}",
+                    counts,
+                    obj.count_by,
+                ),
+                **published[obj.candidate.key],
+            }
         )

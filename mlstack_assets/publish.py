@@ -1,0 +1,302 @@
+"""The one audited publish, for raw tables, dbt's models and the ML tables alike.
+
+Each layer builds its tables where readers do not look (`<dataset>_staging` for raw
+extracts, `<dataset>_audit` for dbt's models and the ML tables), evaluates its blocking
+checks there into one `Audit` (GX suites, dbt tests, SQL checks), and hands both to
+`publish_audited`, which:
+
+1. adds the volume guard for the tables it applies to (a raw table, labeled_projects):
+   a row count that drops more than `MLSTACK_MAX_ROW_DROP_PERCENT` below the version it
+   would replace fails, naming both counts, unless the run allows it (`allow_row_drop`);
+2. fails the step with one report (what failed, where the audited rows are, what was
+   kept) when any blocking check failed: nothing is published;
+3. otherwise keeps a version of each table in the lake (`lake/versions.py`: a raw table's
+   version is its checkpoint; a derived table's is exported as Parquet from the audited
+   relation), replaces the published tables atomically (`Warehouse.publish_relations`:
+   one DuckDB transaction, one BigQuery job per table), makes the new versions current
+   and prunes old ones;
+4. returns, per table, the metadata every materialization carries: the published and the
+   audited relation, the version id and the versions it was built from.
+
+The raw and dbt steps call it directly; the ML assets reach it through the warehouse IO
+manager (an `AuditedTable` output: `warehouse/relations.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import AssetCheckSpec, AssetKey, Failure, MetadataValue
+
+from mlstack_assets.lake import Lake
+from mlstack_assets.lake.checkpoints import Checkpoint
+from mlstack_assets.lake.versions import (
+    VERSIONED_TABLES,
+    Version,
+    claim_version,
+    current_version,
+    current_version_id,
+    lineage,
+    make_current,
+    new_version_id,
+    prune_versions,
+    record_exported_version,
+    record_raw_version,
+    version_data_key,
+)
+from mlstack_assets.quality.outcomes import Audit, CheckOutcome
+from mlstack_assets.warehouse import Warehouse
+
+VOLUME_CHECK = "row_drop_within_limit"
+VOLUME_GUARDED = ("projects", "tags", "labeled_projects")
+VOLUME_DESCRIPTION = (
+    "The row count does not drop more than MLSTACK_MAX_ROW_DROP_PERCENT below the version"
+    " it would replace (a deliberate shrink: run with allow_row_drop)."
+)
+
+
+def volume_check_spec(key: AssetKey) -> AssetCheckSpec:
+    """The volume guard's check on a raw table or labeled_projects (blocking)."""
+    return AssetCheckSpec(VOLUME_CHECK, asset=key, blocking=True, description=VOLUME_DESCRIPTION)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A relation built where readers do not look, to be published as `<dataset>.<table>`."""
+
+    key: AssetKey
+    table: str  # its name, audited and published
+    schema: str  # where it was built and audited
+    view_sql: str | None = None  # a view: its SELECT, reading the published tables
+    checkpoint: Checkpoint | None = None  # a raw table: the checkpoint staging came from
+    inputs: dict[str, str] = field(default_factory=dict)  # table -> version it was built from
+    version_id: str = field(default_factory=new_version_id)
+
+    @property
+    def versioned(self) -> bool:
+        return self.view_sql is None and self.table in VERSIONED_TABLES
+
+    @property
+    def version(self) -> str:
+        """A raw table's version is its checkpoint's id."""
+        return self.checkpoint.id if self.checkpoint is not None else self.version_id
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a publish may do, from the settings and the run."""
+
+    lake: str
+    dataset: str
+    keep_versions: int
+    max_row_drop_percent: float
+    allow_row_drop: bool = False
+
+
+def policy(settings: Any, allow_row_drop: bool = False) -> Policy:
+    """The publish policy of these settings (`Settings`) for a run."""
+    return Policy(
+        lake=settings.lake,
+        dataset=settings.dataset,
+        keep_versions=settings.lake_keep_versions,
+        max_row_drop_percent=settings.max_row_drop_percent,
+        allow_row_drop=allow_row_drop,
+    )
+
+
+class AuditFailed(Exception):
+    """The audit blocked the publish: `failure` for the step, `audit` for its check results."""
+
+    def __init__(self, audit: Audit, failure: Failure):
+        super().__init__(failure.description)
+        self.audit = audit
+        self.failure = failure
+
+
+def upstream_versions(lake: str, tables: Sequence[str]) -> dict[str, str]:
+    """The current version of each of `tables`, and what each was built from."""
+    store = Lake(lake)
+    found = {t: v for t in tables if (v := current_version_id(store, t)) is not None}
+    return lineage(store, found)
+
+
+def volume_outcome(candidate: Candidate, rows: int, lake: Lake, policy: Policy) -> CheckOutcome:
+    """The volume guard: `rows` against the current version of the table."""
+    current = current_version(lake, candidate.table)
+    limit = policy.max_row_drop_percent
+    if current is None:
+        summary = f"{rows} rows; no published version to compare with yet"
+        return CheckOutcome(candidate.key, VOLUME_CHECK, True, summary, metadata={"rows": rows})
+    before = current.rows
+    drop = 100.0 * (before - rows) / before if before else 0.0
+    metadata = {
+        "rows": rows,
+        "published_rows": before,
+        "published_version": current.id,
+        "drop_percent": round(drop, 2),
+        "max_row_drop_percent": limit,
+    }
+    if drop <= limit:
+        summary = f"{rows} rows against {before} in version {current.id} ({drop:.1f}% fewer)"
+        return CheckOutcome(candidate.key, VOLUME_CHECK, True, summary, metadata=metadata)
+    summary = (
+        f"{rows} rows, {before} in the published version {current.id}: {drop:.1f}% fewer, more"
+        f" than MLSTACK_MAX_ROW_DROP_PERCENT={limit:g}"
+    )
+    if policy.allow_row_drop:  # the run says the shrink is deliberate
+        metadata["allowed_by"] = "allow_row_drop"
+        return CheckOutcome(
+            candidate.key,
+            VOLUME_CHECK,
+            True,
+            summary + "; allowed for this run (allow_row_drop)",
+            metadata=metadata,
+            notice=f"row drop allowed for this run: {summary}",
+        )
+    summary += (
+        "; if the shrink is deliberate: mlstack run --allow-row-drop (run config allow_row_drop)"
+    )
+    return CheckOutcome(candidate.key, VOLUME_CHECK, False, summary, metadata=metadata)
+
+
+def failure_description(
+    subject: str,
+    audit: Audit,
+    published: Sequence[str],
+    audited: Sequence[str],
+    name_assets: bool | None = None,
+) -> str:
+    """The one failure report: what failed, that nothing was replaced, where to look."""
+    blocking = [o for o in audit.outcomes if o.blocking]
+    failed = len(audit.blocking_failures)
+    what = []
+    if audit.errors:
+        what.append("the build failed")
+    if failed:
+        what.append(f"{failed} of {len(blocking)} blocking checks failed")
+    one = len(published) == 1
+    kept = "was not replaced (it keeps its" if one else "were not replaced (they keep their"
+    return (
+        f"{subject}: {' and '.join(what)}, so {', '.join(published)} {kept} previous content);"
+        f" the audited rows are in {', '.join(audited)}.\n{audit.report(name_assets)}"
+    )
+
+
+def fail_unless_passed(
+    subject: str, candidates: Sequence[Candidate], audit: Audit, policy: Policy
+) -> None:
+    """Raise `AuditFailed` (with the one failure report) unless `audit` passed; for a
+    step that publishes later (an ML asset, through the IO manager)."""
+    if not audit.passed:
+        _fail(subject, audit, candidates, policy, None)
+
+
+def _fail(
+    subject: str,
+    audit: Audit,
+    candidates: Sequence[Candidate],
+    policy: Policy,
+    name_assets: bool | None,
+) -> None:
+    published = [f"{policy.dataset}.{c.table}" for c in candidates]
+    audited = [f"{c.schema}.{c.table}" for c in candidates]
+    audited += [c.checkpoint.uri for c in candidates if c.checkpoint is not None]
+    raise AuditFailed(
+        audit,
+        Failure(
+            description=failure_description(subject, audit, published, audited, name_assets),
+            metadata={
+                "audited_relations": MetadataValue.json(audited),
+                "failed_checks": MetadataValue.json(audit.failed_checks),
+            },
+            allow_retries=False,
+        ),
+    )
+
+
+def publish_audited(
+    subject: str,
+    candidates: Sequence[Candidate],
+    audit: Audit,
+    warehouse: Warehouse,
+    policy: Policy,
+    run_id: str,
+    log: Callable[[str], None],
+    name_assets: bool | None = None,
+) -> tuple[Audit, dict[AssetKey, dict[str, Any]]]:
+    """Publish `candidates` if `audit` (plus the volume guard) passed, else raise
+    `AuditFailed`. Returns the whole audit and each table's materialization metadata.
+    `name_assets`: whether the report's lines name their asset (default: when several)."""
+    lake = Lake(policy.lake)
+    for candidate in candidates:
+        if candidate.table in VOLUME_GUARDED and candidate.view_sql is None:
+            rows = warehouse.row_count(candidate.schema, candidate.table)
+            audit = audit + Audit([volume_outcome(candidate, rows, lake, policy)])
+    for warning in audit.warnings():
+        log(warning)
+    if not audit.passed:
+        _fail(subject, audit, candidates, policy, name_assets)
+    passed = {o.asset_key: [] for o in audit.outcomes}
+    for outcome in audit.outcomes:
+        if outcome.passed:
+            passed[outcome.asset_key].append(outcome.name)
+    versions = {
+        candidate.key: _keep_version(
+            candidate, warehouse, lake, run_id, passed.get(candidate.key, [])
+        )
+        for candidate in candidates
+        if candidate.versioned
+    }
+    by_schema: dict[str, list[Candidate]] = {}
+    for candidate in candidates:
+        by_schema.setdefault(candidate.schema, []).append(candidate)
+    for schema, group in by_schema.items():
+        warehouse.publish_relations(
+            schema,
+            tables=[c.table for c in group if c.view_sql is None],
+            views={c.table: c.view_sql for c in group if c.view_sql is not None},
+        )
+    metadata = {}
+    for candidate in candidates:
+        version = versions.get(candidate.key)
+        entry: dict[str, Any] = {
+            "dagster/table_name": f"{policy.dataset}.{candidate.table}",
+            "audited_relation": f"{candidate.schema}.{candidate.table}",
+        }
+        if version is not None:
+            make_current(lake, candidate.table, version.id, run_id=run_id)
+            prune_versions(lake, candidate.table, policy.keep_versions, log)
+            entry |= {
+                "version": version.id,
+                "version_path": MetadataValue.path(version.data_uri)
+                if "://" not in version.data_uri
+                else MetadataValue.url(version.data_uri),
+                "inputs": MetadataValue.json(version.inputs),
+            }
+        metadata[candidate.key] = entry
+    return audit, metadata
+
+
+def _keep_version(
+    candidate: Candidate, warehouse: Warehouse, lake: Lake, run_id: str, checks_passed: list[str]
+) -> Version:
+    """The version of `candidate` as audited: its checkpoint, or a Parquet export of it."""
+    manifest: dict[str, Any] = {
+        "run_id": run_id,
+        "checks_passed": sorted(checks_passed),
+        "inputs": candidate.inputs,
+    }
+    if candidate.checkpoint is not None:
+        checkpoint = candidate.checkpoint
+        manifest |= {"rows": checkpoint.rows, "columns": checkpoint.manifest["columns"]}
+        return record_raw_version(lake, candidate.table, checkpoint, manifest)
+    key = claim_version(lake, candidate.table, candidate.version_id)
+    exported = warehouse.export_relation(
+        candidate.schema, candidate.table, lake, version_data_key(key)
+    )
+    manifest |= {"rows": exported.rows, "columns": exported.columns}
+    return record_exported_version(
+        lake, key, candidate.table, candidate.version_id, exported.sha256, manifest
+    )

@@ -1,0 +1,110 @@
+"""One outcome type for every check that audits a table before it is published.
+
+A GX expectation (raw tables, labeled_projects), a dbt test (dbt's models), an ML table's
+SQL check and the volume guard all become a `CheckOutcome`; an `Audit` is the outcomes
+of one publish and maps to Dagster's asset check results and to the one failure report
+format. `publish.py` publishes only an audit that passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One evaluated check of one asset."""
+
+    asset_key: AssetKey
+    name: str
+    passed: bool
+    summary: str  # one line: the observed numbers, a few examples
+    blocking: bool = True  # ERROR severity: a failure stops the publish
+    label: str = ""  # what the check is, e.g. `expect_column_values_to_be_unique(column=id)`
+    metadata: dict[str, Any] = field(default_factory=dict)
+    evaluated: bool = True  # False: it could not run (a column it reads is missing, ...)
+    notice: str | None = None  # something a passing check still wants reported
+
+    @property
+    def blocks(self) -> bool:
+        return self.blocking and not self.passed
+
+    @property
+    def warning(self) -> str | None:
+        """What to log as a warning: a failed warn-only check, or a notice."""
+        if not self.passed and not self.blocking:
+            return self.summary
+        return self.notice
+
+    def with_metadata(self, **metadata: Any) -> CheckOutcome:
+        return replace(self, metadata={**self.metadata, **metadata})
+
+    def result(self) -> AssetCheckResult:
+        return AssetCheckResult(
+            asset_key=self.asset_key,
+            check_name=self.name,
+            passed=self.passed,
+            severity=AssetCheckSeverity.ERROR if self.blocking else AssetCheckSeverity.WARN,
+            description=self.summary,
+            metadata=self.metadata,
+        )
+
+    def line(self, with_asset: bool) -> str:
+        """The failure report's line for this check."""
+        asset = f"{self.asset_key.to_user_string()}: " if with_asset else ""
+        label = f" [{self.label}]" if self.label else ""
+        return f"- {asset}{self.name}{label}: {self.summary}"
+
+
+@dataclass
+class Audit:
+    """The outcomes of the checks of one publish, and what failed to build at all."""
+
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # e.g. dbt build itself failed
+
+    def __add__(self, other: Audit) -> Audit:
+        return Audit([*self.outcomes, *other.outcomes], [*self.errors, *other.errors])
+
+    @property
+    def blocking_failures(self) -> list[CheckOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.blocks]
+
+    @property
+    def passed(self) -> bool:
+        return not self.blocking_failures and not self.errors
+
+    @property
+    def failed_checks(self) -> list[str]:
+        """`check` per blocking failure (`asset: check` when the audit spans assets)."""
+        several = len({o.asset_key for o in self.outcomes}) > 1
+        return [
+            f"{o.asset_key.to_user_string()}: {o.name}" if several else o.name
+            for o in self.blocking_failures
+        ]
+
+    def results(self) -> list[AssetCheckResult]:
+        return [outcome.result() for outcome in self.outcomes]
+
+    def warnings(self) -> list[str]:
+        return [f"{o.name}: {o.warning}" for o in self.outcomes if o.warning]
+
+    def report(self, name_assets: bool | None = None) -> str:
+        """One line per blocking failure: the check, what it is, counts and examples;
+        then the checks that could not run, one line per reason; then build errors.
+        Each line names its asset when `name_assets` (default: when there are several)."""
+        several = (
+            len({o.asset_key for o in self.outcomes}) > 1 if name_assets is None else name_assets
+        )
+        failed = self.blocking_failures
+        lines = [o.line(several) for o in failed if o.evaluated]
+        reasons: dict[str, list[str]] = {}
+        for outcome in failed:
+            if not outcome.evaluated:
+                reasons.setdefault(outcome.summary, []).append(outcome.name)
+        lines += [f"- {reason}: {', '.join(names)}" for reason, names in reasons.items()]
+        lines += [f"- {error}" for error in self.errors]
+        return "\n".join(lines)
