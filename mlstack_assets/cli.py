@@ -11,6 +11,7 @@ step, its checks and its message (the traceback with `--verbose`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -57,9 +58,15 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def launch_command(selection: str = "*") -> list[str]:
-    """The `dg` command that materializes `selection` (what `make run` runs)."""
-    return [_bin("dg"), "launch", "--assets", selection]
+def launch_command(selection: str = "*", allow_row_drop: bool = False) -> list[str]:
+    """The `dg` command that materializes `selection` (what `make run` runs); with
+    `allow_row_drop`, the run config that lets the volume guard pass a deliberate shrink."""
+    command = [_bin("dg"), "launch", "--assets", selection]
+    if allow_row_drop:
+        allowed = {"config": {"allow_row_drop": True}}
+        ops = {name: allowed for name in ("projects", "tags", "dbt_models")}
+        command += ["--config-json", json.dumps({"ops": ops})]
+    return command
 
 
 def materialize_command(selection: str = "*") -> list[str]:
@@ -413,13 +420,16 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     # CI and TERM are the terminal's conventions, not mlstack's configuration
     live = live_display_wanted(out, os.environ)
-    print(f"mlstack run: dg launch --assets '*'  (full log: {_shown(log)})", flush=True)
+    selection = getattr(args, "select", None) or "*"
+    allow = getattr(args, "allow_row_drop", False)
+    shown = f"dg launch --assets '{selection}'" + (" (allow_row_drop)" if allow else "")
+    print(f"mlstack run: {shown}  (full log: {_shown(log)})", flush=True)
     started = time.time()
     with DagsterInstance.get() as instance:
         with log.open("ab") as log_file:
             # a session of its own: `dg`, the run and what it started are stopped together
             process = subprocess.Popen(
-                launch_command(),
+                launch_command(selection, allow),
                 cwd=REPO_ROOT,
                 env=dg_environment(),
                 stdin=subprocess.DEVNULL,
@@ -512,6 +522,88 @@ def stop_run(process: subprocess.Popen, instance: Any, run_id: str | None) -> li
     return lines
 
 
+def versions(args: argparse.Namespace) -> int:
+    """`mlstack versions <table>`: the versions of a published table, newest first."""
+    from mlstack_assets.lake import Lake
+    from mlstack_assets.lake.versions import VERSIONED_TABLES, current_version_id
+    from mlstack_assets.lake.versions import versions as versions_of
+
+    if args.table not in VERSIONED_TABLES:
+        print(f"mlstack versions: {args.table!r} has no versions; the versioned tables are"
+              f" {', '.join(VERSIONED_TABLES)}", file=sys.stderr)  # fmt: skip
+        return 2
+    lake = Lake(load_settings().lake)
+    listed = versions_of(lake, args.table)
+    current = current_version_id(lake, args.table)
+    if args.json:
+        documents = [{**v.manifest, "current": v.id == current} for v in listed]
+        print(json.dumps(documents, indent=2, sort_keys=True))
+        return 0
+    if not listed:
+        print(f"{args.table}: no versions in {lake.root} yet")
+        return 0
+    print(f"{'':2}{'version':<26}{'created (UTC)':<21}{'run':<10}{'rows':>9}  checks  inputs")
+    for version in listed:
+        mark = "*" if version.id == current else " "
+        created = version.manifest.get("created_at", "")[:19].replace("T", " ")
+        inputs = ", ".join(f"{t} {v}" for t, v in sorted(version.inputs.items())) or "-"
+        checks = len(version.manifest.get("checks_passed", []))
+        run = str(version.manifest.get("run_id", ""))[:8]
+        row = f"{mark:2}{version.id:<26}{created:<21}{run:<10}{version.rows:>9}  {checks:>6}"
+        print(f"{row}  {inputs}")
+    print(f"\n* the version {settings_table(args.table)} holds now (current)")
+    return 0
+
+
+def settings_table(table: str) -> str:
+    settings = load_settings()
+    return f"{settings.dataset}.{table}"
+
+
+def rollback(args: argparse.Namespace) -> int:
+    """`mlstack rollback <table> --to <version>`: restore, record, and optionally rebuild
+    what depends on it."""
+    ensure_dagster_home()
+    from dagster import DagsterInstance
+
+    from mlstack_assets.lake.restore import restore
+    from mlstack_assets.lake.versions import VersionError
+    from mlstack_assets.warehouse import build_warehouse_resources
+
+    settings = load_settings()
+    warehouse = build_warehouse_resources(settings)["warehouse"]
+    try:
+        restored = restore(args.table, args.to, settings.lake, warehouse)
+    except VersionError as error:
+        print(f"mlstack rollback: {error}", file=sys.stderr)
+        return 1
+    with DagsterInstance.get() as instance:
+        instance.report_runless_asset_event(restored.materialization())
+    downstream = downstream_of(args.table)
+    print(
+        f"{args.table}: restored version {restored.version.id} ({restored.version.rows} rows;"
+        f" it held {restored.previous or 'no version'}); recorded in the Dagster instance"
+    )
+    if not args.with_downstream:
+        if downstream:
+            print(f"stale now (rebuild with --with-downstream): {', '.join(downstream)}")
+        return 0
+    args.select = ",".join(downstream)
+    args.allow_row_drop = False
+    return run(args)
+
+
+def downstream_of(table: str) -> list[str]:
+    """The assets that depend on `table`, to rebuild after it was restored."""
+    from dagster import AssetKey, AssetSelection
+
+    from mlstack_assets.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    keys = AssetSelection.assets(AssetKey(table)).downstream().resolve(graph)
+    return sorted(key.to_user_string() for key in keys if key != AssetKey(table))
+
+
 def airbyte_setup(_: argparse.Namespace) -> int:
     from mlstack_assets.ingestion.airbyte_setup import AirbyteSetup, AirbyteSetupError
 
@@ -540,7 +632,34 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument(
         "-v", "--verbose", action="store_true", help="show the tracebacks of failed steps"
     )
+    run_parser.add_argument(
+        "--select", default="*", help="the assets to materialize (a Dagster selection; default *)"
+    )
+    run_parser.add_argument(
+        "--allow-row-drop",
+        action="store_true",
+        help="publish raw tables and labeled_projects even if they lost more rows than"
+        " MLSTACK_MAX_ROW_DROP_PERCENT (a deliberate shrink; recorded)",
+    )
     run_parser.set_defaults(func=run)
+    versions_parser = commands.add_parser(
+        "versions", help="list the versions of a published table, newest first"
+    )
+    versions_parser.add_argument("table")
+    versions_parser.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    versions_parser.set_defaults(func=versions)
+    rollback_parser = commands.add_parser(
+        "rollback", help="restore a published table to one of its versions"
+    )
+    rollback_parser.add_argument("table")
+    rollback_parser.add_argument("--to", required=True, help="the version id (or a prefix)")
+    rollback_parser.add_argument(
+        "--with-downstream",
+        action="store_true",
+        help="then rebuild what depends on it, through the graph and all its checks",
+    )
+    rollback_parser.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
+    rollback_parser.set_defaults(func=rollback)
     commands.add_parser(
         "airbyte-setup", help="create or update the Airbyte sources, destination and connections"
     ).set_defaults(func=airbyte_setup)

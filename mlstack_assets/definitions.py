@@ -9,6 +9,7 @@ from dagster import BetaWarning, Definitions, PreviewWarning, multiprocess_execu
 from mlstack_assets.automation.definitions import build_automation_definitions
 from mlstack_assets.automation.freshness import with_freshness_policies
 from mlstack_assets.ingestion.definitions import build_ingestion_definitions
+from mlstack_assets.lake.definitions import build_lake_definitions
 from mlstack_assets.ml.definitions import build_ml_definitions
 from mlstack_assets.settings import Settings, load_settings
 from mlstack_assets.transform.definitions import build_transform_definitions
@@ -36,6 +37,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         build_transform_definitions(settings),
         build_ml_definitions(settings),
         build_automation_definitions(settings),
+        build_lake_definitions(settings),
         Definitions(resources=build_warehouse_resources(settings), executor=executor),
     )
     return with_freshness_policies(defs, settings)
