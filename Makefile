@@ -20,9 +20,9 @@ $(INSTALLED): pyproject.toml setup.py requirements-lock.txt Makefile
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-lock.txt -e ".[test,bench]"
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp deploy/dagster.yaml $@
 
 # Python packages, the Dagster instance, the Airbyte connector and the dbt manifest.
 setup: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml

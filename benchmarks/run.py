@@ -154,7 +154,7 @@ def run_variant(
     if variant in ("mlstack", BQ_EMULATOR_VARIANT):
         home = workdir / "dagster_home"
         home.mkdir()
-        shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(REPO_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
         env["DAGSTER_HOME"] = str(home)
         command = materialize_command()
         _, wall, peak, timeline = measure(command, env)

@@ -45,11 +45,12 @@ AUTOMATION_TAG_PREFIXES = ("dagster/sensor_name", "dagster/schedule_name", "dags
 
 
 def ensure_dagster_home() -> Path:
-    """Use `$DAGSTER_HOME`, or `.mlstack/dagster_home`; give it the repo's dagster.yaml."""
+    """Use `$DAGSTER_HOME`, or `.mlstack/dagster_home`; give it the repo's instance configuration
+    (deploy/dagster.yaml)."""
     home = load_settings().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(REPO_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)  # for Dagster, here and in `dg`
     return home
 
@@ -152,15 +153,13 @@ class RunProgress:
 
         A step can start and finish between two polls: both are returned, in order.
         """
-        from dagster import DagsterEventType
 
-        types = {DagsterEventType(name) for name in self.TYPES}
         changed: list[tuple[str, StepProgress]] = []
         while True:
             # every record: the step events above, and the log lines that say what a step
             # waits for (the warehouse lock, a pool slot), shown as they come
             connection = self.instance.get_records_for_run(
-                self.run_id, cursor=self.cursor, limit=500
+                self.run_id, cursor=self.cursor, of_type=None, limit=500
             )
             for record in connection.records:
                 entry = record.event_log_entry
@@ -170,7 +169,7 @@ class RunProgress:
                             ("note", StepProgress(entry.step_key or "", message=entry.user_message))
                         )
                     continue
-                if entry.dagster_event.event_type not in types:
+                if entry.dagster_event.event_type_value not in self.TYPES:
                     continue
                 step = self._apply(entry)
                 if step is not None:
@@ -342,7 +341,10 @@ def format_summary(summary: RunSummary, elapsed: float, verbose: bool = False) -
         if asset.failed:
             checks += f", {len(asset.failed)} FAILED ({', '.join(asset.failed)})"
         rows = "" if asset.rows is None else str(asset.rows)
-        lines.append(f"{key:<28}{rows:>8}  {checks}")
+        if asset.view:  # no rows of its own; checks only if it has some
+            rows = "view"
+            checks = checks if asset.passed or asset.warned or asset.failed else ""
+        lines.append(f"{key:<28}{rows:>8}  {checks}".rstrip())
     if summary.step_failures:
         lines += ["", "failed steps:"]
         for failure in summary.step_failures:

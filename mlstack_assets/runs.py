@@ -14,6 +14,7 @@ from typing import Any
 @dataclass
 class AssetSummary:
     rows: int | None = None
+    view: bool = False  # a view: no rows of its own, no checks
     passed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
@@ -109,6 +110,8 @@ def summarize_run(instance: Any, run_id: str) -> RunSummary:
             rows = materialization.metadata.get("dagster/row_count")
             summary = assets[materialization.asset_key.to_user_string()]
             summary.rows = rows.value if rows is not None else summary.rows
+            relation = materialization.metadata.get("relation")
+            summary.view = relation is not None and relation.value == "view"
         elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             summary = assets[evaluation.asset_key.to_user_string()]

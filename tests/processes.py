@@ -12,7 +12,7 @@ from tests.conftest import REPO_ROOT
 def dagster_home(path: Path) -> Path:
     """A fresh DAGSTER_HOME with the repo's instance configuration."""
     path.mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "dagster.yaml", path / "dagster.yaml")
+    shutil.copy(REPO_ROOT / "deploy" / "dagster.yaml", path / "dagster.yaml")
     return path
 
 

@@ -200,6 +200,8 @@ def test_run_summary_lists_rows_per_table_and_check_outcomes(stack: Stack):
     assert any(
         line.split()[:2] == ["labeled_projects", str(len(PROJECTS))] for line in text.splitlines()
     )
+    # a view is shown as one, without a check count it does not have
+    assert "stg_mlops_course__projects      view" in text.splitlines()
 
 
 def test_run_summary_of_a_failed_run_names_the_failing_source(stack: Stack):

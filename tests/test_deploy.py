@@ -39,13 +39,15 @@ def _copy_image_files(root: Path) -> None:
     for line in DOCKERFILE.read_text().splitlines():
         if not line.startswith("COPY "):
             continue
-        *sources, _ = line[5:].split()
+        *sources, destination = line[5:].split()
         for source in sources:
             path = REPO_ROOT / source
+            # Docker: into a directory (`./`) by name, else to the destination given
+            target = root / (Path(source).name if destination.endswith("/") else destination)
             if path.is_dir():
-                shutil.copytree(path, root / source, ignore=shutil.ignore_patterns("target"))
+                shutil.copytree(path, target, ignore=shutil.ignore_patterns("target"))
             else:
-                shutil.copy(path, root / source)
+                shutil.copy(path, target)
 
 
 def test_the_image_parses_at_start_up_and_its_code_server_loads_without_parsing(tmp_path):
@@ -58,6 +60,11 @@ def test_the_image_parses_at_start_up_and_its_code_server_loads_without_parsing(
         **_image_env(),
         "MLSTACK_HOME": str(tmp_path / "home"),
         "MLSTACK_BQ_PROJECT": "where-it-runs",  # known only at start-up
+        # what the deployment's secrets provide (the Helm values' envSecrets)
+        "MLSTACK_AIRBYTE_WORKSPACE_ID": "0b1c7c1e-5d2f-4a6e-9a0e-2f4c5d6e7f80",
+        "MLSTACK_AIRBYTE_CLIENT_ID": "client",
+        "MLSTACK_AIRBYTE_CLIENT_SECRET": "secret",
+        "MLSTACK_LAKE": "gs://where-it-runs-lake/mlstack",
     }
     parse, serve = _start_commands()
     assert parse == "python -m mlstack_assets.transform.project"

@@ -104,3 +104,25 @@ def test_a_stale_asset_shows_a_failing_freshness_state(stack: Stack):
     assert {record.freshness_state for record in records.values()} == {FreshnessState.FAIL}
     [untracked] = stack.instance.get_freshness_state_records([AssetKey("ml_dataset")]).values()
     assert untracked.freshness_state == FreshnessState.NOT_APPLICABLE
+
+
+def test_dbt_source_freshness_warns_on_a_raw_table_extracted_too_long_ago(published_stack):
+    from dagster import AssetCheckKey, AssetKey
+
+    published_stack.query_write(
+        "update mlops_course.projects set _airbyte_extracted_at = now()::timestamp - interval 3 day"
+    )
+    keys = {AssetCheckKey(AssetKey(name), "dbt_source_freshness") for name in ("projects", "tags")}
+    job = published_stack.definitions().resolve_implicit_global_asset_job_def()
+
+    result = job.get_subset(asset_selection=set(), asset_check_selection=keys).execute_in_process(
+        instance=published_stack.instance, raise_on_error=False
+    )
+
+    evaluations = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {"projects", "tags"}
+    stale = evaluations["projects"]
+    assert not stale.passed and stale.severity.value == "WARN"
+    assert stale.metadata["status"].value == "warn"
+    assert stale.metadata["age_hours"].value > 71
+    assert evaluations["tags"].passed

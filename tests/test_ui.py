@@ -144,6 +144,8 @@ def test_dg_dev_serves_the_project_without_supersession_or_deprecation_warnings(
     log = dagster_dev.log.read_text().lower()
     assert "superseded" not in log and "deprecat" not in log, log[-3000:]
     assert "virtual environment does not match" not in log
+    # nothing a user cannot act on: no dagster.yaml in the folder next to DAGSTER_HOME's
+    assert "found a dagster instance configuration value" not in log
 
 
 def test_graphql_shows_the_lineage_groups_and_checks(dagster_dev: DagsterDev):

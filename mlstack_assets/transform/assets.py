@@ -52,6 +52,7 @@ from mlstack_assets.transform.upstream import fail_if_upstream_missing
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
+RELATION_METADATA = "relation"  # `view` or `table`: the run summary shows views as views
 GX_SUITE_META = "great_expectations_suite"  # dbt `meta` naming the GX suite that checks a model
 OWNER = "team:mlstack"
 
@@ -101,7 +102,11 @@ def _outputs(
     publish's (the published table, its version); the step's stages on the first."""
     timings = {"seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()})}
     for position, model in enumerate(built.models):
-        metadata = {**model.output.metadata, **published[model.key]}
+        metadata = {
+            **model.output.metadata,
+            **published[model.key],
+            RELATION_METADATA: "view" if model.is_view else "table",
+        }
         version = published[model.key].get("version")
         yield Output(
             value=None,

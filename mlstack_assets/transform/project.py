@@ -26,9 +26,14 @@ def _put_venv_on_path() -> None:
 
 def dbt_vars(settings: Settings) -> dict[str, Any]:
     """What dbt's profile, sources and tests read (`var(...)` in dbt_project/): the
-    settings' values (`Settings.dbt_vars`) and the known tags (accepted_values on `tag`,
-    the same list the GX suites use)."""
-    return {**settings.dbt_vars, "known_tags": known_tags()}
+    settings' values (`Settings.dbt_vars`), the known tags (accepted_values on `tag`, the
+    same list the GX suites use) and the freshness window."""
+    return {
+        **settings.dbt_vars,
+        "known_tags": known_tags(),
+        # dbt source freshness warns past the age the Dagster freshness policy allows
+        "freshness_max_age_minutes": round(settings.freshness_max_age_hours * 60),
+    }
 
 
 def dbt_vars_args(settings: Settings, **overrides: Any) -> list[str]:
