@@ -20,22 +20,28 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from mlstack_assets.runs import (
     AssetSummary,
+    RunProgress,
     RunSummary,
     StepFailure,
-    check_outcome,
-    failure_message,
-    planned_asset,
+    StepProgress,
     summarize_run,
 )
 from mlstack_assets.settings import REPO_ROOT, load_settings
 
-__all__ = ["AssetSummary", "RunSummary", "StepFailure", "format_summary", "summarize_run"]
+__all__ = [
+    "AssetSummary",
+    "RunProgress",
+    "RunSummary",
+    "StepFailure",
+    "StepProgress",
+    "format_summary",
+    "summarize_run",
+]
 
 POLL_SECONDS = 0.5
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -84,151 +90,6 @@ def dg_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- progress
-
-
-@dataclass
-class StepProgress:
-    """One step of the run, as its events arrive."""
-
-    key: str
-    started: float = 0.0
-    finished: float | None = None
-    status: str = "running"  # running | ok | failed | skipped
-    assets: list[str] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
-    checks: dict[str, int] = field(default_factory=lambda: {"passed": 0, "warned": 0, "failed": 0})
-    failed_checks: list[str] = field(default_factory=list)
-    message: str = ""
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished or time.time()) - self.started
-
-    def label(self) -> str:
-        return self.key
-
-    def outcome(self) -> str:
-        """Rows and checks, e.g. `955 rows, 12/12 checks passed`."""
-        parts = []
-        if len(self.rows) == 1 and list(self.rows) == [self.key]:
-            parts.append(f"{self.rows[self.key]} rows")
-        else:
-            parts += [f"{asset} {rows} rows" for asset, rows in self.rows.items()]
-        total = sum(self.checks.values())
-        if total:
-            text = f"{self.checks['passed']}/{total} checks passed"
-            if self.checks["warned"]:
-                text += f", {self.checks['warned']} warned"
-            if self.failed_checks:
-                text += f", {len(self.failed_checks)} failed: {', '.join(self.failed_checks)}"
-            parts.append(text)
-        if self.status == "failed" and not self.failed_checks and self.message:
-            parts.append(self.message.splitlines()[0][:120])
-        return ", ".join(parts)
-
-
-class RunProgress:
-    """Follows one run's events in the instance and turns them into step updates."""
-
-    TYPES = (
-        "ASSET_MATERIALIZATION_PLANNED",
-        "ASSET_CHECK_EVALUATION_PLANNED",
-        "STEP_START",
-        "STEP_SUCCESS",
-        "STEP_FAILURE",
-        "STEP_SKIPPED",
-        "ASSET_MATERIALIZATION",
-        "ASSET_CHECK_EVALUATION",
-    )
-
-    def __init__(self, instance: Any, run_id: str) -> None:
-        self.instance = instance
-        self.run_id = run_id
-        self.cursor: str | None = None
-        self.steps: dict[str, StepProgress] = {}
-        self.planned: dict[str, list[str]] = {}
-
-    def poll(self) -> list[tuple[str, StepProgress]]:
-        """Read the events since the last poll: `("start" | "finish", step)` in order.
-
-        A step can start and finish between two polls: both are returned, in order.
-        """
-
-        changed: list[tuple[str, StepProgress]] = []
-        while True:
-            # every record: the step events above, and the log lines that say what a step
-            # waits for (the warehouse lock, a pool slot), shown as they come
-            connection = self.instance.get_records_for_run(
-                self.run_id, cursor=self.cursor, of_type=None, limit=500
-            )
-            for record in connection.records:
-                entry = record.event_log_entry
-                if entry.dagster_event is None:
-                    if is_wait_note(entry.user_message):
-                        changed.append(
-                            ("note", StepProgress(entry.step_key or "", message=entry.user_message))
-                        )
-                    continue
-                if entry.dagster_event.event_type_value not in self.TYPES:
-                    continue
-                step = self._apply(entry)
-                if step is not None:
-                    changed.append(step)
-            self.cursor = connection.cursor
-            if not connection.has_more:
-                return changed
-
-    def _apply(self, entry: Any) -> tuple[str, StepProgress] | None:
-        event = entry.dagster_event
-        if event is None:
-            return None
-        kind = event.event_type_value
-        step_key = event.step_key or ""
-        if kind in ("ASSET_MATERIALIZATION_PLANNED", "ASSET_CHECK_EVALUATION_PLANNED"):
-            self.planned.setdefault(step_key, []).append(planned_asset(event))
-            return None
-        if kind == "STEP_START":
-            step = StepProgress(step_key, started=entry.timestamp)
-            step.assets = self.planned.get(step_key, [])
-            self.steps[step_key] = step
-            return "start", step
-        step = self.steps.setdefault(step_key, StepProgress(step_key, started=entry.timestamp))
-        if kind == "ASSET_MATERIALIZATION":
-            materialization = event.step_materialization_data.materialization
-            rows = materialization.metadata.get("dagster/row_count")
-            if rows is not None:
-                step.rows[materialization.asset_key.to_user_string()] = rows.value
-        elif kind == "ASSET_CHECK_EVALUATION":
-            evaluation = event.event_specific_data
-            outcome = check_outcome(evaluation)
-            step.checks[outcome] += 1
-            if outcome == "failed":
-                step.failed_checks.append(evaluation.check_name)
-        elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
-            step.finished = entry.timestamp
-            step.status = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "failed"}.get(kind, "skipped")
-            if kind == "STEP_FAILURE":
-                step.message = failure_message(event.step_failure_data.error)[0]
-            return "finish", step
-        return None
-
-    def not_run(self) -> list[str]:
-        """Planned steps that never started (their upstream failed)."""
-        return [key for key in self.planned if key and key not in self.steps]
-
-
-WAIT_NOTES = (
-    "waiting for",
-    "waiting to ",
-    "gave up waiting",
-    "got the warehouse lock",
-    "got a slot",
-)
-
-
-def is_wait_note(message: str) -> bool:
-    """A log line about a wait (for the warehouse lock, a pool slot): shown on screen."""
-    return any(note in message for note in WAIT_NOTES)
 
 
 SYMBOLS = {

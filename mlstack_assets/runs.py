@@ -1,11 +1,16 @@
-"""What a run did, read back from the Dagster instance: rows, checks, failed steps.
+"""What a run did, read from its events in the Dagster instance: one reader for all.
 
-`mlstack run` prints it as its summary and the failure alerts send it, so both say the
-same thing about a run: which step failed, on which assets, which checks failed, and why.
+`RunProgress` reads a run's events (as they come, or all at once) into its steps (when
+each started and ended, rows, checks, failures) and its assets (rows, check outcomes).
+`mlstack run`'s live display follows a run with it, and `summarize_run` (the summary
+`mlstack run` prints and the failure alerts send) reads a finished run with the same
+reader, so both say the same thing about a run: which step failed, on which assets,
+which checks failed, and why.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,46 +91,179 @@ def check_outcome(evaluation: Any) -> str:
     return "warned" if evaluation.severity.value == "WARN" else "failed"
 
 
+@dataclass
+class StepProgress:
+    """One step of the run, as its events arrive."""
+
+    key: str
+    started: float = 0.0
+    finished: float | None = None
+    status: str = "running"  # running | ok | failed | skipped
+    assets: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, int] = field(default_factory=lambda: {"passed": 0, "warned": 0, "failed": 0})
+    failed_checks: list[str] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.time()) - self.started
+
+    def label(self) -> str:
+        return self.key
+
+    def outcome(self) -> str:
+        """Rows and checks, e.g. `955 rows, 12/12 checks passed`."""
+        parts = []
+        if len(self.rows) == 1 and list(self.rows) == [self.key]:
+            parts.append(f"{self.rows[self.key]} rows")
+        else:
+            parts += [f"{asset} {rows} rows" for asset, rows in self.rows.items()]
+        total = sum(self.checks.values())
+        if total:
+            text = f"{self.checks['passed']}/{total} checks passed"
+            if self.checks["warned"]:
+                text += f", {self.checks['warned']} warned"
+            if self.failed_checks:
+                text += f", {len(self.failed_checks)} failed: {', '.join(self.failed_checks)}"
+            parts.append(text)
+        if self.status == "failed" and not self.failed_checks and self.message:
+            parts.append(self.message.splitlines()[0][:120])
+        return ", ".join(parts)
+
+
+class RunProgress:
+    """Reads one run's events from the instance: its steps and its assets, as they come."""
+
+    TYPES = (
+        "ASSET_MATERIALIZATION_PLANNED",
+        "ASSET_CHECK_EVALUATION_PLANNED",
+        "STEP_START",
+        "STEP_SUCCESS",
+        "STEP_FAILURE",
+        "STEP_SKIPPED",
+        "ASSET_MATERIALIZATION",
+        "ASSET_CHECK_EVALUATION",
+        "RUN_FAILURE",
+    )
+
+    def __init__(self, instance: Any, run_id: str) -> None:
+        self.instance = instance
+        self.run_id = run_id
+        self.cursor: str | None = None
+        self.steps: dict[str, StepProgress] = {}
+        self.planned: dict[str, list[str]] = {}
+        self.assets: dict[str, AssetSummary] = defaultdict(AssetSummary)
+        self.failures: list[StepFailure] = []
+
+    def poll(self) -> list[tuple[str, StepProgress]]:
+        """Read the events since the last poll: `("start" | "finish", step)` in order.
+
+        A step can start and finish between two polls: both are returned, in order.
+        """
+
+        changed: list[tuple[str, StepProgress]] = []
+        while True:
+            # every record: the step events above, and the log lines that say what a step
+            # waits for (the warehouse lock, a pool slot), shown as they come
+            connection = self.instance.get_records_for_run(
+                self.run_id, cursor=self.cursor, of_type=None, limit=500
+            )
+            for record in connection.records:
+                entry = record.event_log_entry
+                if entry.dagster_event is None:
+                    if is_wait_note(entry.user_message):
+                        changed.append(
+                            ("note", StepProgress(entry.step_key or "", message=entry.user_message))
+                        )
+                    continue
+                if entry.dagster_event.event_type_value not in self.TYPES:
+                    continue
+                step = self._apply(entry)
+                if step is not None:
+                    changed.append(step)
+            self.cursor = connection.cursor
+            if not connection.has_more:
+                return changed
+
+    def _apply(self, entry: Any) -> tuple[str, StepProgress] | None:
+        event = entry.dagster_event
+        if event is None:
+            return None
+        kind = event.event_type_value
+        step_key = event.step_key or ""
+        if kind in ("ASSET_MATERIALIZATION_PLANNED", "ASSET_CHECK_EVALUATION_PLANNED"):
+            planned = self.planned.setdefault(step_key, [])
+            if planned_asset(event) not in planned:
+                planned.append(planned_asset(event))
+            return None
+        if kind == "RUN_FAILURE":
+            if not self.failures:  # a run that failed outside any step (its definitions...)
+                error = getattr(event.event_specific_data, "error", None)
+                message, trace = failure_message(error) if error else (event.message or "", "")
+                self.failures.append(StepFailure("run", [], message or "run failed", trace))
+            return None
+        if kind == "STEP_START":
+            step = StepProgress(step_key, started=entry.timestamp)
+            step.assets = self.planned.get(step_key, [])
+            self.steps[step_key] = step
+            return "start", step
+        step = self.steps.setdefault(step_key, StepProgress(step_key, started=entry.timestamp))
+        if kind == "ASSET_MATERIALIZATION":
+            materialization = event.step_materialization_data.materialization
+            asset = self.assets[materialization.asset_key.to_user_string()]
+            rows = materialization.metadata.get("dagster/row_count")
+            if rows is not None:
+                step.rows[materialization.asset_key.to_user_string()] = rows.value
+                asset.rows = rows.value
+            relation = materialization.metadata.get("relation")
+            asset.view = relation is not None and relation.value == "view"
+        elif kind == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            outcome = check_outcome(evaluation)
+            step.checks[outcome] += 1
+            if outcome == "failed":
+                step.failed_checks.append(evaluation.check_name)
+            asset = self.assets[evaluation.asset_key.to_user_string()]
+            getattr(asset, outcome).append(evaluation.check_name)
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
+            step.finished = entry.timestamp
+            step.status = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "failed"}.get(kind, "skipped")
+            if kind == "STEP_FAILURE":
+                message, trace = failure_message(event.step_failure_data.error)
+                step.message = message
+                assets = self.planned.get(step_key, [])
+                self.failures.append(StepFailure(step_key, assets, message, trace))
+            return "finish", step
+        return None
+
+    def not_run(self) -> list[str]:
+        """Planned steps that never started (their upstream failed)."""
+        return [key for key in self.planned if key and key not in self.steps]
+
+
 def summarize_run(instance: Any, run_id: str) -> RunSummary:
     """Rows per materialized asset, check outcomes and step failures, from the event log."""
-    from dagster import DagsterEventType
-
+    progress = RunProgress(instance, run_id)
+    progress.poll()
     run = instance.get_run_by_id(run_id)
-    assets: dict[str, AssetSummary] = defaultdict(AssetSummary)
-    planned: dict[str, list[str]] = defaultdict(list)  # step -> the assets it materializes
-    failures: list[StepFailure] = []
-    for record in instance.all_logs(run_id):
-        event = record.dagster_event
-        if event is None:
-            continue
-        if event.event_type in (
-            DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-            DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
-        ):
-            assets_of_step = planned[event.step_key or ""]
-            if planned_asset(event) not in assets_of_step:
-                assets_of_step.append(planned_asset(event))
-        elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-            materialization = event.step_materialization_data.materialization
-            rows = materialization.metadata.get("dagster/row_count")
-            summary = assets[materialization.asset_key.to_user_string()]
-            summary.rows = rows.value if rows is not None else summary.rows
-            relation = materialization.metadata.get("relation")
-            summary.view = relation is not None and relation.value == "view"
-        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            summary = assets[evaluation.asset_key.to_user_string()]
-            getattr(summary, check_outcome(evaluation)).append(evaluation.check_name)
-        elif event.event_type == DagsterEventType.STEP_FAILURE:
-            message, traceback = failure_message(event.step_failure_data.error)
-            step = event.step_key or ""
-            failures.append(StepFailure(step, planned.get(step, []), message, traceback))
-        elif event.event_type == DagsterEventType.RUN_FAILURE and not failures:
-            # a run that failed outside any step (e.g. its definitions did not load)
-            data = event.event_specific_data
-            error = getattr(data, "error", None)
-            message, traceback = failure_message(error) if error else (event.message or "", "")
-            failures.append(StepFailure("run", [], message or "run failed", traceback))
     return RunSummary(
-        run_id=run_id, status=run.status.value, assets=dict(assets), step_failures=failures
+        run_id=run_id,
+        status=run.status.value,
+        assets=dict(progress.assets),
+        step_failures=list(progress.failures),
     )
+
+
+WAIT_NOTES = (
+    "waiting for",
+    "waiting to ",
+    "gave up waiting",
+    "got the warehouse lock",
+    "got a slot",
+)
+
+
+def is_wait_note(message: str) -> bool:
+    """A log line about a wait (for the warehouse lock, a pool slot): shown on screen."""
+    return any(note in message for note in WAIT_NOTES)

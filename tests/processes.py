@@ -17,11 +17,16 @@ def dagster_home(path: Path) -> Path:
 
 
 def offline(command: list[str]) -> list[str]:
-    """`command` in its own network namespace (no network at all) when the OS allows it."""
+    """`command` in its own network namespace (no network at all) when the OS allows it.
+    With `CI` set, a refused namespace fails the test instead of running with network."""
     if shutil.which("unshare"):
         probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
         if probe.returncode == 0:
             return ["unshare", "--net", *command]
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false"):
+        import pytest
+
+        pytest.fail("no network namespace (unshare --net was refused): cannot run offline")
     return command
 
 
