@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.mlstack/dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: setup run test dev bench bench-peers airbyte-setup browser lint lock clean \
+.PHONY: setup run test test-fast dev bench bench-peers airbyte-setup browser lint lock clean \
 	bigquery-emulator bigquery-emulator-serve
 
 # --compile-bytecode: every `dagster`, `dbt` and test process would otherwise compile its
@@ -34,6 +34,10 @@ run: setup
 
 test: setup browser bigquery-emulator bench-peers
 	$(BIN)/pytest
+
+# The tests not marked slow: no CLI, daemon, webserver, browser or emulator processes.
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
 
 # The browser test drives Debian's Chromium (Playwright's own browser downloads are not
 # reachable here). Installed when missing; with CI set, a failed install fails the target
@@ -77,7 +81,7 @@ $(BQEMU_INSTALLED): | $(INSTALLED)
 bigquery-emulator: $(BQEMU_INSTALLED)
 
 # Local demo of the production warehouse: the emulator on 127.0.0.1:9050 (until Ctrl-C);
-# it writes .mlstack/bqemulator/env, to source before `make run` (README, "BigQuery emulator").
+# it writes .mlstack/bqemulator/env, to source before `make run` (docs/production.md).
 bigquery-emulator-serve: setup bigquery-emulator
 	$(BIN)/python -m tests.bigquery_emulator --port $${BQEMU_PORT:-9050}
 

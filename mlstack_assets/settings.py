@@ -118,7 +118,7 @@ class Settings(BaseSettings):
         description="a raw table or labeled_projects losing more rows than this fails",
     )
     duckdb_memory_limit: str = Field(
-        # measured at 1M rows: the run's process tree stays under 1 GB with it (README)
+        # measured at 1M rows: the run's process tree stays under 1 GB with it (docs/benchmark.md)
         "128MB",
         description="DuckDB's working memory in every DuckDB the pipeline opens",
     )

@@ -20,7 +20,7 @@ for the lake) runs its production code path:
   the same bytes, as BigQuery and Cloud Storage do.
 
 The gateway forwards everything to the emulator unchanged, except where the emulator
-diverges from BigQuery (README, "What was run for real"):
+diverges from BigQuery (docs/production.md, "What ran for real"):
 
 - resumable uploads are gathered until the last chunk and passed on as one.
 - load jobs from `gs://` Parquet files in a folder named `key=value` (the lake's
@@ -35,6 +35,15 @@ diverges from BigQuery (README, "What was run for real"):
   `jobs.query` as `jobs.insert` + `getQueryResults` and answers a failed query with an
   HTTP error; the gateway makes exactly those two calls, which bqemulator implements as
   BigQuery does, and turns a failed job into BigQuery's HTTP error.
+- extract jobs to `gs://`: bqemulator writes the file into `BQEMU_GCS_LOCAL_ROOT` without
+  creating its folders, and behind the storage emulator's back (which would not list it);
+  the gateway has it write into a folder of its own and uploads the file through the
+  storage emulator's API to the URI the job named, as BigQuery writes to Cloud Storage.
+- dbt's DDL for a model with an enforced contract, `CREATE OR REPLACE TABLE t (column
+  definitions) OPTIONS() AS (select)`: DuckDB (under bqemulator) cannot parse a column list
+  before `AS`; the gateway drops the list. dbt has already compared the query's columns
+  and types with the contract (its own query before the DDL), so the contract is still
+  checked; only the NOT NULL constraint is not applied on the emulator.
 - multipart uploads whose media part is `Content-Type: */*` (what google-cloud-bigquery
   sends for `load_table_from_dataframe`, i.e. Dagster's BigQuery pandas IO manager):
   bqemulator only accepts a list of concrete types, so the gateway says
@@ -65,7 +74,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from mlstack_assets.settings import REPO_ROOT
 
@@ -142,7 +151,10 @@ class GatewayState:
     uploads_retyped: int = 0
     # where bqemulator reads gs:// objects (BQEMU_GCS_LOCAL_ROOT); None: no lake
     storage_root: Path | None = None
+    storage_endpoint: str = ""  # the storage emulator, where extract jobs' files are uploaded
+    extracts_uploaded: int = 0
     load_uris_linked: int = 0
+    contract_tables_created: int = 0  # tables made by dbt's contract DDL, column list dropped
     # every load job asked for: (destination dataset, table, source format, source URIs)
     loads: list[tuple[str, str, str, list[str]]] = field(default_factory=list)
     resumable: dict[str, bytearray] = field(default_factory=dict)
@@ -151,6 +163,23 @@ class GatewayState:
     # (method, path prefix) -> HTTP statuses the next such calls get instead of an answer
     faults: dict[tuple[str, str], list[int]] = field(default_factory=dict, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+CONTRACT_DDL = re.compile(r"create\s+or\s+replace\s+table\s+(?:`[^`]+`\.?)+\s*\(", re.I)
+
+
+def without_contract_columns(sql: str) -> str | None:
+    """`sql` without the column list after `CREATE OR REPLACE TABLE <name>`, or None when it
+    has none (a plain `CREATE TABLE ... AS`)."""
+    match = CONTRACT_DDL.search(sql)
+    if match is None:
+        return None
+    depth, end = 0, match.end() - 1
+    for end in range(match.end() - 1, len(sql)):
+        depth += {"(": 1, ")": -1}.get(sql[end], 0)
+        if depth == 0:
+            break
+    return sql[: match.end() - 1] + sql[end + 1 :]
 
 
 def _fix_multipart(body: bytes, content_type: str, state: GatewayState) -> bytes:
@@ -264,7 +293,10 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 body = gathered
         if self.command == "POST" and JOBS_PATH.fullmatch(url.path):
-            body = self._without_hive_folders(body)
+            body = self._without_contract_columns(self._without_hive_folders(body))
+            if (json.loads(body or b"{}").get("configuration") or {}).get("extract"):
+                self._extract_through_storage(json.loads(body), headers)
+                return
         if self.command == "POST" and QUERIES_PATH.fullmatch(url.path):
             self._query_as_job(url.path.split("/")[4], json.loads(body or b"{}"), headers)
             return
@@ -302,6 +334,65 @@ class _Handler(BaseHTTPRequestHandler):
         load["sourceUris"] = linked
         return json.dumps(job).encode()
 
+    def _without_contract_columns(self, body: bytes) -> bytes:
+        """A query job's `CREATE OR REPLACE TABLE t (columns) ... AS (select)` (dbt's DDL for a
+        model with an enforced contract) without its column list, which bqemulator's DuckDB
+        cannot parse. dbt has compared the query's columns with the contract before."""
+        job = json.loads(body or b"{}")
+        query = (job.get("configuration") or {}).get("query") or {}
+        rewritten = without_contract_columns(query.get("query") or "")
+        if rewritten is None:
+            return body
+        query["query"] = rewritten
+        with self.server.state.lock:
+            self.server.state.contract_tables_created += 1
+        return json.dumps(job).encode()
+
+    def _extract_through_storage(self, job: dict, headers: dict[str, str]) -> None:
+        """An extract job to `gs://` as Cloud Storage would receive it: bqemulator writes the
+        file into a local folder of its own, and the gateway uploads it through the storage
+        emulator's API to the URI the job named."""
+        state = self.server.state
+        extract = job["configuration"]["extract"]
+        wanted = extract.get("destinationUris") or [extract.get("destinationUri")]
+        if state.storage_root is None or not all(u and u.startswith("gs://") for u in wanted):
+            body = json.dumps(job).encode()
+            self._forward(body, {**headers, "Content-Length": str(len(body))})
+            return
+        local = []
+        for uri in wanted:
+            name = hashlib.sha256(uri.encode()).hexdigest()[:16]
+            path = state.storage_root / "_gateway_extracts" / name / uri.rsplit("/", 1)[-1]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            local.append((uri, path, f"gs://_gateway_extracts/{name}/{path.name}"))
+        extract.pop("destinationUri", None)
+        extract["destinationUris"] = [written for _, _, written in local]
+        status, answer = self._call("POST", self.path, job, headers)
+        if status == 200 and not (answer.get("status") or {}).get("errorResult"):
+            for uri, path, _ in local:
+                bucket, _, key = uri.removeprefix("gs://").partition("/")
+                upload = urlsplit(state.storage_endpoint)
+                connection = http.client.HTTPConnection(upload.hostname, upload.port, timeout=120)
+                try:
+                    name = quote(key, safe="")
+                    connection.request(
+                        "POST",
+                        f"/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}",
+                        body=path.read_bytes(),
+                        headers={"Content-Type": "application/octet-stream"},
+                    )
+                    response = connection.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"upload of {uri} answered HTTP {response.status}")
+                finally:
+                    connection.close()
+                path.unlink()
+                with state.lock:
+                    state.extracts_uploaded += 1
+            extract["destinationUris"] = wanted  # what the client asked for, as BigQuery says
+        self._reply(status, json.dumps(answer).encode(), {"Content-Type": "application/json"})
+
     def _query_as_job(self, project: str, request: dict, headers: dict[str, str]) -> None:
         """`jobs.query` as BigQuery defines it: `jobs.insert`, then `getQueryResults`."""
         if request.get("dryRun"):  # not used by mlstack; bqemulator's own answer
@@ -309,6 +400,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._forward(body, {**headers, "Content-Length": str(len(body))})
             return
         job_id = f"gateway_{secrets.token_hex(8)}"
+        rewritten = without_contract_columns(request.get("query") or "")
+        if rewritten is not None:
+            request = {**request, "query": rewritten}
+            with self.server.state.lock:
+                self.server.state.contract_tables_created += 1
         query_fields = (
             "query", "defaultDataset", "useLegacySql", "useQueryCache", "parameterMode",
             "queryParameters", "connectionProperties", "maximumBytesBilled", "createSession",
@@ -556,7 +652,9 @@ def running_emulator(workdir: Path, port: int | None = None) -> Iterator[BigQuer
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         storage_endpoint, storage_root = stack.enter_context(running_storage_emulator(workdir))
-        emulator = stack.enter_context(_running_bigquery(executable, workdir, port, storage_root))
+        emulator = stack.enter_context(
+            _running_bigquery(executable, workdir, port, storage_root, storage_endpoint)
+        )
         emulator.storage_endpoint = storage_endpoint
         emulator.storage_root = storage_root
         yield emulator
@@ -564,7 +662,7 @@ def running_emulator(workdir: Path, port: int | None = None) -> Iterator[BigQuer
 
 @contextmanager
 def _running_bigquery(
-    executable: Path, workdir: Path, port: int | None, storage_root: Path
+    executable: Path, workdir: Path, port: int | None, storage_root: Path, storage_endpoint: str
 ) -> Iterator[BigQueryEmulator]:
     rest_port, grpc_port = free_port(), free_port()
     log = workdir / "bqemulator.log"
@@ -603,7 +701,9 @@ def _running_bigquery(
     server = None
     try:
         _wait_ready(rest_port, process, log, READY_TIMEOUT)
-        state = GatewayState(emulator_port=rest_port, storage_root=storage_root)
+        state = GatewayState(
+            emulator_port=rest_port, storage_root=storage_root, storage_endpoint=storage_endpoint
+        )
         server = _GatewayServer(port or 0, state)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         endpoint = f"http://127.0.0.1:{server.server_address[1]}"

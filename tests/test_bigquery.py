@@ -156,6 +156,8 @@ def test_labeled_projects_and_ml_splits_equal_the_duckdb_run_row_for_row(
     config = {"ops": {"ml_splits": {"config": {"validation_fraction": 0.3, "test_fraction": 0.3}}}}
     assert published_stack.materialize("ml_splits", run_config=config).success
     big.monkeypatch.setenv("MLSTACK_WAREHOUSE", "bigquery")  # published_stack set duckdb
+    for name, value in big.emulator.environment.items():  # and its own lake
+        big.monkeypatch.setenv(name, value)
     resplit = big.materialize("ml_splits", run_config=config)
     assert resplit.success, failure_messages(resplit)
     duck_resplit, big_resplit = read(published_stack), read(big)
@@ -179,18 +181,17 @@ def test_each_step_used_its_bigquery_path(
             ("_airbyte_extracted_at", "TIMESTAMP"),
             ("_airbyte_meta", "JSON"),
         ]
-        # publish: a table copy job per raw table, replacing the destination
+        # publish: a table copy job per published table, replacing the destination
         copies = {
             job.destination.table_id: job.write_disposition
-            for job in client.list_jobs(all_users=True)
+            for job in client.list_jobs(all_users=True, page_size=10_000)  # bqemulator: one page
             if job.job_type == "copy" and job.destination.dataset_id == DATASET
         }
-        # (labeled_projects too: dbt built it in the audit dataset, the transform audit passed)
-        assert copies == {
-            "projects": "WRITE_TRUNCATE",
-            "tags": "WRITE_TRUNCATE",
-            "labeled_projects": "WRITE_TRUNCATE",
-        }
+        # (labeled_projects and the ML tables too: built in the audit dataset, audited there)
+        assert copies == dict.fromkeys(
+            ["projects", "tags", "labeled_projects", "ml_dataset", "ml_splits", "tag_distribution"],
+            "WRITE_TRUNCATE",
+        )
         # dbt built and tested its models in the audit dataset first
         audited = {t.table_id for t in client.list_tables(f"{DATASET}_audit")}
         assert {"labeled_projects", "ml_splits"} <= audited
@@ -199,7 +200,12 @@ def test_each_step_used_its_bigquery_path(
         assert kinds["stg_mlops_course__projects"] == "VIEW"
         assert kinds["labeled_projects"] == "TABLE"
     # GX validated the BigQuery tables
-    gx = [e for e in result.get_asset_check_evaluations() if e.asset_key == AssetKey("projects")]
+    gx = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == AssetKey("projects") and "expectation" in e.metadata
+    ]
+    assert len(gx) == 12  # the projects suite
     assert {e.metadata["table"].value for e in gx} == {f"{DATASET}_staging.projects"}
     # the BigQuery IO manager: every ML asset is SQL, built and published in the warehouse
     splits = result.asset_materializations_for_node("ml_splits")[0].metadata
@@ -228,6 +234,10 @@ def test_each_step_used_its_bigquery_path(
             ).fetchall()
         assert sorted(stack.query(f"select id from {DATASET}_staging.{source}")) == expected
     assert stack.emulator.gateway.load_uris_linked >= 2
+    # dbt created labeled_projects with its enforced contract's column list
+    assert stack.emulator.gateway.contract_tables_created >= 1
+    # labeled_projects and the ML tables were exported to the lake as versions
+    assert stack.emulator.gateway.extracts_uploaded >= 4
 
 
 WAP_CASES = ("tags without an id column", "duplicate ids", "a project without a tag")
@@ -423,3 +433,34 @@ def test_raw_steps_staging_together_on_a_fresh_dataset_all_succeed(
         assert warehouse.query(f"select id from `{PROJECT}.fresh_race_staging.{stream}`") == [
             (str(position),)
         ]
+
+
+def test_a_published_version_on_bigquery_is_in_the_lake_and_restores(
+    published_bigquery_stack: BigQueryStack,
+):
+    """BigQuery's versions: the publish exported labeled_projects to the `gs://` lake (an
+    extract job), `read_version` reads it back without BigQuery, and a restore (a load job
+    with WRITE_TRUNCATE) brings a damaged published table back to exactly that version."""
+    from mlstack_assets.lake.restore import restore
+    from mlstack_assets.lake.versions import current_version, read_version
+    from mlstack_assets.settings import load_settings
+    from mlstack_assets.warehouse.bigquery import build_bigquery_resources
+
+    stack = published_bigquery_stack
+    lake = stack.emulator.lake
+    version = current_version(Lake(lake), "labeled_projects")
+    assert version is not None and version.data_uri.startswith(f"{lake}/production/")
+    published = rows(stack.query(f"select {LABELED_COLUMNS} from {DATASET}.labeled_projects"))
+    kept = read_version("labeled_projects", version.id, lake=lake)
+    assert sorted(rows(kept[LABELED_COLUMNS.split(", ")].itertuples(index=False))) == sorted(
+        published
+    )
+
+    stack.query(f"delete from {DATASET}.labeled_projects where id > 2")  # an accident
+    assert len(stack.query(f"select id from {DATASET}.labeled_projects")) < len(published)
+    warehouse = build_bigquery_resources(load_settings())["warehouse"]
+    restored = restore("labeled_projects", version.id[:15], lake, warehouse)
+    assert restored.version.id == version.id
+    assert sorted(
+        rows(stack.query(f"select {LABELED_COLUMNS} from {DATASET}.labeled_projects"))
+    ) == sorted(published)

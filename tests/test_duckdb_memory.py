@@ -1,7 +1,7 @@
 """DuckDB's working memory is capped where mlstack runs it (`MLSTACK_DUCKDB_MEMORY_LIMIT`):
 in a step's own connections, the IO manager's, GX's, each extract's and dbt's process.
-DuckDB's default is 80 % of the machine, which at 1M rows put the run over 1 GB (README,
-"Benchmark")."""
+DuckDB's default is 80 % of the machine, which at 1M rows put the run over 1 GB
+(docs/benchmark.md)."""
 
 import json
 import subprocess

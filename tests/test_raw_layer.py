@@ -309,3 +309,36 @@ print("LOADED", sorted(m for m in sys.modules if m == "airbyte" or m.startswith(
     assert "RESULT True" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
     assert "LOADED ['airbyte']" in done.stdout  # only the blocking placeholder
     assert done.returncode == 0
+
+
+def test_a_connector_install_held_by_another_process_is_waited_for_a_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A process killed mid-install releases the lock (the kernel drops it), but one that
+    hangs holding it must not make every later step wait forever: the wait is bounded and
+    the error says what it waited for."""
+    from mlstack_assets.ingestion import connector
+
+    monkeypatch.setattr(connector, "INSTALL_WAIT_SECONDS", 2)
+    lock = tmp_path / ".install.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a');"
+            " fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(connector.ConnectorInstallError) as raised:
+            connector.ensure_connector(tmp_path)
+        assert time.monotonic() - started < 30
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(raised.value)
+    assert "waiting for another process installing airbyte-source-file==0.5.39" in message
+    assert str(lock) in message

@@ -7,17 +7,21 @@ mlstack's), so a sync needs neither Airbyte's connector registry nor Docker.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 CONNECTOR_NAME = "source-file"
 # 0.5.40 and later, as published on PyPI, require `smart-open[all]==<their own version>`,
 # a release that does not exist, so they cannot be installed. 0.5.39 is the newest that can.
 CONNECTOR_VERSION = "0.5.39"
 CONNECTOR_PACKAGE = f"airbyte-source-file=={CONNECTOR_VERSION}"
+# the longest a step waits for another process installing the connector (an install from
+# the package registry takes about a minute here)
+INSTALL_WAIT_SECONDS = 900
 
 
 class ConnectorInstallError(RuntimeError):
@@ -50,9 +54,16 @@ def ensure_connector(install_root: Path) -> Path:
     if marker.exists():
         return executable
     install_root.mkdir(parents=True, exist_ok=True)
-    # Two steps (projects and tags) may ask at once: one installs, the other waits.
-    with (install_root / ".install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # Two steps (projects and tags) may ask at once: one installs, the other waits, bounded.
+    lock = FileLock(install_root / ".install.lock", timeout=INSTALL_WAIT_SECONDS)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConnectorInstallError(
+            f"gave up after {INSTALL_WAIT_SECONDS} s waiting for another process installing"
+            f" {CONNECTOR_PACKAGE} into {venv} (its lock {lock.lock_file} is still held)"
+        ) from None
+    try:
         if marker.exists():
             return executable
         shutil.rmtree(venv, ignore_errors=True)
@@ -77,6 +88,8 @@ def ensure_connector(install_root: Path) -> Path:
                 f"{CONNECTOR_PACKAGE} installed no `{CONNECTOR_NAME}` script"
             )
         marker.write_text(CONNECTOR_VERSION)
+    finally:
+        lock.release()
     return executable
 
 

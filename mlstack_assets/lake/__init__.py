@@ -55,8 +55,12 @@ class Lake:
         if self.is_gcs:
             import gcsfs
 
+            # No listings cache: other processes (steps, runs, BigQuery's extract jobs) write
+            # the lake too, and a cached listing of a folder hides what they added since.
             return gcsfs.GCSFileSystem(
-                requests_timeout=GCS_TIMEOUT_SECONDS, timeout=GCS_TIMEOUT_SECONDS
+                requests_timeout=GCS_TIMEOUT_SECONDS,
+                timeout=GCS_TIMEOUT_SECONDS,
+                use_listings_cache=False,
             )
         import fsspec
 

@@ -73,6 +73,10 @@ class _ProcessFileLock:
     and for whom (at once, then every `LOG_EVERY_SECONDS`), and raises
     `WarehouseLockTimeout` past its timeout. The kernel drops a killed holder's flock, so a
     stale lock cannot block anyone; the next holder reports that it was left behind.
+
+    Plain `fcntl.flock` rather than `filelock`: filelock truncates the lock file as soon as
+    it wins the lock (filelock 3.32, `_finalize_locked_fd`), before its caller can read the
+    details a killed holder left there, which is how that holder gets reported.
     """
 
     POLL_SECONDS = 0.2
