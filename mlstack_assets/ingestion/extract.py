@@ -153,7 +153,7 @@ def extract_connection(request: ExtractRequest, workdir: Path) -> Any:
     memory cap every DuckDB of the pipeline has (`MLSTACK_DUCKDB_MEMORY_LIMIT`)."""
     import duckdb
 
-    from mlstack_assets.warehouse.duckdb import limit_memory
+    from mlstack_assets.duckdb_memory import limit_memory
 
     conn = duckdb.connect()
     limit_memory(conn, request.memory_limit)

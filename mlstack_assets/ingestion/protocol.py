@@ -103,10 +103,9 @@ def read_messages(conn: Any, path: Path) -> Messages:
     rows = conn.execute(
         f"""select type, log.level, log.message, trace.type, trace.error,
        trace.stream_status.status
-from read_ndjson(?, columns = {_MESSAGE_COLUMNS}, ignore_errors = true,
+from read_ndjson({sql_string(str(path))}, columns = {_MESSAGE_COLUMNS}, ignore_errors = true,
                  maximum_object_size = {MAXIMUM_OBJECT_BYTES})
-where type is distinct from 'RECORD'""",
-        [str(path)],
+where type is distinct from 'RECORD'"""  # a literal: binding a value imports pandas
     ).fetchall()
     messages = Messages()
     for kind, level, text, trace_type, error, status in rows:

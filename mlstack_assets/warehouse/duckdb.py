@@ -18,6 +18,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from mlstack_assets.duckdb_memory import limit_memory
 from mlstack_assets.processes import pid_alive
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Exported, TableColumns, Warehouse
@@ -209,15 +210,6 @@ def duckdb_file_lock(database: str | Path) -> _ProcessFileLock:
     path = Path(f"{Path(database).resolve()}.lock")
     with _FILE_LOCKS_GUARD:
         return _FILE_LOCKS.setdefault(path, _ProcessFileLock(path))
-
-
-def limit_memory(conn: Any, memory_limit: str) -> None:
-    """Cap DuckDB's working memory for this database (`Settings.duckdb_memory_limit`).
-
-    A SET, not a connect-time config: a second connection to the file in this process (GX,
-    dbt's adapter) with a different config would be refused ("different configuration").
-    """
-    conn.execute(f"set memory_limit = '{memory_limit}'")
 
 
 def limit_memory_on_checkout(engine: Any, memory_limit: str) -> None:
