@@ -116,3 +116,42 @@ def test_dbt_runs_under_the_limit(settings, expected):
 def test_a_limit_duckdb_cannot_take_is_refused_with_the_variable_named(value):
     with pytest.raises(SettingsError, match="MLSTACK_DUCKDB_MEMORY_LIMIT"):
         load_settings({"MLSTACK_DUCKDB_MEMORY_LIMIT": value})
+
+
+def test_the_records_of_a_large_file_load_under_the_default_limit(tmp_path: Path):
+    """DuckDB's Parquet writer holds a row group (122,880 rows by default) beside the JSON
+    reader's buffers: the records of a 600,000-row file of 300-byte rows ran out of the
+    default 128MB at once, failing every extract of that size (the 1M-row benchmark)."""
+    from mlstack_assets.ingestion import protocol
+    from mlstack_assets.ingestion.extract import ExtractRequest
+
+    default = load_settings({}).duckdb_memory_limit
+    request = ExtractRequest("projects", "unused", "unused", "unused", "r", 1, 0, 1, 1, default)
+    records = tmp_path / "records.jsonl"
+    rows = 600_000
+    with records.open("w") as out:
+        for start in range(0, rows, 10_000):
+            out.write(
+                "".join(
+                    json.dumps(
+                        {
+                            "type": "RECORD",
+                            "record": {
+                                "stream": "projects",
+                                "emitted_at": 1_700_000_000_000,
+                                "data": {"id": str(n), "text": f"project {n}, " + "x" * 250},
+                            },
+                        }
+                    )
+                    + "\n"
+                    for n in range(start, start + 10_000)
+                )
+            )
+
+    with extract_connection(request, tmp_path) as conn:
+        synced = protocol.records_to_parquet(
+            conn, records, [("id", "id"), ("text", "text")], tmp_path / "data.parquet"
+        )
+
+    assert synced == rows
+    assert duckdb.sql(f"select count(*) from '{tmp_path / 'data.parquet'}'").fetchone() == (rows,)

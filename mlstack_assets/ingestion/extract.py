@@ -150,13 +150,18 @@ def _run_connector(
 
 def extract_connection(request: ExtractRequest, workdir: Path) -> Any:
     """The extract's own DuckDB (in memory, spilling into the sync directory), under the
-    memory cap every DuckDB of the pipeline has (`MLSTACK_DUCKDB_MEMORY_LIMIT`)."""
+    memory cap every DuckDB of the pipeline has (`MLSTACK_DUCKDB_MEMORY_LIMIT`), on one
+    thread. The records keep the file's order, so with two threads DuckDB holds what one
+    thread read ahead of the other: a 1M-row extract beside another source's connector ran
+    out of the default 128MB reading its records (alone, it did not). The connector, not
+    DuckDB, is what an extract waits for (one thread reads 1M records in about 1.3 s)."""
     import duckdb
 
     from mlstack_assets.duckdb_memory import limit_memory
 
     conn = duckdb.connect()
     limit_memory(conn, request.memory_limit)
+    conn.execute("set threads = 1")
     conn.execute(f"set temp_directory = '{workdir / 'duckdb.tmp'}'")
     return conn
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlstack_assets.duckdb_memory import PARQUET_COPY_OPTIONS
+
 # the connector writes one record per line: up to twice the longest CSV line (escapes)
 MAXIMUM_OBJECT_BYTES = 16 << 20
 LOG_LINES_KEPT = 500
@@ -142,6 +144,6 @@ select {selected},
 from read_ndjson({sql_string(str(path))}, columns = {{type: 'VARCHAR', record: {record_type}}},
                  maximum_object_size = {MAXIMUM_OBJECT_BYTES})
 where type = 'RECORD'
-) to {sql_string(str(parquet))} (format parquet)"""
+) to {sql_string(str(parquet))} ({PARQUET_COPY_OPTIONS})"""
     ).fetchall()
     return int(rows)

@@ -18,7 +18,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from mlstack_assets.duckdb_memory import limit_memory
+from mlstack_assets.duckdb_memory import PARQUET_COPY_OPTIONS, limit_memory
 from mlstack_assets.processes import pid_alive
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Exported, TableColumns, Warehouse
@@ -301,7 +301,7 @@ class DuckDBWarehouse(Warehouse):
             with self.connection() as conn:
                 [(rows,)] = conn.execute(
                     f"copy (select * from {self.qualified(schema, table)})"
-                    f" to {sql_string(str(parquet))} (format parquet)"
+                    f" to {sql_string(str(parquet))} ({PARQUET_COPY_OPTIONS})"
                 ).fetchall()
             sha256 = file_sha256(parquet)
             lake.put_file(parquet, data_key)
