@@ -141,6 +141,9 @@ def run_variant(
     env = {
         **os.environ,
         "MLSTACK_DUCKDB_PATH": str(workdir / "warehouse.duckdb"),
+        # a lake of its own too: the volume guard compares a publish with the lake's
+        # current version, which a run at another size must not be
+        "MLSTACK_LAKE": str(workdir / "lake"),
         "MLSTACK_PROJECTS_URL": str(sources[0]),
         "MLSTACK_TAGS_URL": str(sources[1]),
         "MLSTACK_WAREHOUSE": "duckdb",

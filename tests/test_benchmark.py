@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,12 @@ def test_generated_sources_are_deterministic_and_shaped_like_the_lessons(tmp_pat
 
 
 def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path):
+    """Each run has a lake of its own: while the benchmark wrote into the lake of the
+    environment, the volume guard compared a run with the last run at another size (a
+    1,000-row run after a 100,000-row one failed row_drop_within_limit), and the user's
+    lake filled with benchmark checkpoints."""
     results = tmp_path / "results"
+    users_lake = tmp_path / "users_lake"
 
     completed = subprocess.run(
         [
@@ -52,9 +58,11 @@ def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path):
         capture_output=True,
         text=True,
         timeout=900,
+        env={**os.environ, "MLSTACK_LAKE": str(users_lake)},
     )
 
     assert completed.returncode == 0, completed.stderr[-3000:]
+    assert not users_lake.exists()
     report = json.loads((results / "latest.json").read_text())
     assert {run["variant"] for run in report["runs"]} == {
         "mlstack",
