@@ -294,8 +294,9 @@ class _Handler(BaseHTTPRequestHandler):
                 body = gathered
         if self.command == "POST" and JOBS_PATH.fullmatch(url.path):
             body = self._without_contract_columns(self._without_hive_folders(body))
-            if (json.loads(body or b"{}").get("configuration") or {}).get("extract"):
-                self._extract_through_storage(json.loads(body), headers)
+            job = json.loads(body or b"{}")
+            if (job.get("configuration") or {}).get("extract"):
+                self._extract_through_storage(job, headers)
                 return
         if self.command == "POST" and QUERIES_PATH.fullmatch(url.path):
             self._query_as_job(url.path.split("/")[4], json.loads(body or b"{}"), headers)
@@ -340,13 +341,22 @@ class _Handler(BaseHTTPRequestHandler):
         cannot parse. dbt has compared the query's columns with the contract before."""
         job = json.loads(body or b"{}")
         query = (job.get("configuration") or {}).get("query") or {}
-        rewritten = without_contract_columns(query.get("query") or "")
-        if rewritten is None:
+        if "query" not in query:
+            return body
+        rewritten = self._contract_columns_dropped(query["query"])
+        if rewritten == query["query"]:
             return body
         query["query"] = rewritten
+        return json.dumps(job).encode()
+
+    def _contract_columns_dropped(self, sql: str) -> str:
+        """`without_contract_columns(sql)`, counted; `sql` itself when it has no list."""
+        rewritten = without_contract_columns(sql)
+        if rewritten is None:
+            return sql
         with self.server.state.lock:
             self.server.state.contract_tables_created += 1
-        return json.dumps(job).encode()
+        return rewritten
 
     def _extract_through_storage(self, job: dict, headers: dict[str, str]) -> None:
         """An extract job to `gs://` as Cloud Storage would receive it: bqemulator writes the
@@ -400,11 +410,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._forward(body, {**headers, "Content-Length": str(len(body))})
             return
         job_id = f"gateway_{secrets.token_hex(8)}"
-        rewritten = without_contract_columns(request.get("query") or "")
-        if rewritten is not None:
-            request = {**request, "query": rewritten}
-            with self.server.state.lock:
-                self.server.state.contract_tables_created += 1
+        request = {**request, "query": self._contract_columns_dropped(request.get("query") or "")}
         query_fields = (
             "query", "defaultDataset", "useLegacySql", "useQueryCache", "parameterMode",
             "queryParameters", "connectionProperties", "maximumBytesBilled", "createSession",

@@ -10,16 +10,19 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 README_MAX_LINES = 250
 
 
+def prose(page: Path) -> str:
+    """The page without its code blocks (a `#` comment there is no heading, `](x)` no link)."""
+    return re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+
+
 def anchors(page: Path) -> set[str]:
     """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces to '-'."""
-    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
-    headings = re.findall(r"^#+\s+(.+?)\s*$", text, flags=re.M)
+    headings = re.findall(r"^#+\s+(.+?)\s*$", prose(page), flags=re.M)
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
 def relative_links(page: Path) -> list[str]:
-    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
-    return [link for link in LINK.findall(text) if not re.match(r"[a-z]+:", link)]
+    return [link for link in LINK.findall(prose(page)) if not re.match(r"[a-z]+:", link)]
 
 
 def test_every_relative_link_in_the_readme_and_docs_resolves():
