@@ -431,10 +431,10 @@ def rollback(args: argparse.Namespace) -> int:
 
     from mlstack_assets.lake.restore import restore
     from mlstack_assets.lake.versions import VersionError
-    from mlstack_assets.warehouse import build_warehouse_resources
+    from mlstack_assets.warehouse.deployment import warehouse_deployment
 
     settings = load_settings()
-    warehouse = build_warehouse_resources(settings)["warehouse"]
+    warehouse = warehouse_deployment(settings).warehouse
     try:
         restored = restore(args.table, args.to, settings.lake, warehouse)
     except VersionError as error:

@@ -466,18 +466,6 @@ class Settings(BaseSettings):
         }
 
     @property
-    def steps_share_a_process(self) -> bool:
-        """A run's steps execute in one process (the in-process executor): on DuckDB,
-        whose file takes one writer at a time, a process per step would add a process start
-        and a code-location load to every step for no parallel write."""
-        return self.warehouse == "duckdb"
-
-    @property
-    def warehouse_pool(self) -> str | None:
-        """Dagster concurrency pool of the steps that touch a DuckDB file (one writer at a time)."""
-        return "duckdb_warehouse" if self.warehouse == "duckdb" else None
-
-    @property
     def warehouse_location(self) -> str:
         """Where the warehouse is, for people: the DuckDB file or the BigQuery project."""
         return str(self.duckdb_path) if self.warehouse == "duckdb" else self.bigquery_project

@@ -65,7 +65,9 @@ def test_gx_and_the_extract_run_under_the_limit(settings, expected, tmp_path):
     warehouse.ensure_dataset("s")
     warehouse.query("create table s.t as select 1 as id")
 
-    datasource, _ = warehouse.gx_table_asset(gx.get_context(mode="ephemeral"), "s", "t")
+    from mlstack_assets.quality.gx_datasource import gx_table_asset
+
+    datasource, _ = gx_table_asset(gx.get_context(mode="ephemeral"), warehouse, "s", "t")
     engine = datasource.get_execution_engine()
     try:
         with engine.get_connection() as conn:
@@ -76,7 +78,9 @@ def test_gx_and_the_extract_run_under_the_limit(settings, expected, tmp_path):
 
     from mlstack_assets.ingestion.definitions import build_airbyte_loader
 
-    loader = build_airbyte_loader(settings)  # what the raw steps' extracts are given
+    loader = build_airbyte_loader(
+        settings, concurrent_extracts=True
+    )  # what the raw steps' extracts are given
     from mlstack_assets.ingestion.sources import source_specs
 
     request = loader.request(source_specs(settings)[0], run_id="r")

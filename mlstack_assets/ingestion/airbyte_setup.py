@@ -7,6 +7,7 @@ so running it again updates them instead of creating duplicates. It prints the c
 ids to export. Credentials are sent to Airbyte, never printed.
 """
 
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -20,7 +21,25 @@ from mlstack_assets.ingestion.server import (
 )
 from mlstack_assets.ingestion.sources import source_specs
 from mlstack_assets.settings import Settings, credential
-from mlstack_assets.warehouse import airbyte_destination_configuration
+
+
+def airbyte_destination_configuration(settings: Settings) -> dict[str, Any]:
+    """The Airbyte server's destination for the configured warehouse (`make airbyte-setup`):
+    BigQuery's staging dataset, or a DuckDB file on the Airbyte host."""
+    if settings.warehouse == "bigquery":
+        configuration: dict[str, Any] = {
+            "destinationType": "bigquery",
+            "project_id": settings.bigquery_project,
+            "dataset_location": settings.bigquery_location,
+            "dataset_id": settings.staging_dataset,
+            "loading_method": {"method": "Standard"},
+        }
+        if settings.google_credentials_path:  # the key goes to Airbyte, never to a log
+            configuration["credentials_json"] = Path(settings.google_credentials_path).read_text()
+        return configuration
+    # A DuckDB destination writes a file on the Airbyte host: it must be the file
+    # MLSTACK_DUCKDB_PATH names here (Airbyte OSS mounts /tmp/airbyte_local as /local).
+    return {"destinationType": "duckdb", "destination_path": settings.airbyte_duckdb_destination}
 
 
 class AirbyteSetupError(RuntimeError):

@@ -45,6 +45,7 @@ from mlstack_assets.quality.suites import Suite, load_suite
 from mlstack_assets.quality.validation import import_great_expectations, validate_table
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
+from mlstack_assets.warehouse.deployment import WarehouseDeployment
 
 INGESTION_GROUP = "ingestion"
 OWNER = "team:mlstack"
@@ -228,7 +229,10 @@ def _failure_from(spec: SourceSpec, error: Exception) -> Failure:
 
 
 def build_raw_asset(
-    spec: SourceSpec, settings: Settings, all_specs: list[SourceSpec]
+    spec: SourceSpec,
+    settings: Settings,
+    all_specs: list[SourceSpec],
+    deployment: WarehouseDeployment,
 ) -> AssetsDefinition:
     """Write (sync into staging), audit (the GX suite, as blocking checks), publish.
 
@@ -248,9 +252,9 @@ def build_raw_asset(
             f" {settings.dataset}.{spec.name}, atomically."
         ),
         group_name=INGESTION_GROUP,
-        kinds={"airbyte", settings.warehouse, "great_expectations"},
+        kinds={"airbyte", deployment.kind, "great_expectations"},
         owners=[OWNER],
-        pool=settings.warehouse_pool,
+        pool=deployment.pool,
         check_specs=[*suite.check_specs(key), volume_check_spec(key)],
     )
     def raw_asset(

@@ -8,9 +8,10 @@ from mlstack_assets.ingestion.assets import build_raw_asset, build_source_file_a
 from mlstack_assets.ingestion.loader import AirbyteLoader
 from mlstack_assets.ingestion.sources import source_specs
 from mlstack_assets.settings import Settings
+from mlstack_assets.warehouse.deployment import WarehouseDeployment
 
 
-def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
+def build_airbyte_loader(settings: Settings, concurrent_extracts: bool) -> AirbyteLoader:
     """The connector run by mlstack by default; an Airbyte server or Cloud when
     MLSTACK_AIRBYTE says so."""
     if settings.airbyte == "embedded":
@@ -24,21 +25,21 @@ def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
             source_deadline_seconds=settings.source_deadline_seconds,
             connector_timeout_seconds=settings.connector_timeout_seconds,
             memory_limit=settings.duckdb_memory_limit,
-            concurrent_extracts=settings.steps_share_a_process,
+            concurrent_extracts=concurrent_extracts,
         )
     from mlstack_assets.ingestion.server import build_server_loader
 
     return build_server_loader(settings)
 
 
-def build_ingestion_definitions(settings: Settings) -> Definitions:
+def build_ingestion_definitions(settings: Settings, deployment: WarehouseDeployment) -> Definitions:
     specs = source_specs(settings)
     return Definitions(
         assets=with_source_code_references(
             [
                 *(build_source_file_asset(spec) for spec in specs),
-                *(build_raw_asset(spec, settings, specs) for spec in specs),
+                *(build_raw_asset(spec, settings, specs, deployment) for spec in specs),
             ]
         ),
-        resources={"airbyte": build_airbyte_loader(settings)},
+        resources={"airbyte": build_airbyte_loader(settings, deployment.steps_share_a_process)},
     )

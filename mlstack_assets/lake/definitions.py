@@ -7,6 +7,7 @@ from mlstack_assets.lake.restore import restore
 from mlstack_assets.lake.versions import VERSIONED_TABLES, VersionError
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
+from mlstack_assets.warehouse.deployment import WarehouseDeployment
 
 
 class RollbackConfig(Config):
@@ -19,8 +20,8 @@ class RollbackConfig(Config):
     )
 
 
-def build_lake_definitions(settings: Settings) -> Definitions:
-    @op(pool=settings.warehouse_pool)
+def build_lake_definitions(settings: Settings, deployment: WarehouseDeployment) -> Definitions:
+    @op(pool=deployment.pool)
     def restore_version(
         context: OpExecutionContext, config: RollbackConfig, warehouse: Warehouse
     ) -> None:

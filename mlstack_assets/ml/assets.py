@@ -48,6 +48,7 @@ from mlstack_assets.quality.outcomes import Audit, CheckOutcome
 from mlstack_assets.quality.suites import known_tags
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
+from mlstack_assets.warehouse.deployment import WarehouseDeployment
 from mlstack_assets.warehouse.relations import AuditedTable, WarehouseTable
 
 ML_GROUP = "ml"
@@ -114,21 +115,21 @@ def publish_if_checks_pass(
     yield from audit.results()
 
 
-def ml_asset(settings: Settings, kind: str = "python") -> Callable[..., Any]:
+def ml_asset(deployment: WarehouseDeployment, kind: str = "python") -> Callable[..., Any]:
     """`@asset` with what every ML asset shares: its group, owner, kinds, warehouse pool and
     eager automation."""
     return functools.partial(
         asset,
         group_name=ML_GROUP,
-        kinds={kind, settings.warehouse},
+        kinds={kind, deployment.kind},
         owners=[OWNER],
-        pool=settings.warehouse_pool,
+        pool=deployment.pool,
         automation_condition=AutomationCondition.eager(),
     )
 
 
-def build_ml_dataset(settings: Settings) -> AssetsDefinition:
-    @ml_asset(settings)(check_specs=checks.check_specs("ml_dataset"))
+def build_ml_dataset(settings: Settings, deployment: WarehouseDeployment) -> AssetsDefinition:
+    @ml_asset(deployment)(check_specs=checks.check_specs("ml_dataset"))
     def ml_dataset(
         context: AssetExecutionContext, labeled_projects: WarehouseTable, warehouse: Warehouse
     ):
@@ -138,7 +139,7 @@ def build_ml_dataset(settings: Settings) -> AssetsDefinition:
         """
         tags = known_tags()
         sql = ml_dataset_sql(labeled_projects.sql_name, warehouse.kind, tags)
-        with warehouse.exclusive():
+        with warehouse.exclusive(purpose="build, audit and publish ml_dataset"):
             [(total, unknown, empty)] = warehouse.query(
                 exclusions_sql(labeled_projects.sql_name, warehouse.kind, tags)
             )
@@ -170,8 +171,8 @@ def build_ml_dataset(settings: Settings) -> AssetsDefinition:
     return ml_dataset
 
 
-def build_ml_splits(settings: Settings) -> AssetsDefinition:
-    @ml_asset(settings)(check_specs=checks.check_specs("ml_splits"))
+def build_ml_splits(settings: Settings, deployment: WarehouseDeployment) -> AssetsDefinition:
+    @ml_asset(deployment)(check_specs=checks.check_specs("ml_splits"))
     def ml_splits(
         context: AssetExecutionContext,
         config: SplitConfig,
@@ -181,7 +182,7 @@ def build_ml_splits(settings: Settings) -> AssetsDefinition:
         """ML: ml_dataset with a `split` column (train / validation / test), stratified by tag."""
         validation, test = config.validation_fraction, config.test_fraction
         sql = ml_splits_sql(ml_dataset.sql_name, warehouse.kind, config.seed, validation, test)
-        with warehouse.exclusive():
+        with warehouse.exclusive(purpose="build, audit and publish ml_splits"):
             audited = warehouse.build_audit_table("ml_splits", sql)
             shares = checks.tag_shares(warehouse.query, audited, validation, test)
             outcomes = [
@@ -214,13 +215,13 @@ def build_ml_splits(settings: Settings) -> AssetsDefinition:
     return ml_splits
 
 
-def build_tag_distribution(settings: Settings) -> AssetsDefinition:
-    @ml_asset(settings, kind="pandas")(check_specs=checks.check_specs("tag_distribution"))
+def build_tag_distribution(settings: Settings, deployment: WarehouseDeployment) -> AssetsDefinition:
+    @ml_asset(deployment, kind="pandas")(check_specs=checks.check_specs("tag_distribution"))
     def tag_distribution(
         context: AssetExecutionContext, ml_splits: WarehouseTable, warehouse: Warehouse
     ):
         """ML: projects per tag and split, as a table and a bar chart (in the metadata)."""
-        with warehouse.exclusive():
+        with warehouse.exclusive(purpose="build, audit and publish tag_distribution"):
             audited = warehouse.build_audit_table(
                 "tag_distribution", tag_distribution_sql(ml_splits.sql_name)
             )
@@ -254,5 +255,9 @@ def build_tag_distribution(settings: Settings) -> AssetsDefinition:
     return tag_distribution
 
 
-def build_ml_assets(settings: Settings) -> list[AssetsDefinition]:
-    return [build_ml_dataset(settings), build_ml_splits(settings), build_tag_distribution(settings)]
+def build_ml_assets(settings: Settings, deployment: WarehouseDeployment) -> list[AssetsDefinition]:
+    return [
+        build_ml_dataset(settings, deployment),
+        build_ml_splits(settings, deployment),
+        build_tag_distribution(settings, deployment),
+    ]

@@ -18,6 +18,7 @@ from typing import Any
 
 from dagster import AssetKey, MetadataValue
 
+from mlstack_assets.quality.gx_datasource import gx_table_asset
 from mlstack_assets.quality.outcomes import Audit, CheckOutcome
 from mlstack_assets.quality.suites import Expectation, Suite
 from mlstack_assets.warehouse import Warehouse
@@ -305,7 +306,7 @@ def _run_checkpoint(
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
-    datasource, table_asset = warehouse.gx_table_asset(context, schema, table)
+    datasource, table_asset = gx_table_asset(context, warehouse, schema, table)
     try:
         batch = table_asset.add_batch_definition_whole_table("whole table")
         gx_suite = context.suites.add(gx.ExpectationSuite(**document))

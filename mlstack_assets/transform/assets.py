@@ -116,7 +116,7 @@ def _outputs(
         )
 
 
-def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinition:
+def build_dbt_assets(project: DbtProject, settings: Settings, pool: str | None) -> AssetsDefinition:
     """One multi-asset for every dbt model: write (dbt build in the audit schema), audit
     (dbt's tests and the GX suite, there), publish (all models at once, atomically)."""
     translator = MlstackDbtTranslator(
@@ -153,7 +153,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
             *(volume_check_spec(s.key) for s in specs if s.key.path[-1] in VOLUME_GUARDED),
         ],
         can_subset=True,
-        pool=settings.warehouse_pool,
+        pool=pool,
         allow_arbitrary_check_specs=True,
     )
     def dbt_models(
@@ -168,7 +168,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
                 context, dbt, warehouse, settings, dbt_check_specs, suites, aliases, parsed
             )
             return
-        with warehouse.exclusive():
+        with warehouse.exclusive(purpose="build, audit and publish the dbt models"):
             selected = context.selected_asset_keys
             fail_if_upstream_missing(selected, parsed, keys_by_unique_id, warehouse)
             started = time.perf_counter()

@@ -20,6 +20,7 @@ from dagster import AssetCheckResult, AssetKey, MetadataValue, Output, get_dagst
 from dagster_dbt import DbtCliInvocation
 
 from mlstack_assets.compat import dbt_events_with_metadata
+from mlstack_assets.transform.dbt_connections import dbt_connections_released
 
 COLUMN_LINEAGE = "dagster/column_lineage"
 logger = get_dagster_logger()
@@ -118,10 +119,8 @@ def run_build(context: Any, dbt: Any, warehouse: Any, args: list[str]) -> DbtBui
     started = time.perf_counter()
     invocation = dbt.cli(args, context=context, raise_on_error=False)
     adapter = dbt.adapter_while_dbt_runs(args)
-    try:
+    with dbt_connections_released(warehouse.kind):
         events = list(_events_with_metadata(invocation, adapter))
-    finally:
-        warehouse.after_dbt()
     manifest = invocation.manifest
     models = []
     for event in events:

@@ -20,6 +20,7 @@ from dagster import (
 
 from mlstack_assets.compat import InstalledDbtCliResource
 from mlstack_assets.settings import Settings
+from mlstack_assets.transform.dbt_connections import dbt_connections_released
 from mlstack_assets.transform.project import dbt_vars_args
 from mlstack_assets.warehouse import Warehouse
 
@@ -27,7 +28,7 @@ CHECK = "dbt_source_freshness"
 SOURCES = ("projects", "tags")
 
 
-def build_source_freshness_check(settings: Settings) -> AssetsDefinition:
+def build_source_freshness_check(settings: Settings, pool: str | None) -> AssetsDefinition:
     @multi_asset_check(
         name="dbt_source_freshness",
         specs=[
@@ -40,29 +41,29 @@ def build_source_freshness_check(settings: Settings) -> AssetsDefinition:
             for source in SOURCES
         ],
         can_subset=True,
-        pool=settings.warehouse_pool,
+        pool=pool,
     )
     def dbt_source_freshness(
         context: AssetCheckExecutionContext, dbt: InstalledDbtCliResource, warehouse: Warehouse
     ):
         selected = sorted(key.asset_key.path[-1] for key in context.selected_asset_check_keys)
         sources = [f"source:mlstack.mlops_course.{name}" for name in selected]
-        with warehouse.exclusive(purpose="run dbt source freshness"):
-            try:
-                invocation = dbt.cli(
-                    [
-                        "source",
-                        "freshness",
-                        "--select",
-                        " ".join(sources),
-                        *dbt_vars_args(settings),
-                    ],
-                    raise_on_error=False,
-                )
-                invocation.wait()
-                results = invocation.get_artifact("sources.json")["results"]
-            finally:
-                warehouse.after_dbt()
+        with (
+            warehouse.exclusive(purpose="run dbt source freshness"),
+            dbt_connections_released(warehouse.kind),
+        ):
+            invocation = dbt.cli(
+                [
+                    "source",
+                    "freshness",
+                    "--select",
+                    " ".join(sources),
+                    *dbt_vars_args(settings),
+                ],
+                raise_on_error=False,
+            )
+            invocation.wait()
+            results = invocation.get_artifact("sources.json")["results"]
         by_name = {result["unique_id"].rsplit(".", 1)[-1]: result for result in results}
         for name in selected:
             result = by_name.get(name, {"status": "error", "error": "dbt reported nothing"})

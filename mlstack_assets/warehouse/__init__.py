@@ -1,24 +1,25 @@
 """The warehouse behind every asset: DuckDB by default, BigQuery in production.
 
-`Warehouse` is everything the pipeline asks of a warehouse: the SQL operations it needs
-(inspect a table, load a lake checkpoint into staging, build an audit table, publish
-atomically), its SQL spellings (`dialect`), the GX datasource that audits a table
-(`gx_table_asset`) and what to do after dbt ran (`after_dbt`). Each
-implementation wraps Dagster's own DuckDB / BigQuery resource, and Python assets store
-their outputs through the matching Dagster IO manager. Only this package knows which
-warehouse it is: `build_warehouse_resources` is the one switch between the two; the
-BigQuery module is imported only when it is chosen (its client libraries are slow to load).
+`Warehouse` is what the pipeline asks of a warehouse and nothing about any one tool: the
+SQL operations it needs (inspect a table, load a lake checkpoint into staging, build an
+audit table, publish atomically, export and restore a version), its SQL spellings
+(`dialect`), holding it for a unit of work (`exclusive`) and how tools reach it through
+SQLAlchemy. Each implementation wraps Dagster's own DuckDB / BigQuery resource, and Python
+assets store their outputs through the matching Dagster IO manager. Which warehouse, with
+which executor, pool and lock, is decided in one place: `deployment.warehouse_deployment`.
+Each tool's adapter lives with its tool and asks the warehouse only what is
+warehouse-specific: GX in `quality/gx_datasource.py`, dbt's in-process connections in
+`transform/dbt_connections.py`, the Airbyte server's destination in
+`ingestion/airbyte_setup.py`.
 """
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource
 
-from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse.dialect import SqlDialect, sql_dialect
 
 if TYPE_CHECKING:
@@ -116,14 +117,14 @@ class Warehouse(ConfigurableResource):
         """Replace `<dataset>.<table>` by the Parquet file at `uri`, atomically (a rollback)."""
         raise NotImplementedError
 
-    def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
-        """A GX SQL datasource on this warehouse in GX `context`, and its table asset for
-        `<schema>.<table>`. The caller closes the datasource's engine when done."""
+    def sqlalchemy_url(self, schema: str) -> str:
+        """The SQLAlchemy URL of the warehouse, for tools that read it through SQLAlchemy
+        (GX: `quality/gx_datasource.py`); `schema` is the default schema where that matters."""
         raise NotImplementedError
 
-    def after_dbt(self) -> None:
-        """Release what dagster-dbt's in-process dbt adapter holds, once dbt's metadata is
-        fetched (nothing, unless the warehouse needs it)."""
+    def prepare_sqlalchemy_engine(self, engine: Any) -> None:
+        """Set up what every connection of a tool's SQLAlchemy `engine` must have (nothing,
+        unless the warehouse needs it)."""
 
     def build_audit_table(self, table: str, sql: str) -> str:
         """Build `<audit>.<table>` from `sql`, replacing any earlier one; return its SQL name.
@@ -134,33 +135,3 @@ class Warehouse(ConfigurableResource):
         name = self.qualified(self.audit_dataset, table)
         self.query(f"create or replace table {name} as\n{sql}")
         return name
-
-
-def build_warehouse_resources(settings: Settings) -> dict[str, Any]:
-    """`warehouse` and `io_manager` for the configured warehouse."""
-    if settings.warehouse == "bigquery":
-        from mlstack_assets.warehouse.bigquery import build_bigquery_resources
-
-        return build_bigquery_resources(settings)
-    from mlstack_assets.warehouse.duckdb import build_duckdb_resources
-
-    return build_duckdb_resources(settings)
-
-
-def airbyte_destination_configuration(settings: Settings) -> dict[str, Any]:
-    """The Airbyte server's destination for the configured warehouse (`make airbyte-setup`):
-    BigQuery's staging dataset, or a DuckDB file on the Airbyte host."""
-    if settings.warehouse == "bigquery":
-        configuration: dict[str, Any] = {
-            "destinationType": "bigquery",
-            "project_id": settings.bigquery_project,
-            "dataset_location": settings.bigquery_location,
-            "dataset_id": settings.staging_dataset,
-            "loading_method": {"method": "Standard"},
-        }
-        if settings.google_credentials_path:  # the key goes to Airbyte, never to a log
-            configuration["credentials_json"] = Path(settings.google_credentials_path).read_text()
-        return configuration
-    # A DuckDB destination writes a file on the Airbyte host: it must be the file
-    # MLSTACK_DUCKDB_PATH names here (Airbyte OSS mounts /tmp/airbyte_local as /local).
-    return {"destinationType": "duckdb", "destination_path": settings.airbyte_duckdb_destination}

@@ -178,11 +178,8 @@ class BigQueryWarehouse(Warehouse):
                 retry=retry,
             ).result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
 
-    def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
-        datasource = context.data_sources.add_bigquery(
-            name="warehouse", connection_string=f"bigquery://{self.project}/{schema}"
-        )
-        return datasource, datasource.add_table_asset(name=table, table_name=table)
+    def sqlalchemy_url(self, schema: str) -> str:
+        return f"bigquery://{self.project}/{schema}"
 
     def ensure_dataset(self, dataset: str) -> None:
         from google.cloud import bigquery

@@ -326,24 +326,11 @@ class DuckDBWarehouse(Warehouse):
                 conn.execute("rollback")
                 raise
 
-    def gx_table_asset(self, context: Any, schema: str, table: str) -> tuple[Any, Any]:
-        from mlstack_assets.compat import gx_duckdb  # noqa: F401  registers add_mlstack_duckdb
+    def sqlalchemy_url(self, schema: str) -> str:
+        return f"duckdb:///{self.path}"
 
-        datasource = context.data_sources.add_mlstack_duckdb(
-            name="warehouse", connection_string=f"duckdb:///{self.path}"
-        )
-        # GX's metric queries run on its execution engine's own SQLAlchemy engine
-        limit_memory_on_checkout(datasource.get_execution_engine().engine, self.memory_limit)
-        return datasource, datasource.add_table_asset(
-            name=table, table_name=table, schema_name=schema
-        )
-
-    def after_dbt(self) -> None:
-        """dbt-duckdb keeps one connection per process open; left open, the next step of
-        this run could not open the file with Dagster's own (differently configured) one."""
-        from mlstack_assets.compat import close_dbt_duckdb_connections
-
-        close_dbt_duckdb_connections()
+    def prepare_sqlalchemy_engine(self, engine: Any) -> None:
+        limit_memory_on_checkout(engine, self.memory_limit)
 
     def ensure_dataset(self, dataset: str) -> None:
         self.query(f'create schema if not exists "{dataset}"')
