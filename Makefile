@@ -35,9 +35,10 @@ run: setup
 test: setup browser bigquery-emulator bench-peers
 	$(BIN)/pytest
 
-# The tests not marked slow: no CLI, daemon, webserver, browser or emulator processes.
+# The unit tests (tests/unit/): pure pieces and the compat fence, no run, no server; under
+# a minute here. `make test` runs them and tests/integration/.
 test-fast: setup
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest tests/unit
 
 # The browser test drives Debian's Chromium (Playwright's own browser downloads are not
 # reachable here). Installed when missing; with CI set, a failed install fails the target
@@ -83,7 +84,7 @@ bigquery-emulator: $(BQEMU_INSTALLED)
 # Local demo of the production warehouse: the emulator on 127.0.0.1:9050 (until Ctrl-C);
 # it writes .mlstack/bqemulator/env, to source before `make run` (docs/production.md).
 bigquery-emulator-serve: setup bigquery-emulator
-	$(BIN)/python -m tests.bigquery_emulator --port $${BQEMU_PORT:-9050}
+	$(BIN)/python -m tests.support.bigquery_emulator --port $${BQEMU_PORT:-9050}
 
 
 # `dg dev`: the webserver and the daemon (sensors, schedules, freshness, alerts). dg expects

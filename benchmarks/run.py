@@ -14,7 +14,7 @@ work, interleaved in one run, each in a fresh process tree on a fresh DuckDB fil
 
 and, at the sizes in `--bigquery-emulator-sizes` (default 1000), mlstack with
 `MLSTACK_WAREHOUSE=bigquery` against the BigQuery emulator (bqemulator on loopback, the
-tests' harness, `tests/bigquery_emulator.py`), each run into a fresh dataset. The emulator
+tests' harness, `tests/support/bigquery_emulator.py`), each run into a fresh dataset. The emulator
 is not BigQuery (DuckDB behind BigQuery's API, on this machine): its figures show what
 mlstack's BigQuery code path costs on the client side, not what BigQuery would take.
 
@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.ExitStack() as stack:
         bigquery_env = None
         if emulated:
-            from tests.bigquery_emulator import running_emulator
+            from tests.support.bigquery_emulator import running_emulator
 
             bigquery_env = stack.enter_context(running_emulator(workdir / "bqemulator")).environment
         for size in sizes:

@@ -57,7 +57,7 @@ def main(workdir: str, size: str, ticks: str) -> None:
     )
     results = {"local": _summary(_time_ticks(int(ticks)), 2)}
 
-    from tests.https_server import Route, start_https_server
+    from tests.support.https_server import Route, start_https_server
 
     server, httpd = start_https_server(root)
     os.environ["REQUESTS_CA_BUNDLE"] = str(server.ca_bundle)

@@ -16,9 +16,9 @@ import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
 from mlstack_assets.settings import REPO_ROOT  # noqa: F401  (the tests import it from here)
-from tests.bigquery_emulator import BigQueryEmulator, running_emulator
-from tests.fixture_data import write_projects, write_tags
-from tests.https_server import HTTPSServer, start_https_server
+from tests.support.bigquery_emulator import BigQueryEmulator, running_emulator
+from tests.support.fixture_data import write_projects, write_tags
+from tests.support.https_server import HTTPSServer, start_https_server
 
 
 @dataclass

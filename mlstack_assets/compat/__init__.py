@@ -1,6 +1,6 @@
 """The private APIs mlstack relies on, fenced in one place.
 
-Each entry says why the public API does not do, and `tests/test_compat.py` fails when
+Each entry says why the public API does not do, and `tests/unit/test_compat.py` fails when
 the dependency changes under it, so an upgrade shows exactly what to revisit. Also here:
 `db_io_manager.py` (Dagster's database IO manager machinery) and `gx_duckdb.py` (a GX
 datasource for DuckDB that keeps its connection, GX's `_connection`), modules of their

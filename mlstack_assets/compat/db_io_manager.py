@@ -4,7 +4,7 @@ Why private: `dagster._core.storage.db_io_manager` (`DbIOManager`, `DbTypeHandle
 `TableSlice`) is what dagster-duckdb's and dagster-gcp's own IO managers are made of, and
 the only way to store a `WarehouseQuery` output as one `CREATE OR REPLACE TABLE ... AS`
 in the warehouse (no DataFrame in Python, no delete-before-write: dagster issue #14091).
-`tests/test_compat.py` checks the methods mlstack overrides are still there.
+`tests/unit/test_compat.py` checks the methods mlstack overrides are still there.
 """
 
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice

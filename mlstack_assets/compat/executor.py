@@ -17,7 +17,7 @@ Why private: Dagster has no public hook into a step's wait for a pool slot. The 
 `InstanceConcurrencyContext.claim` (`dagster/_core/execution/plan/instance_concurrency_
 context.py`), made by `inprocess_execution_iterator` inside `InProcessExecutor.execute`;
 this module subclasses the first and repeats the few lines of the other two with the
-subclass. `tests/test_compat.py` fails if those pieces change shape.
+subclass. `tests/unit/test_compat.py` fails if those pieces change shape.
 """
 
 from __future__ import annotations

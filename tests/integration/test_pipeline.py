@@ -7,7 +7,7 @@ import pandas as pd
 from dagster import AssetKey
 
 from tests.conftest import Stack
-from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects
+from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects
 
 LABELED = "mlops_course.labeled_projects"
 

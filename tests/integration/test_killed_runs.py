@@ -22,10 +22,10 @@ from dagster import DagsterInstance, DagsterRunStatus
 
 from mlstack_assets.cli import materialize_command
 from tests.conftest import REPO_ROOT, Stack
-from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_tags
-from tests.https_server import HTTPSServer, Route
-from tests.processes import dagster_home
-from tests.test_quality import snapshot
+from tests.integration.test_quality import snapshot
+from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_tags
+from tests.support.https_server import HTTPSServer, Route
+from tests.support.processes import dagster_home
 
 pytestmark = pytest.mark.slow
 WAIT_FOR_WORK = 240  # seconds for the killed run to reach the point it is killed at

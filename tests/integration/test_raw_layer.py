@@ -24,9 +24,9 @@ from mlstack_assets.lake.checkpoints import (
     write_checkpoint,
 )
 from tests.conftest import REPO_ROOT, Stack
-from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects, write_tags
-from tests.test_pipeline import failure_messages, materialized_keys
-from tests.test_quality import checks, snapshot
+from tests.integration.test_pipeline import failure_messages, materialized_keys
+from tests.integration.test_quality import checks, snapshot
+from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects, write_tags
 
 
 def lake(stack: Stack) -> Lake:

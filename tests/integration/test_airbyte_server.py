@@ -1,6 +1,6 @@
 """MLSTACK_AIRBYTE=server: dagster-airbyte drives an Airbyte API (a strict loopback stand-in).
 
-No real Airbyte can run here; `tests/airbyte_api.py` answers the documented endpoints and
+No real Airbyte can run here; `tests/support/airbyte_api.py` answers the documented endpoints and
 rejects wrong calls. The sync's data is staged by the stand-in (as Airbyte's destination
 would); the same audit and publish then run as in the embedded mode.
 """
@@ -18,10 +18,10 @@ from dagster._serdes import serialize_value
 
 from mlstack_assets.ingestion.airbyte_setup import AirbyteSetup
 from mlstack_assets.settings import load_settings
-from tests.airbyte_api import CONFIG, REST, FakeAirbyte, start_fake_airbyte
 from tests.conftest import Stack
-from tests.fixture_data import PROJECTS
-from tests.test_pipeline import failure_messages, materialized_keys
+from tests.integration.test_pipeline import failure_messages, materialized_keys
+from tests.support.airbyte_api import CONFIG, REST, FakeAirbyte, start_fake_airbyte
+from tests.support.fixture_data import PROJECTS
 
 
 def stage_like_an_airbyte_destination(warehouse: Path, sources: Path):

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, Stack
-from tests.fixture_data import PROJECT_TAGS, write_tags
-from tests.https_server import HTTPSServer, Route
-from tests.test_pipeline import failure_messages
-from tests.test_quality import snapshot
+from tests.integration.test_pipeline import failure_messages
+from tests.integration.test_quality import snapshot
+from tests.support.fixture_data import PROJECT_TAGS, write_tags
+from tests.support.https_server import HTTPSServer, Route
 
 
 def run_logs(stack: Stack, run_id: str) -> list[str]:
@@ -82,7 +82,7 @@ def test_a_trickling_https_source_fails_at_the_deadline_with_bytes_and_rate(
 def test_the_two_sources_are_read_at_the_same_time(stack: Stack, https_server: HTTPSServer):
     """On DuckDB a run's steps share one process, yet the tags source is fetched while the
     projects source is still arriving: the raw extracts run concurrently."""
-    from tests.fixture_data import write_projects
+    from tests.support.fixture_data import write_projects
 
     projects = write_projects(stack.root / "p.csv").read_bytes()
     https_server.routes["/projects.csv"] = Route(body=projects, slow_after=100)

@@ -5,7 +5,7 @@ is checkpointed in the lake on (emulated) Cloud Storage and loaded into
 `mlops_course_staging` by a Parquet load job from its gs:// URI, the GX suites run as BigQuery
 SQL (sqlalchemy-bigquery), publishing is a copy job, dbt builds on the `bigquery` target
 and the ML assets go through the BigQuery IO manager. Only the endpoint and the (dummy)
-credentials differ; see tests/bigquery_emulator.py for what the emulator needs.
+credentials differ; see tests/support/bigquery_emulator.py for what the emulator needs.
 """
 
 import datetime as dt
@@ -23,12 +23,12 @@ from dagster import AssetKey, ExecuteInProcessResult, instance_for_test
 
 from mlstack_assets.lake import Lake
 from mlstack_assets.lake.checkpoints import checkpoints
-from tests.bigquery_emulator import PROJECT, BigQueryEmulator
 from tests.conftest import REPO_ROOT, BigQueryStack, Stack
-from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
-from tests.processes import dagster_home, stop
-from tests.test_pipeline import failure_messages, materialized_keys
-from tests.test_quality import BAD_INPUTS, materialize_bad_input
+from tests.integration.test_pipeline import failure_messages, materialized_keys
+from tests.integration.test_quality import BAD_INPUTS, materialize_bad_input
+from tests.support.bigquery_emulator import PROJECT, BigQueryEmulator
+from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
+from tests.support.processes import dagster_home, stop
 
 pytestmark = pytest.mark.slow  # starts the emulator
 
@@ -265,7 +265,7 @@ def test_make_run_against_a_running_emulator_as_the_readme_shows(stack: Stack, t
         [
             sys.executable,
             "-m",
-            "tests.bigquery_emulator",
+            "tests.support.bigquery_emulator",
             "--port",
             "0",
             "--workdir",

@@ -24,9 +24,9 @@ from mlstack_assets.cli import (
     summarize_run,
 )
 from tests.conftest import REPO_ROOT, Stack
-from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv
-from tests.https_server import HTTPSServer, Route
-from tests.processes import dagster_home
+from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_csv
+from tests.support.https_server import HTTPSServer, Route
+from tests.support.processes import dagster_home
 
 WARNINGS = re.compile(r"superseded|deprecat|does not match the virtual environment", re.I)
 
@@ -259,7 +259,7 @@ def test_a_step_that_starts_and_finishes_between_two_polls_shows_both_lines():
 def test_mlstack_run_stopped_by_a_signal_stops_its_run_and_everything_it_started(
     stack: Stack, tmp_path: Path, https_server: HTTPSServer, stop_signal: signal.Signals
 ):
-    from tests.test_killed_runs import processes_of
+    from tests.integration.test_killed_runs import processes_of
 
     # a source that stalls mid-file: the run is busy extracting when the signal comes
     body = (stack.root / "src" / "tags.csv").read_bytes() * 50

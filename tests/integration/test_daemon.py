@@ -12,9 +12,9 @@ from dagster import DagsterInstance, DagsterRunStatus
 
 from mlstack_assets.cli import materialize_command
 from tests.conftest import REPO_ROOT, Stack
-from tests.fixture_data import PROJECT_TAGS, write_tags
-from tests.processes import dagster_home, stop
-from tests.test_sensors import TAGS_DOWNSTREAM, touch_later
+from tests.integration.test_sensors import TAGS_DOWNSTREAM, touch_later
+from tests.support.fixture_data import PROJECT_TAGS, write_tags
+from tests.support.processes import dagster_home, stop
 
 pytestmark = pytest.mark.slow
 INTERVAL = 3

@@ -12,7 +12,7 @@ import pytest
 from mlstack_assets.settings import SettingsError, load_settings
 from mlstack_assets.transform.project import dbt_vars
 from tests.conftest import REPO_ROOT
-from tests.processes import offline
+from tests.support.processes import offline
 
 LIST_GRAPH = """
 import json, socket

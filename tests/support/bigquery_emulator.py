@@ -49,7 +49,7 @@ diverges from BigQuery (docs/production.md, "What ran for real"):
   bqemulator only accepts a list of concrete types, so the gateway says
   `application/octet-stream`.
 
-`python -m tests.bigquery_emulator --port 9050` runs the same set-up in the foreground for
+`python -m tests.support.bigquery_emulator --port 9050` runs the same set-up in the foreground for
 `make run` against the emulator, and writes the variables to `.mlstack/bqemulator/env`.
 """
 

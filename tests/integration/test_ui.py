@@ -21,8 +21,8 @@ import requests
 
 from mlstack_assets.cli import dg_environment
 from tests.conftest import REPO_ROOT
-from tests.fixture_data import PROJECTS, write_projects, write_tags
-from tests.processes import dagster_home, stop
+from tests.support.fixture_data import PROJECTS, write_projects, write_tags
+from tests.support.processes import dagster_home, stop
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = REPO_ROOT / "test-artifacts"

@@ -8,8 +8,8 @@ import pytest
 from dagster import AssetKey, build_sensor_context
 
 from tests.conftest import Stack
-from tests.fixture_data import PROJECT_TAGS, write_tags
-from tests.https_server import HTTPSServer, Route
+from tests.support.fixture_data import PROJECT_TAGS, write_tags
+from tests.support.https_server import HTTPSServer, Route
 
 ALL_DOWNSTREAM = {
     "projects",

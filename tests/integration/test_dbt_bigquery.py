@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mlstack_assets.settings import load_settings
 from mlstack_assets.transform.project import dbt_vars_args
 from tests.conftest import REPO_ROOT
-from tests.processes import offline
+from tests.support.processes import offline
 
 
 def write_placeholder_service_account(path: Path, project: str) -> Path:

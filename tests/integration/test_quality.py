@@ -13,9 +13,9 @@ from dagster import AssetCheckSeverity, AssetKey
 
 from mlstack_assets.quality.suites import load_suite
 from tests.conftest import Stack
-from tests.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects, write_tags
-from tests.https_server import HTTPSServer, Route
-from tests.test_pipeline import failure_messages, materialized_keys
+from tests.integration.test_pipeline import failure_messages, materialized_keys
+from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects, write_tags
+from tests.support.https_server import HTTPSServer, Route
 
 PUBLISHED = (
     "mlops_course.projects",

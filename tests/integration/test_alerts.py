@@ -12,9 +12,9 @@ from dagster import build_sensor_context
 
 from mlstack_assets.automation.alerts import Alert, AlertError, FailureAlerts, SlackAlerts
 from mlstack_assets.settings import SettingsError, load_settings
-from tests.alert_api import AlertApi, alert_api
 from tests.conftest import Stack
-from tests.fixture_data import PROJECT_TAGS, write_csv
+from tests.support.alert_api import AlertApi, alert_api
+from tests.support.fixture_data import PROJECT_TAGS, write_csv
 
 UI_URL = "http://dagster.internal:3000"
 
