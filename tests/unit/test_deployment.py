@@ -20,11 +20,8 @@ def duckdb_env(tmp_path, monkeypatch):
 def test_duckdb_steps_share_a_process_and_one_bounded_pool(duckdb_env, monkeypatch):
     monkeypatch.setenv("MLSTACK_LOCK_TIMEOUT_SECONDS", "7")
     deployment = warehouse_deployment(load_settings())
-    assert (deployment.kind, deployment.pool, deployment.steps_share_a_process) == (
-        "duckdb",
-        DUCKDB_POOL,
-        True,
-    )
+    shape = (deployment.kind, deployment.pool, deployment.steps_share_a_process)
+    assert shape == ("duckdb", DUCKDB_POOL, True)
     assert deployment.executor.name == "in_process"
     assert isinstance(deployment.warehouse, DuckDBWarehouse)
     assert deployment.warehouse.lock_timeout_seconds == 7
@@ -36,11 +33,8 @@ def test_bigquery_steps_run_in_parallel_processes_with_no_pool(monkeypatch, tmp_
     monkeypatch.setenv("MLSTACK_BQ_PROJECT", "some-project")
     monkeypatch.setenv("MLSTACK_LAKE", "gs://some-bucket/lake")
     deployment = warehouse_deployment(load_settings())
-    assert (deployment.kind, deployment.pool, deployment.steps_share_a_process) == (
-        "bigquery",
-        None,
-        False,
-    )
+    shape = (deployment.kind, deployment.pool, deployment.steps_share_a_process)
+    assert shape == ("bigquery", None, False)
     assert deployment.executor is multiprocess_executor
     assert deployment.warehouse.sqlalchemy_url("ds") == "bigquery://some-project/ds"
 
