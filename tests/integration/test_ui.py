@@ -206,7 +206,7 @@ query ($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNo
 } } }
 """
 RUNS = """
-{ runsOrError(limit: 5) { ... on Runs { results { runId status } } } }
+{ runsOrError(limit: 5) { ... on Runs { results { runId jobName status } } } }
 """
 LATEST = """
 query ($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
@@ -263,10 +263,15 @@ def need_chromium() -> str:
     return found
 
 
-def wait_for_run(dagster_dev: DagsterDev, seconds: float = 420) -> dict:
+def wait_for_run(dagster_dev: DagsterDev, seconds: float = 420, job: str | None = None) -> dict:
+    """The latest run (of `job`, if given) once it has ended. With `job`: the Launchpad's
+    page shows the op's name before its run exists, so the latest run may still be the
+    previous one."""
     deadline = time.monotonic() + seconds
     while True:
         runs = dagster_dev.graphql(RUNS)["runsOrError"]["results"]
+        if job is not None:
+            runs = [run for run in runs if run["jobName"] == job]
         if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
             return runs[0]
         assert time.monotonic() < deadline, f"run did not finish: {runs}"
@@ -380,7 +385,7 @@ def test_the_rollback_job_from_the_launchpad_restores_a_version(dagster_dev: Dag
         finally:
             browser.close()
 
-    run = wait_for_run(dagster_dev, 300)
+    run = wait_for_run(dagster_dev, 300, job="rollback")
     assert run["status"] == "SUCCESS", dagster_dev.log.read_text()[-4000:]
     assert current_version_id(lake, "labeled_projects") == first
     latest = dagster_dev.graphql(RESTORED, {"key": {"path": ["labeled_projects"]}})
