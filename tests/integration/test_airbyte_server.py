@@ -19,9 +19,9 @@ from dagster._serdes import serialize_value
 from mlstack_assets.ingestion.airbyte_setup import AirbyteSetup
 from mlstack_assets.settings import load_settings
 from tests.conftest import Stack
-from tests.integration.test_pipeline import failure_messages, materialized_keys
 from tests.support.airbyte_api import CONFIG, REST, FakeAirbyte, start_fake_airbyte
 from tests.support.fixture_data import PROJECTS
+from tests.support.results import failure_messages, materialized_keys
 
 
 def stage_like_an_airbyte_destination(warehouse: Path, sources: Path):

@@ -24,11 +24,11 @@ from dagster import AssetKey, ExecuteInProcessResult, instance_for_test
 from mlstack_assets.lake import Lake
 from mlstack_assets.lake.checkpoints import checkpoints
 from tests.conftest import REPO_ROOT, BigQueryStack, Stack
-from tests.integration.test_pipeline import failure_messages, materialized_keys
-from tests.integration.test_quality import BAD_INPUTS, materialize_bad_input
+from tests.support.bad_inputs import BAD_INPUTS, materialize_bad_input
 from tests.support.bigquery_emulator import PROJECT, BigQueryEmulator
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
 from tests.support.processes import dagster_home, stop
+from tests.support.results import failure_messages, materialized_keys
 
 pytestmark = pytest.mark.slow  # starts the emulator
 

@@ -259,7 +259,7 @@ def test_a_step_that_starts_and_finishes_between_two_polls_shows_both_lines():
 def test_mlstack_run_stopped_by_a_signal_stops_its_run_and_everything_it_started(
     stack: Stack, tmp_path: Path, https_server: HTTPSServer, stop_signal: signal.Signals
 ):
-    from tests.integration.test_killed_runs import processes_of
+    from tests.support.processes import processes_of
 
     # a source that stalls mid-file: the run is busy extracting when the signal comes
     body = (stack.root / "src" / "tags.csv").read_bytes() * 50

@@ -12,8 +12,8 @@ from dagster import DagsterInstance, DagsterRunStatus
 
 from mlstack_assets.cli import materialize_command
 from tests.conftest import REPO_ROOT, Stack
-from tests.integration.test_sensors import TAGS_DOWNSTREAM, touch_later
 from tests.support.fixture_data import PROJECT_TAGS, write_tags
+from tests.support.graph import TAGS_DOWNSTREAM, touch_later
 from tests.support.processes import dagster_home, stop
 
 pytestmark = pytest.mark.slow

@@ -22,10 +22,10 @@ from dagster import DagsterInstance, DagsterRunStatus
 
 from mlstack_assets.cli import materialize_command
 from tests.conftest import REPO_ROOT, Stack
-from tests.integration.test_quality import snapshot
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_tags
 from tests.support.https_server import HTTPSServer, Route
-from tests.support.processes import dagster_home
+from tests.support.processes import dagster_home, processes_of
+from tests.support.results import snapshot
 
 pytestmark = pytest.mark.slow
 WAIT_FOR_WORK = 240  # seconds for the killed run to reach the point it is killed at
@@ -66,29 +66,6 @@ def run_killed_when(
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
-
-
-def processes_of(home: Path) -> list[int]:
-    """Live processes started for the instance in `home` (they inherit DAGSTER_HOME)."""
-    marker = f"DAGSTER_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name)):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie has finished: it only waits for someone to read its exit status)."""
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
 
 
 def wait_until_gone(home: Path, seconds: float = 30) -> None:

@@ -18,8 +18,8 @@ from mlstack_assets.ml.sql import (
     tag_distribution_sql,
 )
 from tests.conftest import Stack
-from tests.integration.test_pipeline import failure_messages, materialized_keys
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
+from tests.support.results import failure_messages, materialized_keys
 
 TAG_SIZES = {
     "computer-vision": 180,

@@ -8,6 +8,7 @@ from dagster import AssetKey
 
 from tests.conftest import Stack
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects
+from tests.support.results import failure_messages, materialized_keys
 
 LABELED = "mlops_course.labeled_projects"
 
@@ -25,23 +26,6 @@ def labeled_projects(stack: Stack) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["id", "created_on", "title", "description", "tag"])
     frame["created_on"] = pd.to_datetime(frame["created_on"])
     return frame
-
-
-def materialized_keys(result) -> set[str]:
-    return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
-
-
-def failure_messages(result) -> str:
-    """Every failed step's error message, with the errors it was caused by."""
-    messages = []
-    for event in result.all_events:
-        if not event.is_step_failure:
-            continue
-        error = event.step_failure_data.error
-        while error is not None:
-            messages.append(error.message)
-            error = error.cause
-    return "\n".join(messages)
 
 
 def test_full_graph_builds_labeled_projects_equal_to_an_independent_join(stack: Stack):

@@ -24,9 +24,8 @@ from mlstack_assets.lake.checkpoints import (
     write_checkpoint,
 )
 from tests.conftest import REPO_ROOT, Stack
-from tests.integration.test_pipeline import failure_messages, materialized_keys
-from tests.integration.test_quality import checks, snapshot
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects, write_tags
+from tests.support.results import checks, failure_messages, materialized_keys, snapshot
 
 
 def lake(stack: Stack) -> Lake:

@@ -1,7 +1,6 @@
 """The source-change sensor, tick by tick, on a real instance (`build_sensor_context`)."""
 
 import json
-import os
 import time
 
 import pytest
@@ -9,26 +8,8 @@ from dagster import AssetKey, build_sensor_context
 
 from tests.conftest import Stack
 from tests.support.fixture_data import PROJECT_TAGS, write_tags
+from tests.support.graph import ALL_DOWNSTREAM, TAGS_DOWNSTREAM, touch_later
 from tests.support.https_server import HTTPSServer, Route
-
-ALL_DOWNSTREAM = {
-    "projects",
-    "tags",
-    "stg_mlops_course__projects",
-    "stg_mlops_course__tags",
-    "labeled_projects",
-    "ml_dataset",
-    "ml_splits",
-    "tag_distribution",
-}
-TAGS_DOWNSTREAM = {
-    "tags",
-    "stg_mlops_course__tags",
-    "labeled_projects",
-    "ml_dataset",
-    "ml_splits",
-    "tag_distribution",
-}
 
 
 class Ticker:
@@ -54,12 +35,6 @@ class Ticker:
 def selected(data) -> set[str]:
     [request] = data.run_requests
     return {key.to_user_string() for key in request.asset_selection}
-
-
-def touch_later(path) -> None:
-    """Move the mtime forward even on filesystems with coarse timestamps."""
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
 
 
 def test_first_tick_requests_everything_and_observes_both_sources(stack: Stack):

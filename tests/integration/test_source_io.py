@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, Stack
-from tests.integration.test_pipeline import failure_messages
-from tests.integration.test_quality import snapshot
 from tests.support.fixture_data import PROJECT_TAGS, write_tags
 from tests.support.https_server import HTTPSServer, Route
+from tests.support.results import failure_messages, snapshot
 
 
 def run_logs(stack: Stack, run_id: str) -> list[str]:

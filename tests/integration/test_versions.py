@@ -19,10 +19,9 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFil
 from mlstack_assets.lake import Lake
 from mlstack_assets.lake.versions import current_version_id, read_version, versions
 from tests.conftest import REPO_ROOT, Stack
-from tests.integration.test_pipeline import failure_messages, materialized_keys
-from tests.integration.test_quality import checks, snapshot
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
 from tests.support.processes import dagster_home
+from tests.support.results import checks, failure_messages, materialized_keys, snapshot
 
 pytestmark = pytest.mark.slow  # the `mlstack` CLI in subprocesses
 LABELED = "mlops_course.labeled_projects"

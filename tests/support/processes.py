@@ -39,3 +39,26 @@ def stop(process: subprocess.Popen, grace: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(with_children, signal.SIGKILL)
         process.wait(timeout=30)
+
+
+def processes_of(home: Path) -> list[int]:
+    """Live processes started for the instance in `home` (they inherit DAGSTER_HOME)."""
+    marker = f"DAGSTER_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie has finished: it only waits for someone to read its exit status)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
