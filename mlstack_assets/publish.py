@@ -229,53 +229,57 @@ def publish_audited(
     """Publish `candidates` if `audit` (plus the volume guard) passed, else raise
     `AuditFailed`. Returns the whole audit and each table's materialization metadata.
     `name_assets`: whether the report's lines name their asset (default: when several)."""
-    lake = Lake(policy.lake)
-    for candidate in candidates:
-        if candidate.table in VOLUME_GUARDED and candidate.view_sql is None:
-            rows = warehouse.row_count(candidate.schema, candidate.table)
-            audit = audit + Audit([volume_outcome(candidate, rows, lake, policy)])
-    for warning in audit.warnings():
-        log(warning)
-    if not audit.passed:
-        _fail(subject, audit, candidates, policy, name_assets)
-    passed = {o.asset_key: [] for o in audit.outcomes}
-    for outcome in audit.outcomes:
-        if outcome.passed:
-            passed[outcome.asset_key].append(outcome.name)
-    versions = {
-        candidate.key: _keep_version(
-            candidate, warehouse, lake, run_id, passed.get(candidate.key, [])
-        )
-        for candidate in candidates
-        if candidate.versioned
-    }
-    by_schema: dict[str, list[Candidate]] = {}
-    for candidate in candidates:
-        by_schema.setdefault(candidate.schema, []).append(candidate)
-    for schema, group in by_schema.items():
-        warehouse.publish_relations(
-            schema,
-            tables=[c.table for c in group if c.view_sql is None],
-            views={c.table: c.view_sql for c in group if c.view_sql is not None},
-        )
-    metadata = {}
-    for candidate in candidates:
-        version = versions.get(candidate.key)
-        entry: dict[str, Any] = {
-            "dagster/table_name": f"{policy.dataset}.{candidate.table}",
-            "audited_relation": f"{candidate.schema}.{candidate.table}",
+    # one hold from the volume guard to the new current versions (re-entrant: the raw and
+    # dbt steps already hold it): no other process sees published rows beside the previous
+    # version's pointer, or publishes between the guard's count and the replace
+    with warehouse.exclusive(purpose=f"publish {subject}"):
+        lake = Lake(policy.lake)
+        for candidate in candidates:
+            if candidate.table in VOLUME_GUARDED and candidate.view_sql is None:
+                rows = warehouse.row_count(candidate.schema, candidate.table)
+                audit = audit + Audit([volume_outcome(candidate, rows, lake, policy)])
+        for warning in audit.warnings():
+            log(warning)
+        if not audit.passed:
+            _fail(subject, audit, candidates, policy, name_assets)
+        passed = {o.asset_key: [] for o in audit.outcomes}
+        for outcome in audit.outcomes:
+            if outcome.passed:
+                passed[outcome.asset_key].append(outcome.name)
+        versions = {
+            candidate.key: _keep_version(
+                candidate, warehouse, lake, run_id, passed.get(candidate.key, [])
+            )
+            for candidate in candidates
+            if candidate.versioned
         }
-        if version is not None:
-            make_current(lake, candidate.table, version.id, run_id=run_id)
-            prune_versions(lake, candidate.table, policy.keep_versions, log)
-            entry |= {
-                "version": version.id,
-                "version_path": MetadataValue.path(version.data_uri)
-                if "://" not in version.data_uri
-                else MetadataValue.url(version.data_uri),
-                "inputs": MetadataValue.json(version.inputs),
+        by_schema: dict[str, list[Candidate]] = {}
+        for candidate in candidates:
+            by_schema.setdefault(candidate.schema, []).append(candidate)
+        for schema, group in by_schema.items():
+            warehouse.publish_relations(
+                schema,
+                tables=[c.table for c in group if c.view_sql is None],
+                views={c.table: c.view_sql for c in group if c.view_sql is not None},
+            )
+        metadata = {}
+        for candidate in candidates:
+            version = versions.get(candidate.key)
+            entry: dict[str, Any] = {
+                "dagster/table_name": f"{policy.dataset}.{candidate.table}",
+                "audited_relation": f"{candidate.schema}.{candidate.table}",
             }
-        metadata[candidate.key] = entry
+            if version is not None:
+                make_current(lake, candidate.table, version.id, run_id=run_id)
+                prune_versions(lake, candidate.table, policy.keep_versions, log)
+                entry |= {
+                    "version": version.id,
+                    "version_path": MetadataValue.path(version.data_uri)
+                    if "://" not in version.data_uri
+                    else MetadataValue.url(version.data_uri),
+                    "inputs": MetadataValue.json(version.inputs),
+                }
+            metadata[candidate.key] = entry
     return audit, metadata
 
 

@@ -82,12 +82,17 @@ def publish_if_checks_pass(
     warehouse: Warehouse,
     outcomes: list[CheckOutcome],
     metadata: dict[str, Any],
-    upstream: str,
+    inputs: dict[str, str],
     count_by: tuple[str, ...] = (),
 ) -> Iterator[Output[AuditedTable] | AssetCheckResult]:
     """Hand the IO manager the audited table to publish (the one audited publish, with a
-    version of it in the lake recording the versions it was built from) when every check
-    passed; else fail the step with the one failure report, the published table untouched.
+    version of it in the lake recording `inputs`, the versions it was built from) when every
+    check passed; else fail the step with the one failure report, the published table
+    untouched.
+
+    `inputs` are read in the same hold of the warehouse as the build: read later, a
+    rollback of the upstream table in between would make the version name data it was not
+    built from.
 
     On success the Output comes first, so the check results attach to the materialization
     that published the checked rows.
@@ -99,7 +104,7 @@ def publish_if_checks_pass(
         key,
         asset_name,
         warehouse.audit_dataset,
-        inputs=upstream_versions(settings.lake, [upstream]),
+        inputs=inputs,
     )
     subject = asset_name
     try:
@@ -139,7 +144,8 @@ def build_ml_dataset(settings: Settings, deployment: WarehouseDeployment) -> Ass
         """
         tags = known_tags()
         sql = ml_dataset_sql(labeled_projects.sql_name, warehouse.kind, tags)
-        with warehouse.exclusive(purpose="build, audit and publish ml_dataset"):
+        with warehouse.exclusive(purpose="build and audit ml_dataset"):
+            inputs = upstream_versions(settings.lake, ["labeled_projects"])
             [(total, unknown, empty)] = warehouse.query(
                 exclusions_sql(labeled_projects.sql_name, warehouse.kind, tags)
             )
@@ -165,7 +171,7 @@ def build_ml_dataset(settings: Settings, deployment: WarehouseDeployment) -> Ass
                 "known_tags": MetadataValue.json(tags),
                 "sql": MetadataValue.md(f"```sql\n{sql}\n```"),
             },
-            upstream="labeled_projects",
+            inputs=inputs,
         )
 
     return ml_dataset
@@ -182,7 +188,8 @@ def build_ml_splits(settings: Settings, deployment: WarehouseDeployment) -> Asse
         """ML: ml_dataset with a `split` column (train / validation / test), stratified by tag."""
         validation, test = config.validation_fraction, config.test_fraction
         sql = ml_splits_sql(ml_dataset.sql_name, warehouse.kind, config.seed, validation, test)
-        with warehouse.exclusive(purpose="build, audit and publish ml_splits"):
+        with warehouse.exclusive(purpose="build and audit ml_splits"):
+            inputs = upstream_versions(settings.lake, ["ml_dataset"])
             audited = warehouse.build_audit_table("ml_splits", sql)
             shares = checks.tag_shares(warehouse.query, audited, validation, test)
             outcomes = [
@@ -207,7 +214,7 @@ def build_ml_splits(settings: Settings, deployment: WarehouseDeployment) -> Asse
                 ),
                 "sql": MetadataValue.md(f"```sql\n{sql}\n```"),
             },
-            upstream="ml_dataset",
+            inputs=inputs,
             # the IO manager counts the published table's rows per split and tag
             count_by=("split", "tag"),
         )
@@ -221,7 +228,8 @@ def build_tag_distribution(settings: Settings, deployment: WarehouseDeployment) 
         context: AssetExecutionContext, ml_splits: WarehouseTable, warehouse: Warehouse
     ):
         """ML: projects per tag and split, as a table and a bar chart (in the metadata)."""
-        with warehouse.exclusive(purpose="build, audit and publish tag_distribution"):
+        with warehouse.exclusive(purpose="build and audit tag_distribution"):
+            inputs = upstream_versions(settings.lake, ["ml_splits"])
             audited = warehouse.build_audit_table(
                 "tag_distribution", tag_distribution_sql(ml_splits.sql_name)
             )
@@ -248,7 +256,7 @@ def build_tag_distribution(settings: Settings, deployment: WarehouseDeployment) 
             warehouse,
             outcomes,
             metadata=metadata,
-            upstream="ml_splits",
+            inputs=inputs,
         )
         os.replace(drawn, path)
 

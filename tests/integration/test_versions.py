@@ -10,14 +10,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter
 
+import mlstack_assets.ml.assets as ml_assets
 from mlstack_assets.lake import Lake
+from mlstack_assets.lake.restore import restore
 from mlstack_assets.lake.versions import current_version_id, read_version, versions
+from mlstack_assets.settings import load_settings
+from mlstack_assets.warehouse.deployment import warehouse_deployment
 from tests.conftest import REPO_ROOT, Stack
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
 from tests.support.processes import dagster_home
@@ -222,3 +227,43 @@ def test_a_version_reads_back_the_same_rows_later_and_after_a_rollback(versioned
     assert mlstack("rollback", "ml_splits", "--to", first).returncode == 0
     assert read_version("ml_splits", first, lake=lake.root).equals(rows)
     assert read_version("ml_splits", lake=lake.root).equals(rows)  # restored: current again
+
+
+def test_an_ml_table_names_the_version_it_was_built_from_when_a_rollback_races_it(
+    versioned: Stack, monkeypatch: pytest.MonkeyPatch
+):
+    # labeled_projects has two versions; ml_dataset is built from the current one while
+    # another thread rolls labeled_projects back to the first. The version ml_dataset
+    # records must be the one its rows came from, wherever the rollback lands.
+    run_with_tags(versioned, {}, "run0")
+    run_with_tags(versioned, {6: "mlops"}, "run1")
+    lake = lake_of(versioned)
+    built_from = current_version_id(lake, "labeled_projects")
+    [first] = [v.id for v in versions(lake, "labeled_projects") if v.id != built_from]
+    warehouse = warehouse_deployment(load_settings()).warehouse
+    rollback = threading.Thread(
+        target=restore, args=("labeled_projects", first, str(lake.root), warehouse)
+    )
+    read_upstream_versions = ml_assets.upstream_versions
+
+    def rolled_back_meanwhile(lake_root: str, tables: list[str]) -> dict[str, str]:
+        """The step reads which versions it builds from: a rollback starts now, and gets in
+        at once unless the step holds the warehouse."""
+        if "labeled_projects" in tables and rollback.ident is None:
+            rollback.start()
+            rollback.join(timeout=10)
+        return read_upstream_versions(lake_root, tables)
+
+    monkeypatch.setattr(ml_assets, "upstream_versions", rolled_back_meanwhile)
+    result = versioned.materialize("ml_dataset")
+    rollback.join(timeout=120)
+
+    assert result.success, failure_messages(result)
+    assert rollback.ident is not None and not rollback.is_alive()
+    assert current_version_id(lake, "labeled_projects") == first  # the rollback happened
+    # ml_dataset has project 6 as retagged in the second version: it was built from it...
+    assert versioned.query("select tag from mlops_course.ml_dataset where id = 6") == [("mlops",)]
+    # ...and says so, in its materialization and in its version in the lake
+    materialization, _ = latest_materialization(versioned.instance, "ml_dataset")
+    assert materialization.metadata["inputs"].value["labeled_projects"] == built_from
+    assert versions(lake, "ml_dataset")[0].inputs["labeled_projects"] == built_from
