@@ -405,6 +405,13 @@ def plot(picked: dict, sizes: list[int], path: Path) -> None:
     plt.close(figure)
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=os.environ.get("MLSTACK_BENCH_SIZES", "1000,100000"))
@@ -417,7 +424,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="repeats at the largest size only (default: --repeat); its median is of these",
     )
-    parser.add_argument("--ticks", type=int, default=20)
+    parser.add_argument(
+        "--ticks",
+        type=_at_least_one,
+        default=20,
+        help="sensor ticks to time (at least 1: checked before the long runs, not after)",
+    )
     parser.add_argument(
         "--bigquery-emulator-sizes",
         default=os.environ.get("MLSTACK_BENCH_BQ_SIZES", "1000"),
