@@ -22,18 +22,9 @@ PEERS = ("dlt", "sling")
 
 def ensure_installed() -> None:
     """The peers from the project's own Makefile target (a no-op once installed)."""
-    import subprocess
+    from tests.support.make import make_target
 
-    done = subprocess.run(
-        ["make", "--no-print-directory", "bench-peers"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"`make bench-peers` failed:\n{(done.stdout + done.stderr)[-3000:]}")
+    make_target("bench-peers")
 
 
 def command(peer: str, projects: Path, tags: Path, workdir: Path) -> list[str]:

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +41,27 @@ LESSON_DATASETS_URL = (
 )
 SECRETS = ("MLSTACK_SLACK_TOKEN", "MLSTACK_ALERT_WEBHOOK_URL", "MLSTACK_AIRBYTE_WORKSPACE_ID")
 SECRETS += ("MLSTACK_AIRBYTE_CLIENT_ID", "MLSTACK_AIRBYTE_CLIENT_SECRET")
+
+
+# A setting that must match a pattern in full: the pattern and what a bad value is told.
+# An optional setting's pattern also matches "". The memory limit is checked here so that
+# it is safe to put in DuckDB's SET statement.
+FORMATS: dict[str, tuple[str, str]] = {
+    "dataset": (r"[A-Za-z_][A-Za-z0-9_]*", "must be letters, digits and underscores"),
+    "duckdb_memory_limit": (
+        r"(?i)\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)",
+        "must be a size such as 512MB or 2GB",
+    ),
+    "slack_channel": (r"(#?[\w.-]+)?", "must be a Slack channel such as #data-alerts"),
+    "bigquery_project": (
+        r"([a-z][a-z0-9-]{4,28}[a-z0-9])?",
+        "must be a Google Cloud project id (6-30 lowercase letters, digits, -)",
+    ),
+    "bigquery_location": (
+        r"[A-Za-z][A-Za-z0-9-]*",
+        "must be a BigQuery location such as US, EU or europe-west1",
+    ),
+}
 
 
 class SettingsError(ValueError):
@@ -287,42 +315,12 @@ class Settings(BaseSettings):
             raise ValueError("must be a number of hours, at least 1/60")
         return value
 
-    @field_validator("dataset")
+    @field_validator(*FORMATS)
     @classmethod
-    def _dataset(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError("must be letters, digits and underscores")
-        return value
-
-    @field_validator("duckdb_memory_limit")
-    @classmethod
-    def _memory(cls, value: str) -> str:
-        # checked here, so the value is safe to put in a SET statement
-        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.I):
-            raise ValueError("must be a size such as 512MB or 2GB")
-        return value
-
-    @field_validator("slack_channel")
-    @classmethod
-    def _channel(cls, value: str) -> str:
-        if value and not re.fullmatch(r"#?[\w.-]+", value):
-            raise ValueError("must be a Slack channel such as #data-alerts")
-        return value
-
-    @field_validator("bigquery_project")
-    @classmethod
-    def _project(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", value):
-            raise ValueError(
-                "must be a Google Cloud project id (6-30 lowercase letters, digits, -)"
-            )
-        return value
-
-    @field_validator("bigquery_location")
-    @classmethod
-    def _location(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", value):
-            raise ValueError("must be a BigQuery location such as US, EU or europe-west1")
+    def _matches_format(cls, value: str, info: ValidationInfo) -> str:
+        pattern, expected = FORMATS[info.field_name]
+        if not re.fullmatch(pattern, value):
+            raise ValueError(expected)
         return value
 
     @field_validator("lake")

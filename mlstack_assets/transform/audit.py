@@ -119,12 +119,12 @@ def _examples(
 
 def describe_test_failure(
     result: AssetCheckResult,
-    manifest: Mapping[str, Any],
+    built: DbtBuild,
     warehouse: Warehouse,
-    lineage: Mapping[AssetKey, Any],
     deps: Mapping[AssetKey, AbstractSet[AssetKey]],
 ) -> DbtTestFailure:
     """What failed, on which rows, and which raw source the tested column comes from."""
+    manifest = built.manifest
     unique_id = result.metadata.get("unique_id")
     test = manifest["nodes"].get(unique_id.value if unique_id else "", {})
     failed = result.metadata.get("dagster_dbt/failed_row_count")
@@ -144,7 +144,7 @@ def describe_test_failure(
             )
         except Exception:  # the report must not hide the failure it reports
             examples = []
-        sources = raw_sources(result.asset_key, column, lineage, deps)
+        sources = raw_sources(result.asset_key, column, built.lineage, deps)
     return DbtTestFailure(
         model=result.asset_key.to_user_string(),
         check_name=result.check_name,
@@ -158,9 +158,8 @@ def describe_test_failure(
 
 def _dbt_outcome(
     result: AssetCheckResult,
-    manifest: Mapping[str, Any],
+    built: DbtBuild,
     warehouse: Warehouse,
-    lineage: Mapping[AssetKey, Any],
     deps: Mapping[AssetKey, AbstractSet[AssetKey]],
 ) -> CheckOutcome:
     blocking = result.severity == AssetCheckSeverity.ERROR
@@ -168,7 +167,7 @@ def _dbt_outcome(
     if result.passed:
         summary = "passed"
     else:
-        failure = describe_test_failure(result, manifest, warehouse, lineage, deps)
+        failure = describe_test_failure(result, built, warehouse, deps)
         summary = failure.describe(warehouse.dataset)
         if failure.examples:
             metadata["sample_values"] = MetadataValue.json(
@@ -193,10 +192,7 @@ def audit_build(
     deps: Mapping[AssetKey, AbstractSet[AssetKey]],
 ) -> Audit:
     """dbt's tests and each model's GX suite, on the audit schema, as one audit."""
-    outcomes = [
-        _dbt_outcome(result, built.manifest, warehouse, built.lineage, deps)
-        for result in built.checks
-    ]
+    outcomes = [_dbt_outcome(result, built, warehouse, deps) for result in built.checks]
     audit = Audit(outcomes)
     for model in built.models:
         if model.key in suites:

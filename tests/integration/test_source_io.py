@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,18 @@ def run_logs(stack: Stack, run_id: str) -> list[str]:
     return [entry.user_message for entry in stack.instance.all_logs(run_id)]
 
 
+def serve_tags(stack: Stack, server: HTTPSServer, route: Route, **env: str) -> tuple[Any, float]:
+    """Materialize tags from `route` on the HTTPS server with `env` set: the result and the
+    seconds it took."""
+    server.routes["/tags.csv"] = route
+    stack.set_source("tags", server.url("/tags.csv"))
+    for name, value in env.items():
+        stack.monkeypatch.setenv(name, value)
+    started = time.monotonic()
+    result = stack.materialize("tags")
+    return result, time.monotonic() - started
+
+
 def big_tags(stack: Stack) -> bytes:
     many = {**PROJECT_TAGS, **{1000 + i: "mlops" for i in range(15000)}}  # ~230 KB
     return write_tags(stack.root / "big.csv", many).read_bytes()
@@ -33,13 +46,12 @@ def test_stalling_https_source_fails_within_the_configured_time(
     published_stack: Stack, https_server: HTTPSServer
 ):
     before = snapshot(published_stack)
-    https_server.routes["/tags.csv"] = Route(body=big_tags(published_stack), slow_after=150_000)
-    published_stack.set_source("tags", https_server.url("/tags.csv"))
-    published_stack.monkeypatch.setenv("MLSTACK_SOURCE_TIMEOUT_SECONDS", "2")
-
-    started = time.monotonic()
-    result = published_stack.materialize("tags")
-    elapsed = time.monotonic() - started
+    result, elapsed = serve_tags(
+        published_stack,
+        https_server,
+        Route(body=big_tags(published_stack), slow_after=150_000),
+        MLSTACK_SOURCE_TIMEOUT_SECONDS="2",
+    )
 
     assert not result.success
     message = failure_messages(result)
@@ -57,14 +69,13 @@ def test_a_trickling_https_source_fails_at_the_deadline_with_bytes_and_rate(
     # one byte every half second: never a stall (MLSTACK_SOURCE_TIMEOUT_SECONDS), and a
     # download that would take hours without a deadline
     before = snapshot(published_stack)
-    https_server.routes["/tags.csv"] = Route(body=big_tags(published_stack), trickle_seconds=0.5)
-    published_stack.set_source("tags", https_server.url("/tags.csv"))
-    published_stack.monkeypatch.setenv("MLSTACK_SOURCE_TIMEOUT_SECONDS", "5")
-    published_stack.monkeypatch.setenv("MLSTACK_SOURCE_DEADLINE_SECONDS", "4")
-
-    started = time.monotonic()
-    result = published_stack.materialize("tags")
-    elapsed = time.monotonic() - started
+    result, elapsed = serve_tags(
+        published_stack,
+        https_server,
+        Route(body=big_tags(published_stack), trickle_seconds=0.5),
+        MLSTACK_SOURCE_TIMEOUT_SECONDS="5",
+        MLSTACK_SOURCE_DEADLINE_SECONDS="4",
+    )
     https_server.release.set()
 
     assert not result.success
@@ -117,10 +128,9 @@ def test_connection_reset_twice_then_answered_is_retried_and_succeeds(
 ):
     tags = {**PROJECT_TAGS, 6: "mlops"}
     body = write_tags(published_stack.root / "t.csv", tags).read_bytes()
-    https_server.routes["/tags.csv"] = Route(body=body, failures=["reset", "reset"])
-    published_stack.set_source("tags", https_server.url("/tags.csv"))
+    route = Route(body=body, failures=["reset", "reset"])
 
-    result = published_stack.materialize("tags")
+    result, _ = serve_tags(published_stack, https_server, route)
 
     assert result.success, failure_messages(result)
     assert https_server.count("/tags.csv") == 3
@@ -134,11 +144,9 @@ def test_connection_reset_twice_then_answered_is_retried_and_succeeds(
 def test_server_errors_are_retried_a_bounded_number_of_times(
     published_stack: Stack, https_server: HTTPSServer
 ):
-    https_server.routes["/tags.csv"] = Route(body=b"id,tag\n", failures=[503, 503, 503])
-    published_stack.set_source("tags", https_server.url("/tags.csv"))
-    published_stack.monkeypatch.setenv("MLSTACK_SOURCE_RETRIES", "1")
+    route = Route(body=b"id,tag\n", failures=[503, 503, 503])
 
-    result = published_stack.materialize("tags")
+    result, _ = serve_tags(published_stack, https_server, route, MLSTACK_SOURCE_RETRIES="1")
 
     assert not result.success
     assert https_server.count("/tags.csv") == 2

@@ -77,6 +77,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 from mlstack_assets.settings import REPO_ROOT
+from tests.support.make import make_target
 
 EMULATOR_VENV = REPO_ROOT / ".mlstack" / "bqemulator-venv"
 EMULATOR = EMULATOR_VENV / "bin" / "bqemulator"
@@ -89,19 +90,9 @@ JOBS_PATH = re.compile(r"/bigquery/v2/projects/[^/]+/jobs")
 
 def ensure_installed() -> Path:
     """The emulator from the project's own Makefile target (idempotent, a no-op when done)."""
-    completed = subprocess.run(
-        ["make", "--no-print-directory", "bigquery-emulator"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if completed.returncode != 0 or not EMULATOR.exists():
-        raise RuntimeError(
-            "could not install the BigQuery emulator (`make bigquery-emulator`):\n"
-            + (completed.stdout + completed.stderr)[-3000:]
-        )
+    make_target("bigquery-emulator")
+    if not EMULATOR.exists():
+        raise RuntimeError(f"`make bigquery-emulator` succeeded but left no {EMULATOR}")
     return EMULATOR
 
 
@@ -578,42 +569,30 @@ class BigQueryEmulator:
         )
 
 
-def _wait_ready(port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:
+def _wait_ready(
+    name: str, port: int, path: str, process: subprocess.Popen, log: Path, timeout: float
+) -> None:
+    """Until `GET path` on 127.0.0.1:port answers 200; fails with the log's tail when
+    `name`'s process exits or `timeout` passes first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"bqemulator exited with {process.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{_tail(log)}")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", f"/bigquery/v2/projects/{PROJECT}/datasets")
+            connection.request("GET", path)
             if connection.getresponse().status == 200:
                 return
         except OSError:
             pass
         time.sleep(0.25)
     raise RuntimeError(
-        f"bqemulator did not answer on 127.0.0.1:{port} in {timeout:.0f} s:\n{_tail(log)}"
+        f"{name} did not answer on 127.0.0.1:{port} in {timeout:.0f} s:\n{_tail(log)}"
     )
 
 
 def _tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
-
-
-def _wait_storage_ready(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gcp-storage-emulator exited:\n{_tail(log)}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", f"/storage/v1/b/{LAKE_BUCKET}")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"gcp-storage-emulator did not answer on {port}:\n{_tail(log)}")
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -645,7 +624,14 @@ def running_storage_emulator(workdir: Path) -> Iterator[tuple[str, Path]]:
             start_new_session=True,
         )
     try:
-        _wait_storage_ready(port, process, log)
+        _wait_ready(
+            "gcp-storage-emulator",
+            port,
+            f"/storage/v1/b/{LAKE_BUCKET}",
+            process,
+            log,
+            READY_TIMEOUT,
+        )
         yield f"http://127.0.0.1:{port}", data / ".cloudstorage"
     finally:
         _stop(process)
@@ -706,7 +692,14 @@ def _running_bigquery(
         )
     server = None
     try:
-        _wait_ready(rest_port, process, log, READY_TIMEOUT)
+        _wait_ready(
+            "bqemulator",
+            rest_port,
+            f"/bigquery/v2/projects/{PROJECT}/datasets",
+            process,
+            log,
+            READY_TIMEOUT,
+        )
         state = GatewayState(
             emulator_port=rest_port, storage_root=storage_root, storage_endpoint=storage_endpoint
         )
