@@ -229,10 +229,10 @@ def publish_audited(
     """Publish `candidates` if `audit` (plus the volume guard) passed, else raise
     `AuditFailed`. Returns the whole audit and each table's materialization metadata.
     `name_assets`: whether the report's lines name their asset (default: when several)."""
-    # one hold from the volume guard to the new current versions (re-entrant: the raw and
-    # dbt steps already hold it): no other process sees published rows beside the previous
+    # one session from the volume guard to the new current versions (re-entrant: the raw and
+    # dbt steps are already in one): no other process sees published rows beside the previous
     # version's pointer, or publishes between the guard's count and the replace
-    with warehouse.exclusive(purpose=f"publish {subject}"):
+    with warehouse.session(purpose=f"publish {subject}"):
         lake = Lake(policy.lake)
         for candidate in candidates:
             if candidate.table in VOLUME_GUARDED and candidate.view_sql is None:

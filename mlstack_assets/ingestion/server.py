@@ -110,7 +110,7 @@ class AirbyteServer(AirbyteLoader):
         """The sync writes the staging table itself, so it runs holding the warehouse lock
         (on DuckDB the destination writes the very file the steps open); the staged table
         is then checkpointed in the lake, as an embedded extract is."""
-        with warehouse.exclusive(purpose=f"sync {spec.name} through Airbyte"):
+        with warehouse.session(purpose=f"sync {spec.name} through Airbyte"):
             extracted_at = datetime.now(timezone.utc)
             report = self.sync_to_staging(spec, warehouse, log)
             lake = self.lake_store

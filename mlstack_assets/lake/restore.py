@@ -61,11 +61,11 @@ def restore(table: str, version_id: str, lake_root: str, warehouse: Any) -> Rest
         )
     lake = Lake(lake_root)
     version = find_version(lake, table, version_id)
-    with warehouse.exclusive(purpose=f"restore {table} to version {version.id}"):
+    with warehouse.session(purpose=f"restore {table} to version {version.id}"):
         previous = current_version_id(lake, table)
         version.verify()  # under the lock: what is checked is what is loaded
         warehouse.restore_table(table, version.data_uri, lake)
-        # in the same hold: a step reading which version a table holds (the lineage of what
+        # in the same session: a step reading which version a table holds (the lineage of what
         # it builds) sees the restored rows and their version together, never one alone
         make_current(lake, table, version.id, restored_from=version.id, previous=previous)
     return Restored(table, version, previous)

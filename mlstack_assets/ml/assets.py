@@ -90,7 +90,7 @@ def publish_if_checks_pass(
     check passed; else fail the step with the one failure report, the published table
     untouched.
 
-    `inputs` are read in the same hold of the warehouse as the build: read later, a
+    `inputs` are read in the same warehouse session as the build: read later, a
     rollback of the upstream table in between would make the version name data it was not
     built from.
 
@@ -144,7 +144,7 @@ def build_ml_dataset(settings: Settings, deployment: WarehouseDeployment) -> Ass
         """
         tags = known_tags()
         sql = ml_dataset_sql(labeled_projects.sql_name, warehouse.kind, tags)
-        with warehouse.exclusive(purpose="build and audit ml_dataset"):
+        with warehouse.session(purpose="build and audit ml_dataset"):
             inputs = upstream_versions(settings.lake, ["labeled_projects"])
             [(total, unknown, empty)] = warehouse.query(
                 exclusions_sql(labeled_projects.sql_name, warehouse.kind, tags)
@@ -188,7 +188,7 @@ def build_ml_splits(settings: Settings, deployment: WarehouseDeployment) -> Asse
         """ML: ml_dataset with a `split` column (train / validation / test), stratified by tag."""
         validation, test = config.validation_fraction, config.test_fraction
         sql = ml_splits_sql(ml_dataset.sql_name, warehouse.kind, config.seed, validation, test)
-        with warehouse.exclusive(purpose="build and audit ml_splits"):
+        with warehouse.session(purpose="build and audit ml_splits"):
             inputs = upstream_versions(settings.lake, ["ml_dataset"])
             audited = warehouse.build_audit_table("ml_splits", sql)
             shares = checks.tag_shares(warehouse.query, audited, validation, test)
@@ -228,7 +228,7 @@ def build_tag_distribution(settings: Settings, deployment: WarehouseDeployment) 
         context: AssetExecutionContext, ml_splits: WarehouseTable, warehouse: Warehouse
     ):
         """ML: projects per tag and split, as a table and a bar chart (in the metadata)."""
-        with warehouse.exclusive(purpose="build and audit tag_distribution"):
+        with warehouse.session(purpose="build and audit tag_distribution"):
             inputs = upstream_versions(settings.lake, ["ml_splits"])
             audited = warehouse.build_audit_table(
                 "tag_distribution", tag_distribution_sql(ml_splits.sql_name)

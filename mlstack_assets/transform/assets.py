@@ -168,7 +168,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings, pool: str | None) 
                 context, dbt, warehouse, settings, dbt_check_specs, suites, aliases, parsed
             )
             return
-        with warehouse.exclusive(purpose="build, audit and publish the dbt models"):
+        with warehouse.session(purpose="build, audit and publish the dbt models"):
             selected = context.selected_asset_keys
             fail_if_upstream_missing(selected, parsed, keys_by_unique_id, warehouse)
             started = time.perf_counter()

@@ -65,7 +65,7 @@ def checks_on_published(
     """The selected checks' results on the published tables; nothing is built."""
     selected: set[AssetCheckKey] = set(context.selected_asset_check_keys)
     tests = {spec.metadata[UNIQUE_ID]: spec for spec in dbt_check_specs if spec.key in selected}
-    with warehouse.exclusive(purpose="run the selected checks on the published tables"):
+    with warehouse.session(purpose="run the selected checks on the published tables"):
         if tests:
             with dbt_connections_released(warehouse.kind):
                 yield from _dbt_test_results(dbt, tests, manifest, settings)

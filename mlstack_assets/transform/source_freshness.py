@@ -49,7 +49,7 @@ def build_source_freshness_check(settings: Settings, pool: str | None) -> Assets
         selected = sorted(key.asset_key.path[-1] for key in context.selected_asset_check_keys)
         sources = [f"source:mlstack.mlops_course.{name}" for name in selected]
         with (
-            warehouse.exclusive(purpose="run dbt source freshness"),
+            warehouse.session(purpose="run dbt source freshness"),
             dbt_connections_released(warehouse.kind),
         ):
             invocation = dbt.cli(

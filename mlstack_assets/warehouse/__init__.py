@@ -3,7 +3,7 @@
 `Warehouse` is what the pipeline asks of a warehouse and nothing about any one tool: the
 SQL operations it needs (inspect a table, load a lake checkpoint into staging, build an
 audit table, publish atomically, export and restore a version), its SQL spellings
-(`dialect`), holding it for a unit of work (`exclusive`) and how tools reach it through
+(`dialect`), a session for a unit of work (`session(purpose)`) and how tools reach it through
 SQLAlchemy. Each implementation wraps Dagster's own DuckDB / BigQuery resource, and Python
 assets store their outputs through the matching Dagster IO manager. Which warehouse, with
 which executor, pool and lock, is decided in one place: `deployment.warehouse_deployment`.
@@ -58,14 +58,19 @@ class Warehouse(ConfigurableResource):
     @property
     def audit_dataset(self) -> str:
         """Where tables are built and checked before they replace the published ones (the
-        ML tables here, dbt's models with `+schema: audit`): readers never look there."""
+        ML tables, and dbt's models: the profile's schema is this dataset): readers never look
+        there."""
         return f"{self.dataset}_audit"
 
     @contextmanager
-    def exclusive(self, purpose: str = "") -> Iterator[None]:
-        """Hold while reading or writing the warehouse from this process (DuckDB needs it).
+    def session(self, purpose: str = "") -> Iterator[None]:
+        """One unit of work whose reads and writes are seen together, as a database session's
+        transaction is: the caller names it and the warehouse takes what that needs. Each
+        operation also takes it on its own; sessions nest (re-entrant).
 
-        `purpose` (e.g. "publish tags") is what a process waiting for it is told.
+        DuckDB holds its file lock for the session (one writer at a time, bounded wait);
+        `purpose` (e.g. "publish tags") is what a process waiting for it is told. BigQuery
+        needs nothing held: each of its jobs is atomic on its own.
         """
         yield
 

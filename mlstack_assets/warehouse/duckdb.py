@@ -239,7 +239,7 @@ class DuckDBWarehouse(Warehouse):
         return self.duckdb.database
 
     @contextmanager
-    def exclusive(self, purpose: str = "") -> Iterator[None]:
+    def session(self, purpose: str = "") -> Iterator[None]:
         with duckdb_file_lock(self.path).hold(self.lock_timeout_seconds, purpose):
             yield
 
@@ -249,7 +249,7 @@ class DuckDBWarehouse(Warehouse):
         `get_connection` closes it only when the body succeeds: after a failed statement the
         file stayed open in this process, and the next connection with another
         configuration, e.g. a reader's, was refused)."""
-        with self.exclusive():
+        with self.session():
             conn = self.duckdb.get_connection().__enter__()
             try:
                 limit_memory(conn, self.memory_limit)
