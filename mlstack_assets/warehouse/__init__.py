@@ -64,14 +64,14 @@ class Warehouse(ConfigurableResource):
 
     @contextmanager
     def session(self, purpose: str = "") -> Iterator[None]:
-        """One unit of work whose reads and writes are seen together, as a database session's
+        """One unit of work whose reads and writes must be seen together, as a database session's
         transaction is: the caller names it and the warehouse takes what that needs. Each
         operation also takes it on its own; sessions nest (re-entrant).
 
         DuckDB holds its file lock for the session (one writer at a time, bounded wait);
         `purpose` (e.g. "publish tags") is what a process waiting for it is told. BigQuery
-        needs nothing held: each of its jobs is atomic on its own.
-        """
+        holds nothing: each of its jobs is atomic, but a session of several jobs is not
+        isolated there (docs/architecture.md, "What one session covers")."""
         yield
 
     def qualified(self, schema: str, table: str) -> str:
