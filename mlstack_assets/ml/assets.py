@@ -12,6 +12,7 @@ nothing downstream runs.
 import functools
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -90,9 +91,7 @@ def publish_if_checks_pass(
     check passed; else fail the step with the one failure report, the published table
     untouched.
 
-    `inputs` are read in the same warehouse session as the build: read later, a
-    rollback of the upstream table in between would make the version name data it was not
-    built from.
+    `inputs` are read in the same warehouse session as the build (`building`).
 
     On success the Output comes first, so the check results attach to the materialization
     that published the checked rows.
@@ -120,6 +119,17 @@ def publish_if_checks_pass(
     yield from audit.results()
 
 
+@contextmanager
+def building(
+    warehouse: Warehouse, settings: Settings, name: str, upstream: str
+) -> Iterator[dict[str, str]]:
+    """The warehouse session an ML asset builds and audits `name` in, and the versions of
+    `upstream` it builds from, read inside it (read outside, a rollback in between would
+    make the version name data it was not built from)."""
+    with warehouse.session(purpose=f"build and audit {name}"):
+        yield upstream_versions(settings.lake, [upstream])
+
+
 def ml_asset(deployment: WarehouseDeployment, kind: str = "python") -> Callable[..., Any]:
     """`@asset` with what every ML asset shares: its group, owner, kinds, warehouse pool and
     eager automation."""
@@ -144,8 +154,7 @@ def build_ml_dataset(settings: Settings, deployment: WarehouseDeployment) -> Ass
         """
         tags = known_tags()
         sql = ml_dataset_sql(labeled_projects.sql_name, warehouse.kind, tags)
-        with warehouse.session(purpose="build and audit ml_dataset"):
-            inputs = upstream_versions(settings.lake, ["labeled_projects"])
+        with building(warehouse, settings, "ml_dataset", "labeled_projects") as inputs:
             [(total, unknown, empty)] = warehouse.query(
                 exclusions_sql(labeled_projects.sql_name, warehouse.kind, tags)
             )
@@ -188,8 +197,7 @@ def build_ml_splits(settings: Settings, deployment: WarehouseDeployment) -> Asse
         """ML: ml_dataset with a `split` column (train / validation / test), stratified by tag."""
         validation, test = config.validation_fraction, config.test_fraction
         sql = ml_splits_sql(ml_dataset.sql_name, warehouse.kind, config.seed, validation, test)
-        with warehouse.session(purpose="build and audit ml_splits"):
-            inputs = upstream_versions(settings.lake, ["ml_dataset"])
+        with building(warehouse, settings, "ml_splits", "ml_dataset") as inputs:
             audited = warehouse.build_audit_table("ml_splits", sql)
             shares = checks.tag_shares(warehouse.query, audited, validation, test)
             outcomes = [
@@ -228,8 +236,7 @@ def build_tag_distribution(settings: Settings, deployment: WarehouseDeployment) 
         context: AssetExecutionContext, ml_splits: WarehouseTable, warehouse: Warehouse
     ):
         """ML: projects per tag and split, as a table and a bar chart (in the metadata)."""
-        with warehouse.session(purpose="build and audit tag_distribution"):
-            inputs = upstream_versions(settings.lake, ["ml_splits"])
+        with building(warehouse, settings, "tag_distribution", "ml_splits") as inputs:
             audited = warehouse.build_audit_table(
                 "tag_distribution", tag_distribution_sql(ml_splits.sql_name)
             )
