@@ -8,11 +8,11 @@ from dagster import BetaWarning, Definitions, PreviewWarning
 
 from mlstack_assets.automation.definitions import build_automation_definitions
 from mlstack_assets.automation.freshness import with_freshness_policies
-from mlstack_assets.ingestion.definitions import build_ingestion_definitions
-from mlstack_assets.lake.definitions import build_lake_definitions
-from mlstack_assets.ml.definitions import build_ml_definitions
+from mlstack_assets.ingestion.assets import build_ingestion_definitions
+from mlstack_assets.lake.restore import build_rollback_definitions
+from mlstack_assets.ml.assets import build_ml_definitions
 from mlstack_assets.settings import Settings, load_settings
-from mlstack_assets.transform.definitions import build_transform_definitions
+from mlstack_assets.transform.assets import build_transform_definitions
 from mlstack_assets.warehouse.deployment import warehouse_deployment
 
 # mlstack uses beta dagster-airbyte / observable-source APIs on purpose; the warnings say
@@ -26,10 +26,10 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     deployment = warehouse_deployment(settings)
     defs = Definitions.merge(
         build_ingestion_definitions(settings, deployment),
-        build_transform_definitions(settings, deployment),
+        build_transform_definitions(settings),
         build_ml_definitions(settings, deployment),
         build_automation_definitions(settings),
-        build_lake_definitions(settings, deployment),
+        build_rollback_definitions(settings.lake),
         Definitions(resources=deployment.resources, executor=deployment.executor),
     )
     return with_freshness_policies(defs, settings)

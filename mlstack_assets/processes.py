@@ -1,14 +1,13 @@
-"""Processes: children that die with their parent, and whether a process still runs.
+"""Processes: children that die with their parent, and runs whose processes died.
 
-When a Dagster step is killed (SIGKILL, out of memory, a lost pod), the processes it
-started live on unless told otherwise: a `dbt build` kept the DuckDB file locked and kept
-writing, a connector kept reading, with no run tracking either. Linux sends a process a
-chosen signal when its parent dies (`PR_SET_PDEATHSIG`, kept across `exec`); a child asks
-for SIGKILL first thing, then replaces itself with the real program. Elsewhere the
-program simply runs.
-
-`python -m mlstack_assets.processes <program> [args...]` runs any program that way (the
-Airbyte connector); `mlstack-dbt` (`transform/dbt_child.py`) does the same for dbt.
+When a Dagster process is killed (SIGKILL, out of memory, a closed terminal), what it
+started lives on unless told otherwise: a `dbt build` kept writing the DuckDB file, a
+connector kept reading. Linux sends a process a chosen signal when the thread that
+started it ends (`PR_SET_PDEATHSIG`, kept across `exec`): a child asks for SIGKILL first
+thing, then replaces itself with the real program (`python -m mlstack_assets.processes
+<program> [args...]`, and `mlstack-dbt` for dbt). The kernel also drops a killed
+process's file locks; what it cannot end is the run a killed process left STARTED in the
+Dagster instance, which `fail_orphaned_runs` marks failed.
 """
 
 from __future__ import annotations
@@ -18,15 +17,14 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies; exit now if it already has.
-
-    Not fatal where it cannot be done: the process then runs as it would without mlstack.
-    """
+    """Ask Linux to SIGKILL this process when its parent ends; exit now if it already has.
+    Elsewhere the process simply runs."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
@@ -43,19 +41,23 @@ def child_command(program: str, *args: str) -> list[str]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Is a process with this pid running (on this machine)?"""
+    """Is a process with this pid running on this machine? (A zombie has ended: it only
+    waits for its parent to read its exit status.)"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's live process
         return True
-    return True
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return not sys.platform.startswith("linux")
 
 
 def alive_since(pid: int, since: float) -> bool:
-    """Is `pid` running, and the same process that was running at `since` (epoch s)?
-    On Linux a pid reused by a process started later is not the same process."""
+    """Is `pid` running, and the process that was running at `since` (epoch seconds)? On
+    Linux a pid reused by a process started later is not the same process."""
     if not pid_alive(pid):
         return False
     try:
@@ -68,6 +70,37 @@ def alive_since(pid: int, since: float) -> bool:
         return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + 1
     except (OSError, ValueError, IndexError, StopIteration):
         return True
+
+
+def fail_orphaned_runs(instance: Any) -> list[str]:
+    """Mark failed the runs left STARTED or STARTING by processes that are gone.
+
+    Only for an instance kept on this machine (SQLite storage), where every event records
+    the pid of a local process: when none of them still runs, nothing will ever finish the
+    run. Runs on a shared instance are left to Dagster's run monitoring. One line per run.
+    """
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from mlstack_assets.compat import runs_stored_in_sqlite
+
+    if not runs_stored_in_sqlite(instance):
+        return []
+    lines = []
+    in_progress = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING]
+    for record in instance.get_run_records(filters=RunsFilter(statuses=in_progress)):
+        run = record.dagster_run
+        logs = instance.all_logs(run.run_id)
+        pids = {e.dagster_event.pid for e in logs if e.dagster_event and e.dagster_event.pid}
+        since = record.start_time or record.create_timestamp.timestamp()
+        if not pids or any(alive_since(pid, since) for pid in pids):
+            continue
+        message = (
+            f"marked failed by mlstack: its process{'es' if len(pids) > 1 else ''}"
+            f" ({', '.join(map(str, sorted(pids)))}) ended without finishing it (killed?)"
+        )
+        instance.report_run_failed(run, message)
+        lines.append(f"run {run.run_id[:8]} ({run.status.value}): {message}")
+    return lines
 
 
 def main() -> None:

@@ -3,23 +3,18 @@
 Each layer builds its tables where readers do not look (`<dataset>_staging` for raw
 extracts, `<dataset>_audit` for dbt's models and the ML tables), evaluates its blocking
 checks there into one `Audit` (GX suites, dbt tests, SQL checks), and hands both to
-`publish_audited`, which:
+`publish_audited`, which, in one warehouse session:
 
-1. adds the volume guard for the tables it applies to (a raw table, labeled_projects):
-   a row count that drops more than `MLSTACK_MAX_ROW_DROP_PERCENT` below the version it
-   would replace fails, naming both counts, unless the run allows it (`allow_row_drop`);
+1. adds the volume guard for the tables it applies to (the raw tables, labeled_projects):
+   a row count more than `MLSTACK_MAX_ROW_DROP_PERCENT` below the version it would replace
+   fails, naming both counts, unless the run allows it (`allow_row_drop`);
 2. fails the step with one report (what failed, where the audited rows are, what was
    kept) when any blocking check failed: nothing is published;
-3. otherwise keeps a version of each table in the lake (`lake/versions.py`: a raw table's
-   version is its checkpoint; a derived table's is exported as Parquet from the audited
-   relation), replaces the published tables atomically (`Warehouse.publish_relations`:
-   one DuckDB transaction, one BigQuery job per table), makes the new versions current
-   and prunes old ones;
-4. returns, per table, the metadata every materialization carries: the published and the
-   audited relation, the version id and the versions it was built from.
-
-The raw and dbt steps call it directly; the ML assets reach it through the warehouse IO
-manager (an `AuditedTable` output: `warehouse/relations.py`).
+3. otherwise keeps a version of each table in the lake (a raw table's version is its
+   checkpoint; a derived table's is exported from the audited relation), replaces the
+   published tables atomically, makes the new versions current and prunes old ones;
+4. returns, per table, the metadata every materialization carries: the published and
+   audited relations, the version and the versions it was built from.
 """
 
 from __future__ import annotations
@@ -30,36 +25,35 @@ from typing import Any
 
 from dagster import AssetCheckSpec, AssetKey, Failure, MetadataValue
 
-from mlstack_assets.lake import Lake
-from mlstack_assets.lake.checkpoints import Checkpoint
+from mlstack_assets.lake import Lake, utc_label
+from mlstack_assets.lake.checkpoints import Checkpoint, prune
+from mlstack_assets.lake.restore import path_metadata
 from mlstack_assets.lake.versions import (
     VERSIONED_TABLES,
     Version,
     claim_version,
     current_version,
-    current_version_id,
-    lineage,
     make_current,
-    new_version_id,
     prune_versions,
-    record_exported_version,
-    record_raw_version,
-    version_data_key,
+    record_version,
 )
 from mlstack_assets.quality.outcomes import Audit, CheckOutcome
+from mlstack_assets.sources import source_names
 from mlstack_assets.warehouse import Warehouse
 
 VOLUME_CHECK = "row_drop_within_limit"
-VOLUME_GUARDED = ("projects", "tags", "labeled_projects")
-VOLUME_DESCRIPTION = (
-    "The row count does not drop more than MLSTACK_MAX_ROW_DROP_PERCENT below the version"
-    " it would replace (a deliberate shrink: run with allow_row_drop)."
-)
+VOLUME_GUARDED = (*source_names(), "labeled_projects")
 
 
 def volume_check_spec(key: AssetKey) -> AssetCheckSpec:
     """The volume guard's check on a raw table or labeled_projects (blocking)."""
-    return AssetCheckSpec(VOLUME_CHECK, asset=key, blocking=True, description=VOLUME_DESCRIPTION)
+    return AssetCheckSpec(
+        VOLUME_CHECK,
+        asset=key,
+        blocking=True,
+        description="The row count does not drop more than MLSTACK_MAX_ROW_DROP_PERCENT below"
+        " the version it would replace (a deliberate shrink: run with allow_row_drop).",
+    )
 
 
 @dataclass(frozen=True)
@@ -72,16 +66,11 @@ class Candidate:
     view_sql: str | None = None  # a view: its SELECT, reading the published tables
     checkpoint: Checkpoint | None = None  # a raw table: the checkpoint staging came from
     inputs: dict[str, str] = field(default_factory=dict)  # table -> version it was built from
-    version_id: str = field(default_factory=new_version_id)
+    version_id: str = field(default_factory=utc_label)
 
     @property
     def versioned(self) -> bool:
         return self.view_sql is None and self.table in VERSIONED_TABLES
-
-    @property
-    def version(self) -> str:
-        """A raw table's version is its checkpoint's id."""
-        return self.checkpoint.id if self.checkpoint is not None else self.version_id
 
 
 @dataclass(frozen=True)
@@ -91,16 +80,18 @@ class Policy:
     lake: str
     dataset: str
     keep_versions: int
+    keep_checkpoints: int
     max_row_drop_percent: float
     allow_row_drop: bool = False
 
 
 def policy(settings: Any, allow_row_drop: bool = False) -> Policy:
-    """The publish policy of these settings (`Settings`) for a run."""
+    """The publish policy of these `Settings` for a run."""
     return Policy(
         lake=settings.lake,
         dataset=settings.dataset,
         keep_versions=settings.lake_keep_versions,
+        keep_checkpoints=settings.lake_keep_checkpoints,
         max_row_drop_percent=settings.max_row_drop_percent,
         allow_row_drop=allow_row_drop,
     )
@@ -115,23 +106,15 @@ class AuditFailed(Exception):
         self.failure = failure
 
 
-def upstream_versions(lake: str, tables: Sequence[str]) -> dict[str, str]:
-    """The current version of each of `tables`, and what each was built from."""
-    store = Lake(lake)
-    found = {t: v for t in tables if (v := current_version_id(store, t)) is not None}
-    return lineage(store, found)
-
-
 def volume_outcome(candidate: Candidate, rows: int, lake: Lake, policy: Policy) -> CheckOutcome:
     """The volume guard: `rows` against the current version of the table."""
     current = current_version(lake, candidate.table)
-    limit = policy.max_row_drop_percent
     if current is None:
         summary = f"{rows} rows; no published version to compare with yet"
         return CheckOutcome(candidate.key, VOLUME_CHECK, True, summary, metadata={"rows": rows})
-    before = current.rows
+    before, limit = current.rows, policy.max_row_drop_percent
     drop = 100.0 * (before - rows) / before if before else 0.0
-    metadata = {
+    metadata: dict[str, Any] = {
         "rows": rows,
         "published_rows": before,
         "published_version": current.id,
@@ -146,13 +129,12 @@ def volume_outcome(candidate: Candidate, rows: int, lake: Lake, policy: Policy) 
         f" than MLSTACK_MAX_ROW_DROP_PERCENT={limit:g}"
     )
     if policy.allow_row_drop:  # the run says the shrink is deliberate
-        metadata["allowed_by"] = "allow_row_drop"
         return CheckOutcome(
             candidate.key,
             VOLUME_CHECK,
             True,
             summary + "; allowed for this run (allow_row_drop)",
-            metadata=metadata,
+            metadata={**metadata, "allowed_by": "allow_row_drop"},
             notice=f"row drop allowed for this run: {summary}",
         )
     summary += (
@@ -169,51 +151,38 @@ def failure_description(
     name_assets: bool | None = None,
 ) -> str:
     """The one failure report: what failed, that nothing was replaced, where to look."""
-    blocking = [o for o in audit.outcomes if o.blocking]
-    failed = len(audit.blocking_failures)
-    what = []
-    if audit.errors:
-        what.append("the build failed")
-    if failed:
-        what.append(f"{failed} of {len(blocking)} blocking checks failed")
-    one = len(published) == 1
-    kept = "was not replaced (it keeps its" if one else "were not replaced (they keep their"
+    what = ["the build failed"] if audit.errors else []
+    if audit.blocking_failures:
+        blocking = [o for o in audit.outcomes if o.blocking]
+        what.append(f"{len(audit.blocking_failures)} of {len(blocking)} blocking checks failed")
+    kept = (
+        "was not replaced (it keeps its"
+        if len(published) == 1
+        else "were not replaced (they keep their"
+    )
     return (
         f"{subject}: {' and '.join(what)}, so {', '.join(published)} {kept} previous content);"
         f" the audited rows are in {', '.join(audited)}.\n{audit.report(name_assets)}"
     )
 
 
-def fail_unless_passed(
-    subject: str, candidates: Sequence[Candidate], audit: Audit, policy: Policy
-) -> None:
-    """Raise `AuditFailed` (with the one failure report) unless `audit` passed; for a
-    step that publishes later (an ML asset, through the IO manager)."""
-    if not audit.passed:
-        _fail(subject, audit, candidates, policy, None)
-
-
-def _fail(
+def audit_failed(
     subject: str,
     audit: Audit,
     candidates: Sequence[Candidate],
     policy: Policy,
-    name_assets: bool | None,
-) -> None:
+    name_assets: bool | None = None,
+) -> AuditFailed:
+    """The exception a step raises when `audit` blocks the publish of `candidates`."""
     published = [f"{policy.dataset}.{c.table}" for c in candidates]
     audited = [f"{c.schema}.{c.table}" for c in candidates]
     audited += [c.checkpoint.uri for c in candidates if c.checkpoint is not None]
-    raise AuditFailed(
-        audit,
-        Failure(
-            description=failure_description(subject, audit, published, audited, name_assets),
-            metadata={
-                "audited_relations": MetadataValue.json(audited),
-                "failed_checks": MetadataValue.json(audit.failed_checks),
-            },
-            allow_retries=False,
-        ),
-    )
+    description = failure_description(subject, audit, published, audited, name_assets)
+    metadata = {
+        "audited_relations": MetadataValue.json(audited),
+        "failed_checks": MetadataValue.json(audit.failed_checks),
+    }
+    return AuditFailed(audit, Failure(description, metadata=metadata, allow_retries=False))
 
 
 def publish_audited(
@@ -226,12 +195,11 @@ def publish_audited(
     log: Callable[[str], None],
     name_assets: bool | None = None,
 ) -> tuple[Audit, dict[AssetKey, dict[str, Any]]]:
-    """Publish `candidates` if `audit` (plus the volume guard) passed, else raise
-    `AuditFailed`. Returns the whole audit and each table's materialization metadata.
-    `name_assets`: whether the report's lines name their asset (default: when several)."""
-    # one session from the volume guard to the new current versions (re-entrant: the raw and
-    # dbt steps are already in one): no other process sees published rows beside the previous
-    # version's pointer, or publishes between the guard's count and the replace
+    """Publish `candidates` if `audit` and the volume guard pass, else raise `AuditFailed`.
+    Returns the whole audit and each table's materialization metadata. `name_assets`:
+    whether the report's lines name their asset (default: when there are several)."""
+    # one session from the volume guard to the new current versions: nobody sees published
+    # rows beside the previous version's pointer, or publishes between guard and replace
     with warehouse.session(purpose=f"publish {subject}"):
         lake = Lake(policy.lake)
         for candidate in candidates:
@@ -241,22 +209,18 @@ def publish_audited(
         for warning in audit.warnings():
             log(warning)
         if not audit.passed:
-            _fail(subject, audit, candidates, policy, name_assets)
-        passed = {o.asset_key: [] for o in audit.outcomes}
+            raise audit_failed(subject, audit, candidates, policy, name_assets)
+        passed: dict[AssetKey, list[str]] = {}
         for outcome in audit.outcomes:
             if outcome.passed:
-                passed[outcome.asset_key].append(outcome.name)
+                passed.setdefault(outcome.asset_key, []).append(outcome.name)
         versions = {
-            candidate.key: _keep_version(
-                candidate, warehouse, lake, run_id, passed.get(candidate.key, [])
-            )
-            for candidate in candidates
-            if candidate.versioned
+            c.key: _keep_version(c, warehouse, lake, run_id, passed.get(c.key, []))
+            for c in candidates
+            if c.versioned
         }
-        by_schema: dict[str, list[Candidate]] = {}
-        for candidate in candidates:
-            by_schema.setdefault(candidate.schema, []).append(candidate)
-        for schema, group in by_schema.items():
+        for schema in dict.fromkeys(c.schema for c in candidates):
+            group = [c for c in candidates if c.schema == schema]
             warehouse.publish_relations(
                 schema,
                 tables=[c.table for c in group if c.view_sql is None],
@@ -264,19 +228,19 @@ def publish_audited(
             )
         metadata = {}
         for candidate in candidates:
-            version = versions.get(candidate.key)
             entry: dict[str, Any] = {
                 "dagster/table_name": f"{policy.dataset}.{candidate.table}",
                 "audited_relation": f"{candidate.schema}.{candidate.table}",
             }
+            version = versions.get(candidate.key)
             if version is not None:
                 make_current(lake, candidate.table, version.id, run_id=run_id)
                 prune_versions(lake, candidate.table, policy.keep_versions, log)
+                if candidate.checkpoint is not None:
+                    prune(lake, candidate.table, policy.keep_checkpoints, log)
                 entry |= {
                     "version": version.id,
-                    "version_path": MetadataValue.path(version.data_uri)
-                    if "://" not in version.data_uri
-                    else MetadataValue.url(version.data_uri),
+                    "version_path": path_metadata(version.data_uri),
                     "inputs": MetadataValue.json(version.inputs),
                 }
             metadata[candidate.key] = entry
@@ -284,23 +248,23 @@ def publish_audited(
 
 
 def _keep_version(
-    candidate: Candidate, warehouse: Warehouse, lake: Lake, run_id: str, checks_passed: list[str]
+    candidate: Candidate, warehouse: Warehouse, lake: Lake, run_id: str, checks: list[str]
 ) -> Version:
     """The version of `candidate` as audited: its checkpoint, or a Parquet export of it."""
     manifest: dict[str, Any] = {
         "run_id": run_id,
-        "checks_passed": sorted(checks_passed),
+        "checks_passed": sorted(checks),
         "inputs": candidate.inputs,
     }
-    if candidate.checkpoint is not None:
-        checkpoint = candidate.checkpoint
+    checkpoint = candidate.checkpoint
+    if checkpoint is not None:
+        key = claim_version(lake, candidate.table, checkpoint.id)
         manifest |= {"rows": checkpoint.rows, "columns": checkpoint.manifest["columns"]}
-        return record_raw_version(lake, candidate.table, checkpoint, manifest)
+        sha256 = checkpoint.manifest["sha256"]
+        return record_version(lake, key, candidate.table, sha256, manifest, checkpoint.data_uri)
     key = claim_version(lake, candidate.table, candidate.version_id)
     exported = warehouse.export_relation(
-        candidate.schema, candidate.table, lake, version_data_key(key)
+        candidate.schema, candidate.table, lake, f"{key}/data.parquet"
     )
     manifest |= {"rows": exported.rows, "columns": exported.columns}
-    return record_exported_version(
-        lake, key, candidate.table, candidate.version_id, exported.sha256, manifest
-    )
+    return record_version(lake, key, candidate.table, exported.sha256, manifest)

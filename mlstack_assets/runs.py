@@ -109,9 +109,6 @@ class StepProgress:
     def seconds(self) -> float:
         return (self.finished or time.time()) - self.started
 
-    def label(self) -> str:
-        return self.key
-
     def outcome(self) -> str:
         """Rows and checks, e.g. `955 rows, 12/12 checks passed`."""
         parts = []
@@ -165,7 +162,7 @@ class RunProgress:
         changed: list[tuple[str, StepProgress]] = []
         while True:
             # every record: the step events above, and the log lines that say what a step
-            # waits for (the warehouse lock, a pool slot), shown as they come
+            # waits for (the warehouse lock), shown as they come
             connection = self.instance.get_records_for_run(
                 self.run_id, cursor=self.cursor, of_type=None, limit=500
             )
@@ -260,10 +257,9 @@ WAIT_NOTES = (
     "waiting to ",
     "gave up waiting",
     "got the warehouse lock",
-    "got a slot",
 )
 
 
 def is_wait_note(message: str) -> bool:
-    """A log line about a wait (for the warehouse lock, a pool slot): shown on screen."""
+    """A log line about a wait (for the warehouse lock): shown on screen."""
     return any(note in message for note in WAIT_NOTES)

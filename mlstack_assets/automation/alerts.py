@@ -147,15 +147,15 @@ class FailureAlerts(ConfigurableResource):
 
 def failure_alerts(settings: Settings) -> FailureAlerts | None:
     """The configured alert channels, or None when alerts are off (the default)."""
-    if not (settings.slack_alerts or settings.alert_webhook):
+    if not (settings.slack_channel or settings.alert_webhook):
         return None
     return FailureAlerts(
         slack=SlackAlerts(
             token=EnvVar("MLSTACK_SLACK_TOKEN"),
             channel=settings.slack_channel,
-            api_url=settings.slack_api_base,
+            api_url=settings.slack_api_url + "/",  # slack_sdk joins method names onto it
         )
-        if settings.slack_alerts
+        if settings.slack_channel
         else None,
         webhook_url=EnvVar("MLSTACK_ALERT_WEBHOOK_URL") if settings.alert_webhook else None,
     )

@@ -21,7 +21,6 @@ from dagster import (
     define_asset_job,
 )
 
-from mlstack_assets.automation.alerts import build_alert_definitions
 from mlstack_assets.automation.sensors import build_source_change_sensor
 from mlstack_assets.ingestion.sources import source_specs
 from mlstack_assets.settings import Settings
@@ -34,7 +33,12 @@ FULL_REFRESH_JOB = define_asset_job(
 
 
 def build_automation_definitions(settings: Settings) -> Definitions:
-    return Definitions.merge(build_alert_definitions(settings), _schedules_and_sensors(settings))
+    defs = _schedules_and_sensors(settings)
+    if not (settings.slack_channel or settings.alert_webhook):
+        return defs  # alerts off: not even Slack's client is imported
+    from mlstack_assets.automation.alerts import build_alert_definitions
+
+    return Definitions.merge(build_alert_definitions(settings), defs)
 
 
 def _schedules_and_sensors(settings: Settings) -> Definitions:

@@ -14,9 +14,10 @@ from datetime import timedelta
 from dagster import AssetKey, AssetSpec, Definitions, FreshnessPolicy
 
 from mlstack_assets.settings import Settings
+from mlstack_assets.sources import source_names
 
 # The tables people read: the published raw tables and the dbt mart they feed.
-FRESHNESS_ASSETS = (AssetKey("projects"), AssetKey("tags"), AssetKey("labeled_projects"))
+FRESHNESS_ASSETS = tuple(AssetKey(name) for name in (*source_names(), "labeled_projects"))
 
 
 def freshness_policy(settings: Settings) -> FreshnessPolicy:

@@ -49,7 +49,7 @@ def build_source_change_sensor(settings: Settings, specs: list[SourceSpec]) -> S
         ),
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING
-        if settings.source_sensor_on
+        if settings.source_sensor == "on"
         else DefaultSensorStatus.STOPPED,
         target=raw_assets.downstream(),
     )

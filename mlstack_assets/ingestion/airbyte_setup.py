@@ -17,10 +17,10 @@ from mlstack_assets.ingestion.server import (
     CLIENT_ID_VAR,
     CLIENT_SECRET_VAR,
     WORKSPACE_ID_VAR,
-    connection_id_var,
 )
 from mlstack_assets.ingestion.sources import source_specs
 from mlstack_assets.settings import Settings, credential
+from mlstack_assets.sources import source as registered
 
 
 def airbyte_destination_configuration(settings: Settings) -> dict[str, Any]:
@@ -145,5 +145,5 @@ class AirbyteSetup:
             )
         print("\nexport these for MLSTACK_AIRBYTE=" + self.settings.airbyte + ":")
         for source, connection_id in connection_ids.items():
-            print(f"export {connection_id_var(source)}={connection_id}")
+            print(f"export {registered(source).connection_variable}={connection_id}")
         return connection_ids

@@ -1,47 +1,59 @@
-"""Raw `projects` and `tags`: write, audit, publish.
+"""The raw tables: every registered source synced, audited and published by one step.
 
-Each raw asset extracts its source into an immutable checkpoint in the lake, loads it
-into `<dataset>_staging.<source>`, audits that staged table with its Great Expectations
-suite (one asset check per expectation), and publishes it to `<dataset>.<source>` only
-when no blocking expectation failed. The checkpoint's manifest records the audit's
-outcome. A failed sync or audit never touches the published table, and nothing
-downstream runs.
+`airbyte_sync` is one multi-asset over the sources (`sources.SOURCES`), subsettable, so
+the sensor reruns only what a changed source feeds. It starts every selected source's
+extract at once (`AirbyteLoader.extract`: the connectors read concurrently, no lock held),
+imports Great Expectations meanwhile, then, source by source in one warehouse session
+each: loads the checkpoint into `<dataset>_staging.<source>`, audits it with the source's
+GX suite (one asset check per expectation) and the volume guard, and publishes it to
+`<dataset>.<source>` only when no blocking check failed (`publish.py`). A source that
+fails leaves its published table as it was; the others still publish; the step then
+fails naming every failed source, and nothing downstream runs. Each source's CSV is an
+observable asset upstream of its raw table: its data version is the file's fingerprint.
 """
 
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
     AssetSpec,
     Config,
     DataVersion,
+    Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
     ObserveResult,
     TableColumn,
     TableSchema,
-    asset,
+    multi_asset,
     multi_observable_source_asset,
+    with_source_code_references,
 )
 from pydantic import Field
 
 from mlstack_assets.ingestion.fingerprint import fingerprint
-from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
-from mlstack_assets.ingestion.sources import SourceError, SourceSpec
-from mlstack_assets.lake.checkpoints import Checkpoint, prune, record_audit
+from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted
+from mlstack_assets.ingestion.sources import SourceError, SourceSpec, source_specs
+from mlstack_assets.lake import Lake
+from mlstack_assets.lake.checkpoints import record_audit
+from mlstack_assets.lake.restore import path_metadata
 from mlstack_assets.publish import (
     AuditFailed,
     Candidate,
     policy,
     publish_audited,
     volume_check_spec,
+    volume_outcome,
 )
-from mlstack_assets.quality.suites import Suite, load_suite
+from mlstack_assets.quality.outcomes import Audit
+from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.quality.validation import import_great_expectations, validate_table
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Warehouse
@@ -51,20 +63,18 @@ INGESTION_GROUP = "ingestion"
 OWNER = "team:mlstack"
 
 
-def _url_metadata(spec: SourceSpec) -> MetadataValue:
-    return MetadataValue.url(spec.url) if spec.is_remote else MetadataValue.path(spec.url)
-
-
 def source_file_key(spec: SourceSpec) -> AssetKey:
     return AssetKey(f"{spec.name}_csv")
 
 
-def build_source_file_asset(spec: SourceSpec) -> AssetsDefinition:
-    """The CSV itself, outside Dagster's control: the first node of the lineage.
+def _url_metadata(spec: SourceSpec) -> MetadataValue:
+    return MetadataValue.url(spec.url) if spec.is_remote else MetadataValue.path(spec.url)
 
-    Observing it records its fingerprint as the data version, so the UI shows when the
-    source last changed and that the raw asset is stale.
-    """
+
+def build_source_file_asset(spec: SourceSpec) -> AssetsDefinition:
+    """The CSV itself, outside Dagster's control: the first node of the lineage. Observing
+    it records its fingerprint as the data version, so the UI shows when the source last
+    changed and that its raw table is stale."""
     key = source_file_key(spec)
 
     @multi_observable_source_asset(
@@ -97,18 +107,20 @@ def build_source_file_asset(spec: SourceSpec) -> AssetsDefinition:
     return observe_source_file
 
 
-def _checkpoint_metadata(checkpoint: Checkpoint) -> dict[str, Any]:
-    uri = checkpoint.uri
-    return {
-        "checkpoint": MetadataValue.url(uri) if "://" in uri else MetadataValue.path(uri),
-        "checkpoint_id": checkpoint.id,
-        "checkpoint_sha256": checkpoint.manifest["sha256"],
-    }
+class RawConfig(Config):
+    """Per-run choices of the raw step."""
+
+    allow_row_drop: bool = Field(
+        default=False,
+        description="Publish even if a table lost more rows than MLSTACK_MAX_ROW_DROP_PERCENT"
+        " (a deliberate shrink; recorded in the materialization).",
+    )
 
 
 def published_metadata(
-    spec: SourceSpec, warehouse: Warehouse, sync: SyncReport, checkpoint: Checkpoint
-) -> dict:
+    spec: SourceSpec, warehouse: Warehouse, extracted: Extracted, published: dict[str, Any]
+) -> dict[str, Any]:
+    checkpoint = extracted.checkpoint
     columns = warehouse.table_columns(warehouse.dataset, spec.name) or []
     return {
         "dagster/row_count": warehouse.row_count(warehouse.dataset, spec.name),
@@ -116,178 +128,204 @@ def published_metadata(
             columns=[TableColumn(name=name, type=dtype) for name, dtype in columns]
         ),
         "source_url": _url_metadata(spec),
-        "records_synced": sync.records,
-        **_checkpoint_metadata(checkpoint),
-        **sync.metadata,
+        "records_synced": extracted.records,
+        "checkpoint": path_metadata(checkpoint.uri),
+        "checkpoint_id": checkpoint.id,
+        "checkpoint_sha256": checkpoint.manifest["sha256"],
+        **extracted.metadata,
+        **published,
     }
-
-
-class RawConfig(Config):
-    """Per-run choices of a raw asset."""
-
-    allow_row_drop: bool = Field(
-        default=False,
-        description="Publish even if the table lost more rows than MLSTACK_MAX_ROW_DROP_PERCENT"
-        " (a deliberate shrink; recorded in the materialization).",
-    )
-
-
-def raw_sources_in_run(context: AssetExecutionContext, specs: list[SourceSpec]) -> list[SourceSpec]:
-    """The sources whose raw steps this run executes (its asset selection and step keys)."""
-    run = context.run
-    return [
-        spec
-        for spec in specs
-        if (run.asset_selection is None or AssetKey(spec.name) in run.asset_selection)
-        and (run.step_keys_to_execute is None or spec.name in run.step_keys_to_execute)
-    ]
-
-
-def _stage(extracted: Extracted) -> float:
-    """Copy the extract into the staging table (hold the warehouse lock); its seconds."""
-    started = time.perf_counter()
-    extracted.stage()
-    seconds = time.perf_counter() - started
-    extracted.report.metadata.setdefault("extract_seconds", {})["stage"] = round(seconds, 3)
-    return seconds
 
 
 def audit_and_publish(
     context: AssetExecutionContext,
     spec: SourceSpec,
-    suite: Suite,
-    warehouse: Warehouse,
     extracted: Extracted,
-    seconds: dict[str, float],
+    warehouse: Warehouse,
     settings: Settings,
     allow_row_drop: bool,
-) -> Iterator[Any]:
-    """Audit the staged table with its suite, then the one audited publish (`publish.py`);
-    record the outcome in the checkpoint's manifest."""
-    sync, checkpoint = extracted.report, extracted.checkpoint
-    key = AssetKey(spec.name)
-    context.log.info(
-        f"synced {sync.records} records into {warehouse.staging_dataset}.{spec.name}; auditing"
-    )
-    audit_started = time.perf_counter()
-    validation = validate_table(
-        warehouse, warehouse.staging_dataset, spec.name, suite, settings.data_docs_dir, key
-    )
-    seconds["audit"] = time.perf_counter() - audit_started
-    candidate = Candidate(key, spec.name, warehouse.staging_dataset, checkpoint=checkpoint)
-    publish_started = time.perf_counter()
-    try:
-        audit, published = publish_audited(
-            f"source '{spec.name}' ({spec.url})",
-            [candidate],
-            validation.audit,
-            warehouse,
-            policy(settings, allow_row_drop),
-            context.run_id,
-            context.log.warning,
+    seconds: dict[str, float],
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """Stage the extract, audit it with its suite, then the one audited publish; the
+    checkpoint's manifest records the outcome. Raises `AuditFailed` when it blocks."""
+    key, staging = AssetKey(spec.name), warehouse.staging_dataset
+    checkpoint = extracted.checkpoint
+    with warehouse.session(purpose=f"stage, audit and publish {spec.name}"):
+        started = time.perf_counter()
+        if not extracted.staged:
+            try:
+                warehouse.stage_checkpoint(spec.name, checkpoint)
+            except Exception as error:
+                context.log.debug(f"error while staging {spec.name}: {error!r}")
+                first = next(iter(str(error).strip().splitlines()), "")[:300]
+                raise SourceError(
+                    spec,
+                    f"loading the checkpoint into staging failed: {type(error).__name__}: {first}",
+                ) from None
+        seconds["extract_load"] += time.perf_counter() - started
+        context.log.info(f"synced {extracted.records} records into {staging}.{spec.name}; auditing")
+        started = time.perf_counter()
+        suite = load_suite(spec.name)
+        validation = validate_table(
+            warehouse, staging, spec.name, suite, settings.data_docs_dir, key
         )
-    except AuditFailed as failed:
-        record_audit(
-            checkpoint,
-            passed=False,
-            failed_checks=failed.audit.failed_checks,
-            published=False,
-            run_id=context.run_id,
+        seconds["audit"] = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            audit, published = publish_audited(
+                f"source '{spec.name}' ({spec.url})",
+                [Candidate(key, spec.name, staging, checkpoint=checkpoint)],
+                validation.audit,
+                warehouse,
+                policy(settings, allow_row_drop),
+                context.run_id,
+                context.log.warning,
+            )
+        except AuditFailed as failed:
+            record_audit(checkpoint, False, failed.audit.failed_checks, False, context.run_id)
+            raise
+        checkpoint = record_audit(checkpoint, True, [], True, context.run_id)
+        seconds["publish"] = time.perf_counter() - started
+        extracted.checkpoint = checkpoint
+        yield MaterializeResult(
+            asset_key=key,
+            metadata={
+                **published_metadata(spec, warehouse, extracted, published[key]),
+                **({"allow_row_drop": True} if allow_row_drop else {}),
+                "seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
+            },
+            check_results=audit.results(),
+            data_version=DataVersion(published[key]["version"]),
         )
-        yield from failed.audit.results()
-        raise failed.failure from None
-    checkpoint = record_audit(
-        checkpoint, passed=True, failed_checks=[], published=True, run_id=context.run_id
-    )
-    seconds["publish"] = time.perf_counter() - publish_started
-    prune(checkpoint.lake, spec.name, settings.lake_keep_checkpoints, context.log.info)
-    metadata = published[key]
-    yield MaterializeResult(
-        metadata={
-            **published_metadata(spec, warehouse, sync, checkpoint),
-            **metadata,
-            **({"allow_row_drop": True} if allow_row_drop else {}),
-            "seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
-        },
-        check_results=audit.results(),
-        data_version=DataVersion(metadata["version"]),
-    )
 
 
-def _failure_from(spec: SourceSpec, error: Exception) -> Failure:
-    """The step's failure for a source that could not be read, or a lock never granted."""
-    if isinstance(error, SourceError):
-        return Failure(
-            description=str(error),
-            metadata={"source": spec.name, "source_url": _url_metadata(spec)},
-            allow_retries=False,
-        )
-    return Failure(  # the warehouse lock (WarehouseLockTimeout)
-        description=f"{spec.name}: nothing was staged or published: {error}",
-        metadata={"source": spec.name},
-    )
-
-
-def build_raw_asset(
-    spec: SourceSpec,
+def checks_on_published(
+    context: AssetExecutionContext,
+    specs: list[SourceSpec],
+    warehouse: Warehouse,
     settings: Settings,
-    all_specs: list[SourceSpec],
-    deployment: WarehouseDeployment,
-) -> AssetsDefinition:
-    """Write (sync into staging), audit (the GX suite, as blocking checks), publish.
+) -> Iterator[AssetCheckResult]:
+    """The selected checks run alone (the UI's "Execute" on a check): on the published
+    tables, changing nothing."""
+    selected = context.selected_asset_check_keys
+    with warehouse.session(purpose="run the selected checks on the published raw tables"):
+        for spec in specs:
+            key = AssetKey(spec.name)
+            wanted = {check.name for check in selected if check.asset_key == key}
+            if not wanted:
+                continue
+            suite = load_suite(spec.name)
+            audit = validate_table(
+                warehouse, warehouse.dataset, spec.name, suite, settings.data_docs_dir, key
+            ).audit
+            rows = warehouse.row_count(warehouse.dataset, spec.name)
+            candidate = Candidate(key, spec.name, warehouse.dataset)
+            lake = Lake(settings.lake)
+            audit = audit + Audit([volume_outcome(candidate, rows, lake, policy(settings))])
+            yield from (r for r in audit.results() if r.check_name in wanted)
 
-    `all_specs`: every raw source, whose extracts the first raw step of a run starts
-    together when the run's steps share a process (`AirbyteLoader.start_extracts`)."""
-    suite = load_suite(spec.name)
-    key = AssetKey(spec.name)
 
-    @asset(
-        key=key,
-        deps=[source_file_key(spec)],
-        description=(
-            f"Extract-load, then validate: the Airbyte File source syncs {spec.name}.csv into"
-            " an immutable checkpoint in the lake, loaded into"
-            f" {settings.staging_dataset}.{spec.name} (Full refresh | Overwrite); its Great"
-            " Expectations suite audits it there, and only then is it published to"
-            f" {settings.dataset}.{spec.name}, atomically."
-        ),
-        group_name=INGESTION_GROUP,
-        kinds={"airbyte", deployment.kind, "great_expectations"},
-        owners=[OWNER],
-        pool=deployment.pool,
-        check_specs=[*suite.check_specs(key), volume_check_spec(key)],
+def build_raw_asset(settings: Settings, deployment: WarehouseDeployment) -> AssetsDefinition:
+    """Extract-load every source, audit each with its GX suite and the volume guard, publish."""
+    specs = source_specs(settings)
+    keys = [AssetKey(spec.name) for spec in specs]
+
+    @multi_asset(
+        name="airbyte_sync",
+        specs=[
+            AssetSpec(
+                key=key,
+                deps=[source_file_key(spec)],
+                description=(
+                    f"Extract-load, then validate: the Airbyte File source syncs {spec.name}.csv"
+                    " into an immutable checkpoint in the lake, loaded into"
+                    f" {settings.staging_dataset}.{spec.name} (Full refresh | Overwrite); its"
+                    " Great Expectations suite audits it there, and only then is it published"
+                    f" to {settings.dataset}.{spec.name}, atomically."
+                ),
+                group_name=INGESTION_GROUP,
+                kinds={"airbyte", deployment.kind, "great_expectations"},
+                owners=[OWNER],
+            )
+            for key, spec in zip(keys, specs, strict=True)
+        ],
+        check_specs=[
+            spec
+            for key in keys
+            for spec in [*load_suite(key.path[-1]).check_specs(key), volume_check_spec(key)]
+        ],
+        can_subset=True,
     )
-    def raw_asset(
+    def airbyte_sync(
         context: AssetExecutionContext,
         config: RawConfig,
         airbyte: AirbyteLoader,
         warehouse: Warehouse,
     ):
+        selected = [s for s in specs if AssetKey(s.name) in context.selected_asset_keys]
+        if not selected:  # only checks were selected
+            yield from checks_on_published(context, specs, warehouse, settings)
+            return
         started = time.perf_counter()
-        try:
-            airbyte.start_extracts(
-                raw_sources_in_run(context, all_specs), context.run_id, context.log
-            )
-            # Great Expectations takes seconds to import: here, while the connector reads
-            import_great_expectations()
-            # no warehouse lock while the source is read: a slow or stalled source keeps
-            # no other run waiting (`AirbyteLoader.extract`)
-            with airbyte.extract(spec, warehouse, context.log, context.run_id) as extracted:
+        failures: list[Failure] = []
+        with closing(airbyte.extract(selected, warehouse, context.run_id, context.log)) as synced:
+            import_great_expectations()  # seconds of imports, while the connectors read
+            for spec, extracted in synced:
                 seconds = {"extract_load": time.perf_counter() - started}
-                with warehouse.session(purpose=f"stage, audit and publish {spec.name}"):
-                    # the copy into staging is part of extract-load (the benchmark's stages)
-                    seconds["extract_load"] += _stage(extracted)
+                try:
+                    if isinstance(extracted, SourceError):
+                        raise extracted
                     yield from audit_and_publish(
                         context,
                         spec,
-                        suite,
-                        warehouse,
                         extracted,
-                        seconds,
+                        warehouse,
                         settings,
                         config.allow_row_drop,
+                        seconds,
                     )
-        except (SourceError, TimeoutError) as error:
-            raise _failure_from(spec, error) from None
+                except AuditFailed as failed:
+                    yield from failed.audit.results()
+                    failures.append(failed.failure)
+                except SourceError as error:
+                    metadata = {"source": spec.name, "source_url": _url_metadata(spec)}
+                    failures.append(Failure(str(error), metadata=metadata, allow_retries=False))
+                except TimeoutError as error:  # the warehouse lock was never granted
+                    failures.append(
+                        Failure(f"{spec.name}: nothing was staged or published: {error}")
+                    )
+                started = time.perf_counter()
+        if len(failures) == 1:
+            raise failures[0]
+        if failures:
+            raise Failure("\n\n".join(f.description or "" for f in failures), allow_retries=False)
 
-    return raw_asset
+    return airbyte_sync
+
+
+def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
+    """The connector run by mlstack by default; an Airbyte server or Cloud when
+    MLSTACK_AIRBYTE says so."""
+    if settings.airbyte != "embedded":
+        from mlstack_assets.ingestion.server import build_server_loader
+
+        return build_server_loader(settings)
+    from mlstack_assets.ingestion.embedded import EmbeddedAirbyte
+
+    return EmbeddedAirbyte(
+        lake=settings.lake,
+        connector_dir=str(settings.connector_dir),
+        source_timeout_seconds=settings.source_timeout_seconds,
+        source_retries=settings.source_retries,
+        source_deadline_seconds=settings.source_deadline_seconds,
+        connector_timeout_seconds=settings.connector_timeout_seconds,
+        memory_limit=settings.duckdb_memory_limit,
+    )
+
+
+def build_ingestion_definitions(settings: Settings, deployment: WarehouseDeployment) -> Definitions:
+    observations = [build_source_file_asset(spec) for spec in source_specs(settings)]
+    return Definitions(
+        assets=with_source_code_references([*observations, build_raw_asset(settings, deployment)]),
+        resources={"airbyte": build_airbyte_loader(settings)},
+    )

@@ -21,16 +21,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from threading import Event
 
 import requests
 import urllib3.exceptions
 
-from mlstack_assets.ingestion.sources import SourceError, SourceSpec
+from mlstack_assets.ingestion.sources import SourceError, SourceSpec, require_https
 
 CHUNK = 1 << 20
 BACKOFF_SECONDS = 1.0  # first retry after 1 s, then 2, 4, ... (capped)
 BACKOFF_CAP_SECONDS = 30.0
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def backoff_seconds(attempt: int) -> float:
+    """How long to wait before retry `attempt + 1`: 1 s, then 2, 4, ... capped."""
+    return min(BACKOFF_SECONDS * 2**attempt, BACKOFF_CAP_SECONDS)
+
+
+def transient_status(status: int) -> bool:
+    return status in RETRIED_STATUSES
 
 
 class _Transient(Exception):
@@ -98,12 +108,12 @@ def _rate(bytes_per_second: float) -> str:
     return f"{bytes_per_second:.1f} bytes/s"
 
 
-def _get(spec: SourceSpec, destination: Path, timeout: float, clock: _Clock) -> int:
+def _get(spec: SourceSpec, destination: Path, timeout: float, clock: _Clock, stopped: Event) -> int:
     """One attempt: stream the body to `destination`; return the byte count."""
     received = 0
     try:
         with requests.get(spec.url, stream=True, timeout=(timeout, timeout)) as response:
-            if response.status_code in RETRIED_STATUSES:
+            if transient_status(response.status_code):
                 raise _Transient(f"HTTP {response.status_code} {response.reason}")
             if response.status_code != 200:
                 raise SourceError(spec, f"HTTP {response.status_code} {response.reason}")
@@ -114,6 +124,8 @@ def _get(spec: SourceSpec, destination: Path, timeout: float, clock: _Clock) -> 
                     out.write(chunk)
                     received += len(chunk)
                     clock.check(spec, received)
+                    if stopped.is_set():
+                        raise SourceError(spec, f"stopped after {received:,} bytes")
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         kind = _kind(error)
         where = f"after {received:,} bytes" if received else "before the first byte"
@@ -138,27 +150,25 @@ def download(
     retries: int,
     log: Callable[[str], None],
     deadline: float = 1800.0,
-    sleep: Callable[[float], None] = time.sleep,
+    stopped: Event | None = None,
 ) -> int:
     """Download an HTTPS source to `destination`; return its size in bytes.
 
     Raises `SourceError` naming the source on a stall, past the deadline, on a
     non-retryable status, or when the transient failures outlast `retries` retries (each
-    one logged through `log`).
+    one logged through `log`); and soon after `stopped` is set (the step stopped).
     """
-    if spec.url.startswith("http://"):
-        raise SourceError(
-            spec, "the Airbyte File source reads web sources over HTTPS only; use an https:// URL"
-        )
+    require_https(spec)
     clock = _Clock(deadline)
+    stopped = stopped or Event()
     for attempt in range(retries + 1):
         try:
-            return _get(spec, destination, timeout, clock)
+            return _get(spec, destination, timeout, clock, stopped)
         except _Transient as failure:
             if attempt == retries:
                 tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
                 raise SourceError(spec, f"unreachable after {tries}: {failure}") from None
-            delay = min(BACKOFF_SECONDS * 2**attempt, BACKOFF_CAP_SECONDS)
+            delay = backoff_seconds(attempt)
             if clock.elapsed + delay > deadline:
                 raise SourceError(
                     spec,
@@ -169,5 +179,6 @@ def download(
                 f"source '{spec.name}' ({spec.url}): {failure}; retry {attempt + 1} of"
                 f" {retries} in {delay:g} s"
             )
-            sleep(delay)
+            if stopped.wait(delay):
+                raise SourceError(spec, "stopped while waiting to retry") from None
     raise AssertionError("unreachable")  # the loop returns or raises

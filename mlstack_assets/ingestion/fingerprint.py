@@ -9,11 +9,11 @@ The fingerprint string is the source asset's data version; `state` is what the s
 keeps in its cursor for the next check.
 """
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlstack_assets.ingestion.sources import SourceSpec, http_response, local_file
+from mlstack_assets.lake import streamed_sha256
 
 CHUNK = 1 << 20
 
@@ -26,19 +26,12 @@ class Fingerprint:
     state: dict[str, Any] = field(default_factory=dict)
 
 
-def _sha256(chunks) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
-
-
 def _local(spec: SourceSpec, previous: dict[str, Any]) -> Fingerprint:
     stat = local_file(spec).stat()
     if previous.get("size") == stat.st_size and previous.get("mtime_ns") == stat.st_mtime_ns:
         return Fingerprint(previous["fingerprint"], False, "size and mtime unchanged", previous)
     with spec.local_path.open("rb") as handle:
-        value = _sha256(iter(lambda: handle.read(CHUNK), b""))
+        value = f"sha256:{streamed_sha256(iter(lambda: handle.read(CHUNK), b''))}"
     state = {"fingerprint": value, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     changed = value != previous.get("fingerprint")
     return Fingerprint(value, changed, "content hash" + ("" if changed else " unchanged"), state)
@@ -60,7 +53,8 @@ def _remote(spec: SourceSpec, previous: dict[str, Any]) -> Fingerprint:
         elif last_modified:
             value, how = f"last-modified:{last_modified}", "Last-Modified"
         else:  # no validators: read the body (streamed) and hash it
-            value, how = _sha256(response.iter_content(CHUNK)), "content hash"
+            value = f"sha256:{streamed_sha256(response.iter_content(CHUNK))}"
+            how = "content hash"
     state = {"fingerprint": value, "etag": etag, "last_modified": last_modified}
     changed = value != previous.get("fingerprint")
     return Fingerprint(value, changed, how + ("" if changed else " unchanged"), state)

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlstack_assets.duckdb_memory import PARQUET_COPY_OPTIONS
+from mlstack_assets.warehouse.dialect import sql_identifier, sql_string
+from mlstack_assets.warehouse.duckdb import PARQUET_COPY_OPTIONS
 
 # the connector writes one record per line: up to twice the longest CSV line (escapes)
 MAXIMUM_OBJECT_BYTES = 16 << 20
 LOG_LINES_KEPT = 500
-AIRBYTE_COLUMNS = ("_airbyte_raw_id", "_airbyte_extracted_at", "_airbyte_meta")
 
 _MESSAGE_COLUMNS = (
     "{type: 'VARCHAR', log: 'STRUCT(level VARCHAR, message VARCHAR)',"
@@ -35,14 +35,6 @@ _MESSAGE_COLUMNS = (
     " stack_trace VARCHAR, failure_type VARCHAR), stream_status STRUCT(status VARCHAR))'}"
 )
 _ROOT_CAUSE = re.compile(r"^([\w.]+(?:Error|Exception|Warning)): (.+)$")
-
-
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def sql_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def configured_catalog(stream: str, header: Sequence[str]) -> dict[str, Any]:

@@ -6,8 +6,7 @@ Airbyte API is down. At run time the sync is triggered and polled with dagster-a
 client; a sync already running for the connection is waited for instead of duplicated.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -22,20 +21,19 @@ from dagster_airbyte.translator import AirbyteConnectionTableProps, AirbyteJob
 from dagster_airbyte.utils import get_airbyte_connection_table_name
 
 from mlstack_assets.compat import retrying_airbyte_client
-from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted, SyncReport
-from mlstack_assets.ingestion.sources import SOURCE_ENV_VARS, SourceError, SourceSpec
-from mlstack_assets.lake.checkpoints import DATA, claim_checkpoint, complete_checkpoint
+from mlstack_assets.ingestion.download import backoff_seconds, transient_status
+from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted
+from mlstack_assets.ingestion.sources import SourceError, SourceSpec
+from mlstack_assets.lake import DATA
+from mlstack_assets.lake.checkpoints import claim_checkpoint, complete_checkpoint
 from mlstack_assets.settings import Settings
+from mlstack_assets.sources import SOURCES, source
 from mlstack_assets.warehouse import Warehouse
 
 # Secrets are handed to the resources as EnvVar: resolved at run time, never shown in the UI.
 WORKSPACE_ID_VAR = "MLSTACK_AIRBYTE_WORKSPACE_ID"
 CLIENT_ID_VAR = "MLSTACK_AIRBYTE_CLIENT_ID"
 CLIENT_SECRET_VAR = "MLSTACK_AIRBYTE_CLIENT_SECRET"
-
-
-def connection_id_var(source: str) -> str:
-    return f"MLSTACK_AIRBYTE_{source.upper()}_CONNECTION_ID"
 
 
 class AirbyteServer(AirbyteLoader):
@@ -51,7 +49,7 @@ class AirbyteServer(AirbyteLoader):
         if not connection_id:
             raise SourceError(
                 spec,
-                f"no Airbyte connection configured: set {connection_id_var(spec.name)}"
+                f"no Airbyte connection configured: set {source(spec.name).connection_variable}"
                 " (`make airbyte-setup` creates the connections and prints their ids)",
             )
         return connection_id
@@ -103,41 +101,52 @@ class AirbyteServer(AirbyteLoader):
                 " stream prefix (`make airbyte-setup` does).",
             )
 
-    @contextmanager
     def extract(
-        self, spec: SourceSpec, warehouse: Warehouse, log: Any, run_id: str
-    ) -> Iterator[Extracted]:
-        """The sync writes the staging table itself, so it runs holding the warehouse lock
-        (on DuckDB the destination writes the very file the steps open); the staged table
-        is then checkpointed in the lake, as an embedded extract is."""
+        self, specs: Sequence[SourceSpec], warehouse: Warehouse, run_id: str, log: Any
+    ) -> Iterator[tuple[SourceSpec, Extracted | SourceError]]:
+        for spec in specs:
+            try:
+                yield spec, self._sync(spec, warehouse, run_id, log)
+            except SourceError as error:
+                yield spec, error
+
+    def _sync(self, spec: SourceSpec, warehouse: Warehouse, run_id: str, log: Any) -> Extracted:
+        """The sync writes the staging table itself, so it runs in a warehouse session (on
+        DuckDB the destination writes the very file the steps open); the staged table is then
+        checkpointed in the lake, as an embedded extract is."""
         with warehouse.session(purpose=f"sync {spec.name} through Airbyte"):
             extracted_at = datetime.now(timezone.utc)
-            report = self.sync_to_staging(spec, warehouse, log)
+            records, metadata = self.sync_to_staging(spec, warehouse, log)
             lake = self.lake_store
             key = claim_checkpoint(lake, spec.name, extracted_at)
             exported = warehouse.export_relation(
                 warehouse.staging_dataset, spec.name, lake, f"{key}/{DATA}"
             )
-            checkpoint = complete_checkpoint(
-                lake,
-                key,
-                extracted_at,
-                exported.sha256,
-                {
-                    "source": spec.name,
-                    "source_url": spec.url,
-                    "connector": report.metadata.get("connector"),
-                    "airbyte_job_id": report.metadata.get("airbyte_job_id"),
-                    "run_id": run_id,
-                    "rows": exported.rows,
-                    "columns": exported.columns,
-                },
-            )
-        yield Extracted(report=report, checkpoint=checkpoint)
+            manifest = {
+                "source": spec.name,
+                "source_url": spec.url,
+                "connector": metadata["connector"],
+                "airbyte_job_id": metadata["airbyte_job_id"],
+                "run_id": run_id,
+                "rows": exported.rows,
+                "columns": exported.columns,
+            }
+            checkpoint = complete_checkpoint(lake, key, extracted_at, exported.sha256, manifest)
+        return Extracted(checkpoint, records, metadata, staged=True)
 
-    def sync_to_staging(self, spec: SourceSpec, warehouse: Warehouse, log: Any) -> SyncReport:
+    def sync_to_staging(
+        self, spec: SourceSpec, warehouse: Warehouse, log: Any
+    ) -> tuple[int | None, dict[str, Any]]:
+        """Trigger the connection's sync and wait for it: the records it synced, and what
+        the materialization says of the job."""
         connection_id = self._connection_id(spec)
-        client = retrying_airbyte_client(self.workspace.get_client(), self.api_retries, log.warning)
+        client = retrying_airbyte_client(
+            self.workspace.get_client(),
+            self.api_retries,
+            log.warning,
+            transient_status,
+            backoff_seconds,
+        )
         started = datetime.now() - timedelta(minutes=1)  # dagster-airbyte's clock convention
         try:
             self._check_connection(
@@ -149,15 +158,12 @@ class AirbyteServer(AirbyteLoader):
             raise SourceError(spec, cause) from None
         job = AirbyteJob.from_job_details(output.job_details)
         log.info(f"Airbyte job {job.id} on connection {connection_id}: {job.status}")
-        return SyncReport(
-            records=job.rows_synced,
-            metadata={
-                "connector": "Airbyte server (dagster-airbyte)",
-                "airbyte_connection_id": connection_id,
-                "airbyte_job_id": job.id,
-                "airbyte_job_status": job.status,
-            },
-        )
+        return job.rows_synced, {
+            "connector": "Airbyte server (dagster-airbyte)",
+            "airbyte_connection_id": connection_id,
+            "airbyte_job_id": job.id,
+            "airbyte_job_status": job.status,
+        }
 
     @staticmethod
     def _describe_failure(
@@ -200,8 +206,6 @@ def build_server_loader(settings: Settings) -> AirbyteServer:
     return AirbyteServer(
         lake=settings.lake,
         workspace=workspace,
-        connection_ids={
-            source: settings.airbyte_connection_ids.get(source, "") for source in SOURCE_ENV_VARS
-        },
+        connection_ids={s.name: settings.airbyte_connection_id(s.name) for s in SOURCES},
         api_retries=settings.source_retries,
     )

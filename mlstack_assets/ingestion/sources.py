@@ -1,4 +1,4 @@
-"""The two raw sources and the Airbyte File source settings the lesson gives them."""
+"""A raw source as configured (its registry entry and URL), and how the connector reads it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ from urllib.parse import urlparse
 import requests
 
 from mlstack_assets.settings import Settings
+from mlstack_assets.sources import SOURCES, source
 
 HTTP_TIMEOUT_SECONDS = 30
-
-# The sources, and the variable naming each one's URL (their columns are in the GX suites)
-SOURCE_ENV_VARS = {"projects": "MLSTACK_PROJECTS_URL", "tags": "MLSTACK_TAGS_URL"}
 
 # pandas options for the File source's CSV reader. By default pandas guesses each column's
 # type per 10,000-row chunk: `7.4` turns an id column into floats (later cast to 7), `1e3`
@@ -33,13 +31,6 @@ class SourceError(RuntimeError):
     def __init__(self, source: SourceSpec, cause: str):
         super().__init__(f"source '{source.name}' ({source.url}): {cause}")
 
-    @classmethod
-    def from_message(cls, message: str) -> SourceError:
-        """The error another process reported, its message (which names the source) kept."""
-        error = cls.__new__(cls)
-        RuntimeError.__init__(error, message)
-        return error
-
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -50,7 +41,7 @@ class SourceSpec:
 
     @property
     def env_var(self) -> str:
-        return SOURCE_ENV_VARS[self.name]
+        return source(self.name).url_variable
 
     @property
     def is_remote(self) -> bool:
@@ -77,7 +68,8 @@ class SourceSpec:
 
 
 def source_specs(settings: Settings) -> list[SourceSpec]:
-    return [SourceSpec(name=name, url=url) for name, url in settings.source_urls.items()]
+    """Every registered source (`sources.SOURCES`) at its configured URL."""
+    return [SourceSpec(source.name, settings.source_url(source.name)) for source in SOURCES]
 
 
 def local_file(spec: SourceSpec) -> Path:
@@ -91,15 +83,19 @@ def local_file(spec: SourceSpec) -> Path:
     return path
 
 
+def require_https(spec: SourceSpec) -> None:
+    if spec.url.startswith("http://"):
+        raise SourceError(
+            spec, "the Airbyte File source reads web sources over HTTPS only; use an https:// URL"
+        )
+
+
 @contextmanager
 def http_response(
     spec: SourceSpec, headers: Mapping[str, str] | None = None, accept: tuple[int, ...] = (200,)
 ) -> Iterator[requests.Response]:
     """A streamed GET of a web source; unreachable hosts and bad statuses become `SourceError`."""
-    if spec.url.startswith("http://"):
-        raise SourceError(
-            spec, "the Airbyte File source reads web sources over HTTPS only; use an https:// URL"
-        )
+    require_https(spec)
     try:
         response = requests.get(
             spec.url, headers=dict(headers or {}), stream=True, timeout=HTTP_TIMEOUT_SECONDS

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlstack_assets.ingestion.protocol import sql_identifier, sql_string
+from mlstack_assets.warehouse.dialect import sql_identifier, sql_string
 
 # the longest CSV line DuckDB accepts (its default is 2 MB); its read buffer must be larger
 MAX_LINE_BYTES = 8 << 20

@@ -1,17 +1,15 @@
-"""The lake under the warehouse: immutable Parquet files with JSON manifests.
+"""The lake under the warehouse: immutable Parquet files, each with a JSON manifest.
 
-`MLSTACK_LAKE` is a local folder (default `.mlstack/lake`) or `gs://bucket/prefix` in
-production. Both are reached through fsspec (the local filesystem, or gcsfs), so every
-operation below has one implementation; the two places where a local folder needs care
-that Cloud Storage gives for free (an atomic write of one object) say so.
+`MLSTACK_LAKE` is a local folder (default `.mlstack/lake`) or `gs://bucket/prefix`. Both
+are reached through fsspec (the local filesystem, or gcsfs), so every operation has one
+implementation. Layout:
 
-Layout (the design documents' staging and production lakes):
+    <lake>/staging/raw_<source>/extracted_at=<UTC>/   data.parquet + manifest.json
+    <lake>/production/<table>/version=<UTC>/          manifest.json (+ data.parquet)
+    <lake>/production/<table>/current.json
 
-    <lake>/staging/raw_<source>/extracted_at=<UTC>/data.parquet + manifest.json
-    <lake>/production/<table>/...
-
-A directory is complete once its `manifest.json` exists (written last); readers skip
-directories without one (a write that was killed).
+An entry (a checkpoint or a version) exists once its `manifest.json` does: it is written
+last, and readers skip a directory without one (a writer that was killed).
 """
 
 from __future__ import annotations
@@ -22,25 +20,45 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 CHUNK = 1 << 20
 MANIFEST = "manifest.json"
-# a bound on every Cloud Storage request (gcsfs' default is none)
-GCS_TIMEOUT_SECONDS = 120
+DATA = "data.parquet"
+GCS_TIMEOUT_SECONDS = 120  # a bound on every Cloud Storage request (gcsfs has none)
 
 
 class LakeError(RuntimeError):
-    """The lake could not be read or written; the message names the path."""
+    """The lake could not be read or written, or holds a file that is not what it should."""
+
+
+def streamed_sha256(chunks: Iterable[bytes]) -> str:
+    """The sha256 (hex) of a stream of bytes, never whole in memory."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def utc_label(moment: datetime | None = None) -> str:
+    """`20261201T214011.123456Z`: sortable, unique to the microsecond, safe in any path."""
+    return (
+        (moment or datetime.now(timezone.utc))
+        .astimezone(timezone.utc)
+        .strftime("%Y%m%dT%H%M%S.%fZ")
+    )
 
 
 class Lake:
     """A lake rooted at a local folder or at `gs://bucket/prefix`."""
 
     def __init__(self, root: str):
-        self.root = root.rstrip("/")
+        self.root = str(root).rstrip("/")
 
     def __repr__(self) -> str:
         return f"Lake({self.root!r})"
@@ -55,8 +73,8 @@ class Lake:
         if self.is_gcs:
             import gcsfs
 
-            # No listings cache: other processes (steps, runs, BigQuery's extract jobs) write
-            # the lake too, and a cached listing of a folder hides what they added since.
+            # no listings cache: other processes (steps, runs, BigQuery's extract jobs) write
+            # the lake too, and a cached listing hides what they added since
             return gcsfs.GCSFileSystem(
                 requests_timeout=GCS_TIMEOUT_SECONDS,
                 timeout=GCS_TIMEOUT_SECONDS,
@@ -74,23 +92,20 @@ class Lake:
         return self.fs.exists(self.uri(key))
 
     def make_new_directory(self, key: str) -> None:
-        """Claim `key` for a new set of files; raise `LakeError` if it exists already.
-
-        Local: `mkdir` without `exist_ok` is the claim. Cloud Storage has no directories:
-        the key must hold no object yet (its name carries a timestamp and a random suffix,
-        so two writers never pick the same one).
-        """
+        """Claim `key` for a new entry; `LakeError` if it exists. Locally `mkdir` is the
+        claim; Cloud Storage has no directories, so the key must hold no object yet."""
+        taken = f"{self.uri(key)} exists already; the lake never overwrites"
         if self.is_gcs:
             if self.fs.exists(self.uri(key)):
-                raise LakeError(f"{self.uri(key)} exists already; the lake never overwrites")
+                raise LakeError(taken)
             return
         try:
             Path(self.uri(key)).mkdir(parents=True)
         except FileExistsError:
-            raise LakeError(f"{self.uri(key)} exists already; the lake never overwrites") from None
+            raise LakeError(taken) from None
 
     def put_file(self, local: Path, key: str) -> None:
-        """Move (local lake) or upload (Cloud Storage) a finished local file to `key`."""
+        """Move (a local lake) or upload (Cloud Storage) a finished local file to `key`."""
         target = self.uri(key)
         if self.is_gcs:
             self.fs.put_file(str(local), target)
@@ -100,10 +115,8 @@ class Lake:
         os.replace(partial, target)
 
     def write_json(self, key: str, document: dict[str, Any]) -> None:
-        """Write a small JSON document whole: readers see the old one or the new one.
-
-        One Cloud Storage object write is atomic; locally, a temporary file is renamed.
-        """
+        """Write a small JSON document whole: readers see the old one or the new one (one
+        Cloud Storage object write is atomic; locally a temporary file is renamed)."""
         data = (json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode()
         target = self.uri(key)
         if self.is_gcs:
@@ -115,7 +128,6 @@ class Lake:
         os.replace(partial, target)
 
     def read_json(self, key: str) -> dict[str, Any] | None:
-        """The JSON document at `key`, or None when there is none."""
         try:
             with self.fs.open(self.uri(key), "rb") as handle:
                 return json.loads(handle.read())
@@ -123,25 +135,23 @@ class Lake:
             return None
 
     def directories(self, key: str) -> list[str]:
-        """The names of the directories directly under `key` (sorted; [] when none)."""
+        """The names of the directories directly under `key`, sorted ([] when none)."""
         try:
             entries = self.fs.ls(self.uri(key), detail=True)
         except FileNotFoundError:
             return []
-        names = [
+        return sorted(
             entry["name"].rstrip("/").rsplit("/", 1)[-1]
             for entry in entries
             if entry.get("type") == "directory"
-        ]
-        return sorted(names)
+        )
 
     def remove(self, key: str) -> None:
-        """Delete `key` and everything under it."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.uri(key), recursive=True)
 
     def modified(self, key: str) -> float | None:
-        """When the file at `key` was last written (epoch seconds), or None."""
+        """When `key` was last written (epoch seconds), or None."""
         try:
             info = self.fs.info(self.uri(key))
         except FileNotFoundError:
@@ -151,30 +161,68 @@ class Lake:
             if isinstance(value, int | float):
                 return float(value)
             if value is not None:
-                from datetime import datetime
-
                 return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
         return None
 
-    def sha256(self, key: str) -> str:
-        """The file's sha256, streamed from the lake (never whole in memory)."""
-        digest = hashlib.sha256()
-        with self.fs.open(self.uri(key), "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+    def sha256(self, uri: str) -> str:
+        """The sha256 of the file at `uri` (a key of this lake, or a path or URI it holds)."""
+        uri = uri if uri.startswith((self.root, "/")) else self.uri(uri)
+        with self.fs.open(uri, "rb") as handle:
+            return streamed_sha256(iter(lambda: handle.read(CHUNK), b""))
 
     def attach(self, conn: Any) -> None:
-        """Let a DuckDB connection read `gs://` URIs of this lake (through gcsfs; DuckDB's
-        own httpfs cannot reach a Cloud Storage emulator). Nothing to do for a folder."""
+        """Let a DuckDB connection read this lake's `gs://` URIs (through gcsfs: DuckDB's
+        httpfs cannot reach a Cloud Storage emulator). Nothing to do for a folder."""
         if self.is_gcs:
             conn.register_filesystem(self.fs)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A directory of the lake with a manifest and the Parquet file it describes."""
+
+    lake: Lake
+    key: str
+    manifest: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        """The entry's UTC label, e.g. `20261201T214011.123456Z`."""
+        return self.key.rsplit("=", 1)[-1]
+
+    @property
+    def data_uri(self) -> str:
+        """Its Parquet file: beside the manifest, or (a raw table's version) its checkpoint's."""
+        data = self.manifest.get("data", DATA)
+        return data if "/" in data else self.lake.uri(f"{self.key}/{data}")
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["rows"])
+
+    def verify(self, what: str) -> None:
+        """`LakeError` unless the data file is there and is the one the manifest describes."""
+        try:
+            found = self.lake.sha256(self.data_uri)
+        except FileNotFoundError:
+            raise LakeError(f"{what}: its data file {self.data_uri} is missing") from None
+        if found != self.manifest["sha256"]:
+            raise LakeError(
+                f"{what}: {self.data_uri} has sha256 {found}, its manifest says"
+                f" {self.manifest['sha256']}: the file was changed after it was written"
+            )
+
+
+def entries(lake: Lake, prefix: str, partition: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, manifest) of every complete entry `<prefix>/<partition><id>`, newest first."""
+    for name in reversed(lake.directories(prefix)):
+        if name.startswith(partition):
+            manifest = lake.read_json(f"{prefix}/{name}/{MANIFEST}")
+            if manifest is not None:
+                yield f"{prefix}/{name}", manifest
+
+
 def file_sha256(path: Path) -> str:
     """A local file's sha256, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    with Path(path).open("rb") as handle:
+        return streamed_sha256(iter(lambda: handle.read(CHUNK), b""))

@@ -1,38 +1,32 @@
 """Versions of the published tables: every publish kept, any one restorable or readable.
 
-`<lake>/production/<table>/version=<id>/manifest.json` records each publish of `projects`,
-`tags`, `labeled_projects`, `ml_dataset`, `ml_splits` and `tag_distribution`: the version
-id (a UTC timestamp label), when, the run, the rows and columns, the checks that passed,
-the sha256 of its Parquet file, and the versions of the tables it was built from
-(`inputs`, transitively: an ML table names the labeled_projects and raw versions behind
-it). A derived table's data is `data.parquet` beside its manifest; a raw table's version
-is the checkpoint it was published from (`data` points at the checkpoint's file, nothing
-is copied). `current.json` names the version the published table holds.
-
-`read_version` is how training code reads the exact data of any version, from the lake,
-without Dagster. Retention keeps the newest `keep` versions of a table, its current one,
-and every version a current table was built from.
+`<lake>/production/<table>/version=<id>/manifest.json` records each publish: the version
+id (a UTC label), when, the run, the rows and columns, the checks that passed, the sha256
+of its Parquet file and the versions of the tables it was built from (`inputs`,
+transitively: an ML table names the labeled_projects and raw versions behind it). A
+derived table's data is `data.parquet` beside its manifest; a raw table's version is the
+checkpoint it was published from (nothing is copied). `current.json` names the version
+the published table holds. Retention keeps the newest versions of a table, its current
+one, and every version a current table was built from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from mlstack_assets.lake import MANIFEST, Lake, LakeError
-from mlstack_assets.lake.checkpoints import Checkpoint, extracted_at_label
+from mlstack_assets.lake import DATA, MANIFEST, Entry, Lake, LakeError, entries
+from mlstack_assets.sources import source_names
 
+# every table with versions: the raw tables, dbt's mart and the ML tables
 VERSIONED_TABLES = (
-    "projects",
-    "tags",
+    *source_names(),
     "labeled_projects",
     "ml_dataset",
     "ml_splits",
     "tag_distribution",
 )
-DATA = "data.parquet"
 PARTITION = "version="
 CURRENT = "current.json"
 
@@ -45,71 +39,29 @@ def table_key(table: str) -> str:
     return f"production/{table}"
 
 
-def new_version_id(moment: datetime | None = None) -> str:
-    """A version id: the UTC time to the microsecond, e.g. `20261201T214011.123456Z`."""
-    return extracted_at_label(moment or datetime.now(timezone.utc))
-
-
-@dataclass(frozen=True)
-class Version:
+class Version(Entry):
     """One published version of a table, as its manifest describes it."""
 
-    lake: Lake
-    table: str
-    manifest: dict[str, Any]
-
     @property
-    def id(self) -> str:
-        return self.manifest["version"]
-
-    @property
-    def key(self) -> str:
-        return f"{table_key(self.table)}/{PARTITION}{self.id}"
-
-    @property
-    def data_uri(self) -> str:
-        """The version's Parquet file: beside the manifest, or a raw table's checkpoint."""
-        data = self.manifest["data"]
-        return data if "/" in data else self.lake.uri(f"{self.key}/{data}")
-
-    @property
-    def rows(self) -> int:
-        return int(self.manifest["rows"])
+    def table(self) -> str:
+        return self.manifest["table"]
 
     @property
     def inputs(self) -> dict[str, str]:
         return dict(self.manifest.get("inputs") or {})
 
-    def verify(self) -> None:
-        """Raise `VersionError` unless the data file is the one the manifest describes."""
+    def verify(self, what: str = "") -> None:
         try:
-            with self.lake.fs.open(self.data_uri, "rb") as handle:
-                import hashlib
-
-                digest = hashlib.sha256()
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-        except FileNotFoundError:
-            raise VersionError(
-                f"{self.table} version {self.id}: its data file {self.data_uri} is missing"
-            ) from None
-        if digest.hexdigest() != self.manifest["sha256"]:
-            raise VersionError(
-                f"{self.table} version {self.id}: {self.data_uri} has sha256"
-                f" {digest.hexdigest()}, its manifest says {self.manifest['sha256']}: the file"
-                " was changed after it was written; nothing was restored"
-            )
+            super().verify(what or f"{self.table} version {self.id}")
+        except VersionError:
+            raise
+        except LakeError as error:
+            raise VersionError(str(error)) from None
 
 
 def versions(lake: Lake, table: str) -> list[Version]:
     """Every version of `table`, newest first."""
-    found = []
-    for name in reversed(lake.directories(table_key(table))):
-        if name.startswith(PARTITION):
-            manifest = lake.read_json(f"{table_key(table)}/{name}/{MANIFEST}")
-            if manifest is not None:
-                found.append(Version(lake, table, manifest))
-    return found
+    return [Version(lake, k, m) for k, m in entries(lake, table_key(table), PARTITION)]
 
 
 def current_version_id(lake: Lake, table: str) -> str | None:
@@ -125,8 +77,9 @@ def current_version(lake: Lake, table: str) -> Version | None:
 def find_version(lake: Lake, table: str, version_id: str) -> Version:
     """The version with this id, or the one whose id starts with it (a unique prefix)."""
     every = versions(lake, table)
-    exact = [v for v in every if v.id == version_id]
-    matching = exact or [v for v in every if v.id.startswith(version_id)]
+    matching = [v for v in every if v.id == version_id] or [
+        v for v in every if v.id.startswith(version_id)
+    ]
     if len(matching) == 1:
         return matching[0]
     if not matching:
@@ -151,39 +104,10 @@ def lineage(lake: Lake, inputs: dict[str, str]) -> dict[str, str]:
     return found
 
 
-def _write_manifest(
-    lake: Lake, key: str, table: str, version_id: str, data: str, sha256: str, manifest: dict
-) -> Version:
-    document = {
-        **manifest,
-        "version": version_id,
-        "table": table,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "data": data,
-        "sha256": sha256,
-    }
-    lake.write_json(f"{key}/{MANIFEST}", document)  # last: the version exists from now on
-    return Version(lake, table, document)
-
-
-def record_raw_version(
-    lake: Lake, table: str, checkpoint: Checkpoint, manifest: dict[str, Any]
-) -> Version:
-    """A raw table's version: the checkpoint it was published from (nothing is copied)."""
-    key = claim_version(lake, table, checkpoint.id)
-    sha256 = checkpoint.manifest["sha256"]
-    return _write_manifest(lake, key, table, checkpoint.id, checkpoint.data_uri, sha256, manifest)
-
-
-def record_exported_version(
-    lake: Lake, key: str, table: str, version_id: str, sha256: str, manifest: dict[str, Any]
-) -> Version:
-    """A derived table's version, whose `data.parquet` the warehouse wrote under `key`."""
-    return _write_manifest(lake, key, table, version_id, DATA, sha256, manifest)
-
-
-def version_data_key(key: str) -> str:
-    return f"{key}/{DATA}"
+def current_versions(lake: Lake, tables: list[str]) -> dict[str, str]:
+    """The current version of each of `tables`, and what each was built from."""
+    found = {t: v for t in tables if (v := current_version_id(lake, t)) is not None}
+    return lineage(lake, found)
 
 
 def claim_version(lake: Lake, table: str, version_id: str) -> str:
@@ -191,6 +115,23 @@ def claim_version(lake: Lake, table: str, version_id: str) -> str:
     key = f"{table_key(table)}/{PARTITION}{version_id}"
     lake.make_new_directory(key)
     return key
+
+
+def record_version(
+    lake: Lake, key: str, table: str, sha256: str, manifest: dict[str, Any], data: str = DATA
+) -> Version:
+    """Write the manifest of the version at `key`, whose data is in place: from now on the
+    version exists. `data`: its Parquet file beside the manifest, or a checkpoint's URI."""
+    document = {
+        **manifest,
+        "version": key.rsplit(PARTITION, 1)[-1],
+        "table": table,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "data": data,
+        "sha256": sha256,
+    }
+    lake.write_json(f"{key}/{MANIFEST}", document)
+    return Version(lake, key, document)
 
 
 def make_current(lake: Lake, table: str, version_id: str, **details: Any) -> None:
@@ -201,28 +142,22 @@ def make_current(lake: Lake, table: str, version_id: str, **details: Any) -> Non
     )
 
 
-def protected(lake: Lake, tables: Iterable[str] = VERSIONED_TABLES) -> dict[str, set[str]]:
-    """Per table, the versions retention must keep whatever their age: each table's
-    current one, and every version a current one was built from."""
+def protected(lake: Lake) -> dict[str, set[str]]:
+    """Per table, the versions retention keeps whatever their age: each table's current one
+    and every version a current one was built from."""
     keep: dict[str, set[str]] = {}
-    for table in tables:
-        current = current_version(lake, table)
-        if current is None:
-            continue
-        keep.setdefault(table, set()).add(current.id)
-        for upstream, version_id in lineage(lake, current.inputs).items():
-            keep.setdefault(upstream, set()).add(version_id)
+    for table in VERSIONED_TABLES:
+        current = current_version_id(lake, table)
+        if current is not None:
+            for name, version_id in current_versions(lake, [table]).items():
+                keep.setdefault(name, set()).add(version_id)
     return keep
 
 
 def prune_versions(lake: Lake, table: str, keep: int, log: Callable[[str], None]) -> list[str]:
     """Keep the newest `keep` versions of `table` and every protected one; remove the rest."""
     must_keep = protected(lake).get(table, set())
-    removed = [
-        version.id
-        for position, version in enumerate(versions(lake, table))
-        if position >= keep and version.id not in must_keep
-    ]
+    removed = [v.id for v in versions(lake, table)[keep:] if v.id not in must_keep]
     for version_id in removed:
         lake.remove(f"{table_key(table)}/{PARTITION}{version_id}")
     if removed:
@@ -233,10 +168,10 @@ def prune_versions(lake: Lake, table: str, keep: int, log: Callable[[str], None]
 def read_version(table: str, version: str | None = None, lake: str | None = None) -> Any:
     """A published version of `table` as a pandas DataFrame, read from the lake.
 
-    `version`: a version id (or a unique prefix of one) as `mlstack versions` lists them;
-    None for the current one. `lake`: the lake's root (default: `MLSTACK_LAKE`). Needs
-    neither Dagster nor the warehouse: this is how training code gets the exact data an
-    earlier run was built from. The file is checked against its manifest's sha256 first.
+    `version`: an id (or a unique prefix) as `mlstack versions` lists them; None for the
+    current one. `lake`: the lake's root (default: `MLSTACK_LAKE`). Needs neither Dagster
+    nor the warehouse: this is how training code gets the exact data a run was built from.
+    The file is checked against its manifest's sha256 first.
 
         from mlstack_assets.lake.versions import read_version
         splits = read_version("ml_splits", "20261201T214011")
@@ -248,12 +183,9 @@ def read_version(table: str, version: str | None = None, lake: str | None = None
 
         lake = load_settings().lake
     store = Lake(lake)
-    if version is None:
-        chosen = current_version(store, table)
-        if chosen is None:
-            raise VersionError(f"{table} has no current version in {store.root}")
-    else:
-        chosen = find_version(store, table, version)
+    chosen = find_version(store, table, version) if version else current_version(store, table)
+    if chosen is None:
+        raise VersionError(f"{table} has no current version in {store.root}")
     chosen.verify()
     with duckdb.connect() as conn:
         store.attach(conn)

@@ -18,7 +18,6 @@ from typing import Any
 
 from dagster import AssetKey, MetadataValue
 
-from mlstack_assets.quality.gx_datasource import gx_table_asset
 from mlstack_assets.quality.outcomes import Audit, CheckOutcome
 from mlstack_assets.quality.suites import Expectation, Suite
 from mlstack_assets.warehouse import Warehouse
@@ -292,6 +291,22 @@ def _gx_context(data_docs_dir: Path) -> Any:
     context.delete_data_docs_site("local_site")
     prune_history(data_docs_dir)
     return context
+
+
+def gx_table_asset(context: Any, warehouse: Warehouse, schema: str, table: str) -> tuple[Any, Any]:
+    """A GX SQL datasource on `warehouse`, and its table asset for `<schema>.<table>`; the
+    caller closes the datasource's engine. From the warehouse GX asks only its SQLAlchemy
+    URL and the set-up every engine on it needs (DuckDB's memory cap)."""
+    url = warehouse.sqlalchemy_url(schema)
+    if warehouse.kind == "bigquery":
+        datasource = context.data_sources.add_bigquery(name="warehouse", connection_string=url)
+        return datasource, datasource.add_table_asset(name=table, table_name=table)
+    from mlstack_assets.compat import gx_duckdb  # noqa: F401  registers add_mlstack_duckdb
+
+    datasource = context.data_sources.add_mlstack_duckdb(name="warehouse", connection_string=url)
+    # GX's metric queries run on its execution engine's own SQLAlchemy engine
+    warehouse.prepare_sqlalchemy_engine(datasource.get_execution_engine().engine)
+    return datasource, datasource.add_table_asset(name=table, table_name=table, schema_name=schema)
 
 
 def _run_checkpoint(

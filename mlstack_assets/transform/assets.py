@@ -1,15 +1,13 @@
-"""dbt models as Dagster assets, with write-audit-publish, in four named pieces.
+"""dbt's models as Dagster assets, with write-audit-publish, in four named pieces.
 
-One multi-asset for the whole dbt project (dagster-dbt respects test failures only
-within a single definition): 1. build (`build.py`: `dbt build` into `<dataset>_audit`,
-the profile's schema), 2. audit (`audit.py`: dbt's tests and each model's GX suite,
-there), 3. publish (`publish.py`, the one audited publish: all models at once, a version
-of labeled_projects in the lake, views reading the published tables), 4. metadata (each
-model's Output). A failed audit fails the step with one report, and the published tables
-keep their content. dbt sources carry `meta.dagster.asset_key`, which the translator
-honours, so `projects` and `tags` (the Airbyte-backed raw assets) are the upstream of the
-staging models in the lineage. A run that selects only checks runs them on the published
-tables instead (`published_checks.py`).
+One multi-asset for the whole dbt project (dagster-dbt respects test failures only within
+one definition): 1. build (`build.py`: `dbt build` into `<dataset>_audit`, the profile's
+schema), 2. audit (`audit.py`: dbt's tests and each model's GX suite, there), 3. publish
+(`publish.py`: every model at once, a version of labeled_projects in the lake, views
+reading the published tables), 4. each model's Output with its metadata. A failed audit
+fails the step with one report and the published tables keep their content. dbt sources
+carry `meta.dagster.asset_key`, so the raw tables are the staging models' upstream. A run
+that selects only checks runs them on the published tables (`published_checks.py`).
 """
 
 import json
@@ -25,35 +23,40 @@ from dagster import (
     AutomationCondition,
     Config,
     DataVersion,
+    Definitions,
     MetadataValue,
     Output,
     multi_asset,
 )
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject, dbt_assets
 from pydantic import Field
 
-from mlstack_assets.compat import InstalledDbtCliResource, dbt_asset_and_check_specs
+from mlstack_assets.compat import InstalledDbtCliResource
+from mlstack_assets.lake import Lake
+from mlstack_assets.lake.versions import current_versions
 from mlstack_assets.publish import (
     VOLUME_GUARDED,
     AuditFailed,
     Candidate,
     policy,
     publish_audited,
-    upstream_versions,
     volume_check_spec,
 )
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.settings import Settings
+from mlstack_assets.sources import source_names
 from mlstack_assets.transform.audit import audit_build
 from mlstack_assets.transform.build import DbtBuild, run_build
-from mlstack_assets.transform.project import dbt_vars_args
+from mlstack_assets.transform.dbt_child import dbt_child_executable
+from mlstack_assets.transform.project import dbt_project, dbt_vars_args
 from mlstack_assets.transform.published_checks import checks_on_published
+from mlstack_assets.transform.source_freshness import build_source_freshness_check
 from mlstack_assets.transform.upstream import fail_if_upstream_missing
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
 RELATION_METADATA = "relation"  # `view` or `table`: the run summary shows views as views
-GX_SUITE_META = "great_expectations_suite"  # dbt `meta` naming the GX suite that checks a model
+GX_SUITE_META = "great_expectations_suite"  # dbt `meta` naming the GX suite of a model
 OWNER = "team:mlstack"
 
 
@@ -95,18 +98,17 @@ class DbtConfig(Config):
 
 
 def _outputs(
-    context: AssetExecutionContext, built: DbtBuild, published: dict[AssetKey, dict], seconds: dict
+    built: DbtBuild, warehouse: Warehouse, published: dict[AssetKey, dict], seconds: dict
 ) -> Iterator[Output]:
-    """The fourth piece: each model's Output, with dagster-dbt's metadata (row count,
-    schema and lineage of the audit relation: the same after the publish) and the
+    """The fourth piece: each model's Output, with dagster-dbt's metadata (schema and
+    lineage of the audit relation: the same as the published one), its row count, and the
     publish's (the published table, its version); the step's stages on the first."""
     timings = {"seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()})}
     for position, model in enumerate(built.models):
-        metadata = {
-            **model.output.metadata,
-            **published[model.key],
-            RELATION_METADATA: "view" if model.is_view else "table",
-        }
+        metadata = {**model.output.metadata, **published[model.key]}
+        metadata[RELATION_METADATA] = "view" if model.is_view else "table"
+        if not model.is_view:
+            metadata["dagster/row_count"] = warehouse.row_count(warehouse.dataset, model.alias)
         version = published[model.key].get("version")
         yield Output(
             value=None,
@@ -116,7 +118,7 @@ def _outputs(
         )
 
 
-def build_dbt_assets(project: DbtProject, settings: Settings, pool: str | None) -> AssetsDefinition:
+def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinition:
     """One multi-asset for every dbt model: write (dbt build in the audit schema), audit
     (dbt's tests and the GX suite, there), publish (all models at once, atomically)."""
     translator = MlstackDbtTranslator(
@@ -125,35 +127,37 @@ def build_dbt_assets(project: DbtProject, settings: Settings, pool: str | None) 
             enable_asset_checks=True, enable_code_references=True
         ),
     )
-    specs, dbt_check_specs = dbt_asset_and_check_specs(project, translator)
-    suites = {
-        spec.key: load_suite(spec.key.path[-1])
-        for spec in specs
-        if "great_expectations" in spec.kinds
-    }
-    gx_check_specs = [spec for key, suite in suites.items() for spec in suite.check_specs(key)]
-    build_args = ["build", *dbt_vars_args(settings)]
-    parsed = json.loads(project.manifest_path.read_text())
+
+    # dagster-dbt's own specs for the project, its tests as checks; the GX suites and the
+    # volume guard join them on the one multi-asset below (`@dbt_assets` takes no others)
+    @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator)
+    def dbt_specs(): ...
+
+    specs, dbt_check_specs = list(dbt_specs.specs), list(dbt_specs.check_specs)
+    suites = {s.key: load_suite(s.key.path[-1]) for s in specs if "great_expectations" in s.kinds}
+    manifest = json.loads(project.manifest_path.read_text())
     aliases = {
-        spec.key: parsed["nodes"][spec.metadata["dagster_dbt/unique_id"]]["alias"] for spec in specs
+        s.key: manifest["nodes"][s.metadata["dagster_dbt/unique_id"]]["alias"] for s in specs
     }
     # every node an asset stands for: the models, and the sources (the raw assets)
-    model_ids = [spec.metadata["dagster_dbt/unique_id"] for spec in specs]
     keys_by_unique_id = {
-        unique_id: translator.get_asset_spec(parsed, unique_id, project).key
-        for unique_id in [*parsed["sources"], *model_ids]
+        unique_id: translator.get_asset_spec(manifest, unique_id, project).key
+        for unique_id in [
+            *manifest["sources"],
+            *(s.metadata["dagster_dbt/unique_id"] for s in specs),
+        ]
     }
+    build_args = ["build", *dbt_vars_args(settings)]
 
     @multi_asset(
         name="dbt_models",
         specs=specs,
         check_specs=[
             *dbt_check_specs,
-            *gx_check_specs,
+            *(check for key, suite in suites.items() for check in suite.check_specs(key)),
             *(volume_check_spec(s.key) for s in specs if s.key.path[-1] in VOLUME_GUARDED),
         ],
         can_subset=True,
-        pool=pool,
         allow_arbitrary_check_specs=True,
     )
     def dbt_models(
@@ -165,19 +169,20 @@ def build_dbt_assets(project: DbtProject, settings: Settings, pool: str | None) 
         """`dbt build` into the audit schema, its tests and GX suites there, then publish."""
         if not context.selected_asset_keys:  # checks only (the UI's "Execute")
             yield from checks_on_published(
-                context, dbt, warehouse, settings, dbt_check_specs, suites, aliases, parsed
+                context, dbt, warehouse, settings, dbt_check_specs, suites, aliases, manifest
             )
             return
         with warehouse.session(purpose="build, audit and publish the dbt models"):
-            selected = context.selected_asset_keys
-            fail_if_upstream_missing(selected, parsed, keys_by_unique_id, warehouse)
+            fail_if_upstream_missing(
+                context.selected_asset_keys, manifest, keys_by_unique_id, warehouse
+            )
             started = time.perf_counter()
-            built = run_build(context, dbt, warehouse, build_args)  # 1. build
+            built = run_build(context, dbt, build_args)  # 1. build
             seconds = {"transform": built.seconds}
             deps = context.assets_def.asset_deps
             audit = audit_build(built, warehouse, suites, settings.data_docs_dir, deps)  # 2.
             seconds["checks"] = time.perf_counter() - started - seconds["transform"]
-            raw = upstream_versions(settings.lake, ["projects", "tags"])
+            raw = current_versions(Lake(settings.lake), source_names())
             candidates = [
                 Candidate(
                     model.key,
@@ -211,7 +216,22 @@ def build_dbt_assets(project: DbtProject, settings: Settings, pool: str | None) 
             if config.allow_row_drop:
                 for entry in published.values():
                     entry["allow_row_drop"] = True
-            yield from _outputs(context, built, published, seconds)  # 4. metadata
+            yield from _outputs(built, warehouse, published, seconds)  # 4. metadata
             yield from audit.results()
 
     return dbt_models
+
+
+def build_transform_definitions(settings: Settings) -> Definitions:
+    """The dbt project (staging views, labeled_projects), its tests as checks, and dbt's
+    source freshness as a check of the raw tables."""
+    project = dbt_project(settings)
+    return Definitions(
+        assets=[build_dbt_assets(project, settings)],
+        asset_checks=[build_source_freshness_check(settings)],
+        resources={
+            "dbt": InstalledDbtCliResource(
+                project_dir=project, dbt_executable=dbt_child_executable()
+            )
+        },
+    )

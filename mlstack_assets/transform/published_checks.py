@@ -19,7 +19,6 @@ from dagster import AssetCheckKey, AssetCheckResult, AssetCheckSeverity, AssetCh
 from mlstack_assets.quality.suites import Suite
 from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import Settings
-from mlstack_assets.transform.dbt_connections import dbt_connections_released
 from mlstack_assets.transform.project import dbt_vars_args
 
 UNIQUE_ID = "dagster_dbt/unique_id"
@@ -67,8 +66,7 @@ def checks_on_published(
     tests = {spec.metadata[UNIQUE_ID]: spec for spec in dbt_check_specs if spec.key in selected}
     with warehouse.session(purpose="run the selected checks on the published tables"):
         if tests:
-            with dbt_connections_released(warehouse.kind):
-                yield from _dbt_test_results(dbt, tests, manifest, settings)
+            yield from _dbt_test_results(dbt, tests, manifest, settings)
         for key, suite in suites.items():
             wanted = {e.check_name for e in suite.expectations} & {
                 check.name for check in selected if check.asset_key == key

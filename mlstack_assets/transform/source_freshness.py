@@ -20,15 +20,14 @@ from dagster import (
 
 from mlstack_assets.compat import InstalledDbtCliResource
 from mlstack_assets.settings import Settings
-from mlstack_assets.transform.dbt_connections import dbt_connections_released
+from mlstack_assets.sources import source_names
 from mlstack_assets.transform.project import dbt_vars_args
 from mlstack_assets.warehouse import Warehouse
 
 CHECK = "dbt_source_freshness"
-SOURCES = ("projects", "tags")
 
 
-def build_source_freshness_check(settings: Settings, pool: str | None) -> AssetsDefinition:
+def build_source_freshness_check(settings: Settings) -> AssetsDefinition:
     @multi_asset_check(
         name="dbt_source_freshness",
         specs=[
@@ -38,20 +37,16 @@ def build_source_freshness_check(settings: Settings, pool: str | None) -> Assets
                 description="`dbt source freshness`: extracted (_airbyte_extracted_at) within"
                 " MLSTACK_FRESHNESS_MAX_AGE_HOURS (warns; does not block).",
             )
-            for source in SOURCES
+            for source in source_names()
         ],
         can_subset=True,
-        pool=pool,
     )
     def dbt_source_freshness(
         context: AssetCheckExecutionContext, dbt: InstalledDbtCliResource, warehouse: Warehouse
     ):
         selected = sorted(key.asset_key.path[-1] for key in context.selected_asset_check_keys)
         sources = [f"source:mlstack.mlops_course.{name}" for name in selected]
-        with (
-            warehouse.session(purpose="run dbt source freshness"),
-            dbt_connections_released(warehouse.kind),
-        ):
+        with warehouse.session(purpose="run dbt source freshness"):
             invocation = dbt.cli(
                 [
                     "source",

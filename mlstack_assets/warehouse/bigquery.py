@@ -1,18 +1,17 @@
-"""BigQuery: the production warehouse, through dagster-gcp's resource and IO manager."""
+"""BigQuery: the production warehouse, through dagster-gcp's resource and IO manager.
+
+Every call that can fail for a passing reason is retried with backoff, bounded and logged
+(`transient_retry`); every job wait is bounded (`JOB_TIMEOUT_SECONDS`)."""
 
 import itertools
-from collections.abc import Sequence
 from typing import Any
 
 from dagster import get_dagster_logger
 from dagster_gcp import BigQueryResource
-from dagster_gcp.bigquery.io_manager import BigQueryClient
-from dagster_gcp_pandas import BigQueryPandasIOManager, BigQueryPandasTypeHandler
+from dagster_gcp_pandas import BigQueryPandasIOManager
 
-from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Exported, TableColumns, Warehouse
-from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
 
 RETRY_INITIAL_SECONDS = 1.0  # then 2, 4, 8, 8, ... until RETRY_TIMEOUT_SECONDS in all
 RETRY_MAXIMUM_SECONDS = 8.0
@@ -107,35 +106,17 @@ class BigQueryWarehouse(Warehouse):
         with self.bigquery.get_client() as client:
             return [tuple(row.values()) for row in _run(client, sql)]
 
-    def drop_staged(self, table: str) -> None:
-        with self.bigquery.get_client() as client:
-            client.delete_table(
-                f"{self.project}.{self.staging_dataset}.{table}",
-                not_found_ok=True,
-                retry=transient_retry("delete table"),
-            )
-
-    def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
-        """A Parquet load job from the checkpoint's `gs://` file with the manifest's schema.
-
-        The staged table is dropped first: a source whose columns changed must stage with
-        its own columns (bqemulator keeps the old table's schema on WRITE_TRUNCATE and
-        loads by position, so a renamed column would arrive under the old name). Staging
-        is mlstack's own dataset, read only by the audit that follows."""
+    def _load_parquet(self, uri: str, lake: Any, dataset: str, table: str, schema=None) -> None:
+        """A Parquet load job from `uri` into `<dataset>.<table>` with WRITE_TRUNCATE: the
+        table is replaced when the job succeeds."""
         from google.cloud import bigquery
 
-        _needs_cloud_storage(checkpoint.lake)
-        self.ensure_dataset(self.staging_dataset)
-        self.drop_staged(table)
-        schema = [
-            bigquery.SchemaField(name, BIGQUERY_TYPES.get(dtype, "STRING"))
-            for name, dtype in checkpoint.columns
-        ]
-        retry = transient_retry(f"load {table} into {self.staging_dataset}")
+        _needs_cloud_storage(lake)
+        retry = transient_retry(f"load {table} into {dataset}")
         with self.bigquery.get_client() as client:
             client.load_table_from_uri(
-                checkpoint.data_uri,
-                f"{self.project}.{self.staging_dataset}.{table}",
+                uri,
+                f"{self.project}.{dataset}.{table}",
                 job_config=bigquery.LoadJobConfig(
                     source_format=bigquery.SourceFormat.PARQUET,
                     schema=schema,
@@ -143,6 +124,28 @@ class BigQueryWarehouse(Warehouse):
                 ),
                 retry=retry,
             ).result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
+
+    def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
+        """A load job with the manifest's schema, into a staging table dropped first: a
+        source whose columns changed must stage with its own columns (bqemulator keeps the
+        old table's schema on WRITE_TRUNCATE and loads by position, so a renamed column would
+        arrive under the old name). Staging is read only by the audit that follows."""
+        from google.cloud import bigquery
+
+        self.ensure_dataset(self.staging_dataset)
+        with self.bigquery.get_client() as client:
+            client.delete_table(
+                f"{self.project}.{self.staging_dataset}.{table}",
+                not_found_ok=True,
+                retry=transient_retry("delete table"),
+            )
+        schema = [
+            bigquery.SchemaField(name, BIGQUERY_TYPES.get(dtype, "STRING"))
+            for name, dtype in checkpoint.columns
+        ]
+        self._load_parquet(
+            checkpoint.data_uri, checkpoint.lake, self.staging_dataset, table, schema
+        )
 
     def export_relation(self, schema: str, table: str, lake: Any, data_key: str) -> Exported:
         from google.cloud import bigquery
@@ -162,21 +165,7 @@ class BigQueryWarehouse(Warehouse):
         )
 
     def restore_table(self, table: str, uri: str, lake: Any) -> None:
-        """A Parquet load job with WRITE_TRUNCATE: the table is replaced when it succeeds."""
-        from google.cloud import bigquery
-
-        _needs_cloud_storage(lake)
-        retry = transient_retry(f"restore {self.dataset}.{table}")
-        with self.bigquery.get_client() as client:
-            client.load_table_from_uri(
-                uri,
-                f"{self.project}.{self.dataset}.{table}",
-                job_config=bigquery.LoadJobConfig(
-                    source_format=bigquery.SourceFormat.PARQUET,
-                    write_disposition="WRITE_TRUNCATE",
-                ),
-                retry=retry,
-            ).result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
+        self._load_parquet(uri, lake, self.dataset, table)
 
     def sqlalchemy_url(self, schema: str) -> str:
         return f"bigquery://{self.project}/{schema}"
@@ -220,44 +209,6 @@ def _run(client: Any, sql: str) -> Any:
     return client.query(sql, retry=retry).result(retry=retry)
 
 
-class BigQueryRelationTypeHandler(RelationTypeHandler):
-    def sql_name(self, table_slice: TableSlice) -> str:
-        return f"`{table_slice.database}.{table_slice.schema}.{table_slice.table}`"
-
-    def execute(self, connection: Any, sql: str) -> list[tuple]:
-        return [tuple(row.values()) for row in _run(connection, sql)]
-
-    def columns(self, connection: Any, table_slice: TableSlice) -> list[tuple[str, str]]:
-        table = connection.get_table(
-            f"{table_slice.database}.{table_slice.schema}.{table_slice.table}"
-        )
-        return [(field.name, field.field_type) for field in table.schema]
-
-
-class WarehouseBigQueryIOManager(BigQueryPandasIOManager):
-    """`BigQueryPandasIOManager` that also materializes `WarehouseQuery` outputs in BigQuery,
-    with one `CREATE OR REPLACE TABLE ... AS` and no TRUNCATE first (`ReplacingDbIOManager`)."""
-
-    warehouse: BigQueryWarehouse  # publishes `AuditedTable` outputs (the one audited publish)
-
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        return [BigQueryPandasTypeHandler(), BigQueryRelationTypeHandler()]
-
-    def create_io_manager(self, context) -> DbIOManager:
-        return ReplacingDbIOManager(
-            warehouse=self.warehouse,
-            db_client=BigQueryClient(
-                write_mode=self.write_mode, gcp_credentials=self.gcp_credentials
-            ),
-            io_manager_name="WarehouseBigQueryIOManager",
-            database=self.project,
-            schema=self.dataset,
-            type_handlers=self.type_handlers(),
-            default_load_type=self.default_load_type(),
-        )
-
-
 def build_bigquery_resources(settings: Settings) -> dict[str, Any]:
     location = settings.bigquery_location
     warehouse = BigQueryWarehouse(
@@ -266,10 +217,9 @@ def build_bigquery_resources(settings: Settings) -> dict[str, Any]:
     )
     return {
         "warehouse": warehouse,
-        "io_manager": WarehouseBigQueryIOManager(
-            project=settings.bigquery_project,
-            dataset=settings.dataset,
-            location=location,
-            warehouse=warehouse,
+        # dagster-gcp's pandas IO manager: a published table as a DataFrame
+        # (`Definitions.load_asset_value`)
+        "io_manager": BigQueryPandasIOManager(
+            project=settings.bigquery_project, dataset=settings.dataset, location=location
         ),
     }

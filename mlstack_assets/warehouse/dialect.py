@@ -1,10 +1,20 @@
-"""How each warehouse spells the few SQL details that differ between DuckDB and BigQuery.
+"""The SQL details that differ between DuckDB and BigQuery, and quoting for both.
 
 Callers (the ML SQL, the GX suites' `{try_cast}`) ask `Warehouse.dialect` or name the
 warehouse kind; this module is the one place that knows the spellings.
 """
 
 from dataclasses import dataclass
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (the same on both warehouses)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    """A double-quoted identifier (DuckDB)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)

@@ -1,45 +1,68 @@
-"""DuckDB: one file, one writer process at a time, so every user of it holds a file lock."""
+"""DuckDB: one file that takes one writer process at a time, behind one file lock.
+
+DuckDB lets one process open a database file for writing; a second writer (or a reader)
+fails with "Could not set lock on file". Every user of the file in mlstack holds
+`<file>.lock` first (`duckdb_file_lock`), so concurrent runs, `mlstack rollback` and the
+IO manager queue instead of failing. This is the only mechanism: a run's steps execute in
+one process, one after the other, and the kernel drops a killed holder's lock at once,
+so a killed run never holds anyone up.
+
+Nothing waits for ever or in silence: the holder writes who it is into the lock file (pid,
+Dagster run and step, what for, since when); a waiter says whom it waits for (at once,
+then every `LOG_EVERY_SECONDS`) and gives up past `MLSTACK_LOCK_TIMEOUT_SECONDS`.
+"""
+
+from __future__ import annotations
 
 import fcntl
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import get_dagster_logger
+from dagster import IOManager, get_dagster_logger
 from dagster_duckdb import DuckDBResource
-from dagster_duckdb.io_manager import DuckDbClient
-from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
+from dagster_duckdb_pandas import DuckDBPandasIOManager
 
-from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from mlstack_assets.duckdb_memory import PARQUET_COPY_OPTIONS, limit_memory
+from mlstack_assets.lake import file_sha256
 from mlstack_assets.processes import pid_alive
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Exported, TableColumns, Warehouse
-from mlstack_assets.warehouse.relations import RelationTypeHandler, ReplacingDbIOManager
+from mlstack_assets.warehouse.dialect import sql_identifier, sql_string
 
-DEFAULT_LOCK_TIMEOUT_SECONDS = Settings.default("lock_timeout_seconds")
-DEFAULT_DUCKDB_MEMORY_LIMIT = Settings.default("duckdb_memory_limit")
+# DuckDB's Parquet writer holds a whole row group in memory (122,880 rows by default, about
+# 37 MB of text for 300-byte rows); beside the JSON reader's buffers that ran a 600,000-row
+# extract out of the default 128MB. 16,384 rows keep it a few MB, and readers split work by
+# row group, so DuckDB and BigQuery read these files no slower.
+PARQUET_COPY_OPTIONS = "format parquet, row_group_size 16384"
+LOCK_TIMEOUT_SECONDS = 900.0
 
 
 class WarehouseLockTimeout(TimeoutError):
     """Another process held the warehouse file longer than `MLSTACK_LOCK_TIMEOUT_SECONDS`."""
 
 
+def limit_memory(conn: Any, memory_limit: str) -> None:
+    """Cap DuckDB's working memory (`MLSTACK_DUCKDB_MEMORY_LIMIT`). A SET, not a connect
+    option: a second connection to the file in one process with another configuration
+    (GX's) would be refused."""
+    conn.execute(f"set memory_limit = {sql_string(memory_limit)}")
+
+
 def _current_step() -> dict[str, str]:
-    """The Dagster run and step this process is executing, when it is executing one."""
+    """The Dagster run and step this process executes, when it executes one."""
     try:
         from dagster import OpExecutionContext
 
         context = OpExecutionContext.get()
         return {"run_id": context.run_id, "step": context.op.name}
-    except Exception:  # outside a step (scripts, tests, sensors): the pid says enough
+    except Exception:  # outside a step (scripts, tests, the CLI): the pid says enough
         return {}
 
 
@@ -57,74 +80,77 @@ def describe_holder(info: dict[str, Any]) -> str:
     if info.get("purpose"):
         parts.append(f"({info['purpose']})")
     if info.get("since"):
-        held = time.time() - float(info["since"])
-        parts.append(f"for {held:.0f} s")
+        parts.append(f"for {time.time() - float(info['since']):.0f} s")
     return " ".join(parts)
 
 
-class _ProcessFileLock:
-    """An exclusive lock on a file, held by one process at a time, re-entrant inside it.
-
-    DuckDB lets one process open a database file for writing; a second writer (or reader)
-    fails with "Could not set lock on file". Every step that touches the file holds this
-    lock, so concurrent runs queue instead of failing, whatever the Dagster instance.
-
-    Nothing waits forever, or in silence: the holder writes who it is into the lock file
-    (pid, Dagster run and step, what for, since when); a waiter polls, logs that it waits
-    and for whom (at once, then every `LOG_EVERY_SECONDS`), and raises
-    `WarehouseLockTimeout` past its timeout. The kernel drops a killed holder's flock, so a
-    stale lock cannot block anyone; the next holder reports that it was left behind.
+class ProcessFileLock:
+    """An exclusive `flock` on a file, held by one process at a time, re-entrant inside it.
 
     Plain `fcntl.flock` rather than `filelock`: filelock truncates the lock file as soon as
-    it wins the lock (filelock 3.32, `_finalize_locked_fd`), before its caller can read the
-    details a killed holder left there, which is how that holder gets reported.
+    it wins the lock, before its caller can read the details a killed holder left there.
     """
 
     POLL_SECONDS = 0.2
     LOG_EVERY_SECONDS = 10.0
 
     def __init__(self, path: Path):
-        self._path = path
+        self.path = path
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._handle: Any = None
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
     def holder(self) -> dict[str, Any]:
         """What the current (or last) holder wrote into the lock file; {} when nothing."""
         try:
-            text = self._path.read_text()
-        except OSError:
-            return {}
-        try:
-            info = json.loads(text) if text.strip() else {}
-        except ValueError:  # read while the holder was writing it
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):  # no file yet, or read while the holder wrote it
             return {}
         return info if isinstance(info, dict) else {}
 
     @contextmanager
     def hold(
         self,
-        timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+        timeout: float = LOCK_TIMEOUT_SECONDS,
         purpose: str = "",
         log: Callable[[str], None] | None = None,
     ) -> Iterator[None]:
         """Hold the lock; wait at most `timeout` seconds for another process to release it."""
-        wait = _Wait(timeout, purpose, log or get_dagster_logger().info)
-        self._acquire_thread_lock(wait)
+        say = log or get_dagster_logger().info
+        started = time.monotonic()
+        said = [None]  # when the last "waiting" line was said (seconds into the wait)
+
+        def waiting(holder: str) -> None:
+            waited = time.monotonic() - started
+            doing = f" to {purpose}" if purpose else ""
+            if waited >= timeout:
+                raise WarehouseLockTimeout(
+                    f"gave up waiting{doing} for the warehouse {self.path.with_suffix('')}:"
+                    f" its lock {self.path} is held by {holder}; waited {waited:.0f} s"
+                    f" (MLSTACK_LOCK_TIMEOUT_SECONDS={timeout:g})"
+                )
+            if said[0] is None or waited - said[0] >= self.LOG_EVERY_SECONDS:
+                said[0] = waited
+                say(
+                    f"waiting{doing} for the warehouse lock {self.path}: held by {holder};"
+                    f" waited {waited:.0f} s of at most {timeout:g} s"
+                )
+
+        while not self._thread_lock.acquire(timeout=self.POLL_SECONDS):
+            waiting("another thread of this process")
         try:
             if self._depth == 0:
-                self._acquire_file_lock(wait)
+                self._acquire(purpose, waiting, say)
+                if said[0] is not None:
+                    waited = time.monotonic() - started
+                    say(f"got the warehouse lock {self.path} after {waited:.1f} s")
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    # an empty file after release: leftover details mean the holder was killed
+                    # empty after a release: details left in it mean the holder was killed
                     self._handle.seek(0)
                     self._handle.truncate()
                     self._handle.close()  # closing releases the flock
@@ -132,103 +158,54 @@ class _ProcessFileLock:
         finally:
             self._thread_lock.release()
 
-    def _acquire_thread_lock(self, wait: "_Wait") -> None:
-        # another thread of this process holds the file: wait for it the same bounded way
-        while not self._thread_lock.acquire(timeout=self.POLL_SECONDS):
-            self._check_wait(wait, "another thread of this process")
-
-    def _acquire_file_lock(self, wait: "_Wait") -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self._path.open("a+")  # not "w": that would erase the holder's details
+    def _acquire(
+        self, purpose: str, waiting: Callable[[str], None], say: Callable[[str], None]
+    ) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")  # not "w": that would erase the holder's details
         try:
             while True:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    pass  # held by another process: report (outside this handler) and poll
-                self._check_wait(wait, describe_holder(self.holder()))
+                    pass  # held by another process: say so (outside this handler) and poll
+                waiting(describe_holder(self.holder()))
                 time.sleep(self.POLL_SECONDS)
         except BaseException:
             handle.close()
             raise
         left = self.holder()
-        if left.get("pid") and left.get("pid") != os.getpid() and not pid_alive(left["pid"]):
-            wait.say(
-                f"the warehouse lock {self._path} was left by {describe_holder(left)}, which"
-                " ended without releasing it (killed?); its lock was dropped by the system"
+        if left.get("pid") not in (None, os.getpid()) and not pid_alive(left["pid"]):
+            say(
+                f"the warehouse lock {self.path} was left by {describe_holder(left)}, which"
+                " ended without releasing it (killed?); the system dropped its lock"
             )
-        waited = time.monotonic() - wait.started
-        if wait.logged_at is not None:
-            wait.say(f"got the warehouse lock {self._path} after waiting {waited:.1f} s")
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            **_current_step(),
-            "purpose": wait.purpose,
-            "since": time.time(),
-        }
+        info = {"pid": os.getpid(), "host": socket.gethostname(), **_current_step()}
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps(info))
+        handle.write(json.dumps({**info, "purpose": purpose, "since": time.time()}))
         handle.flush()
         self._handle = handle
 
-    def _check_wait(self, wait: "_Wait", holder: str) -> None:
-        waited = time.monotonic() - wait.started
-        doing = f" to {wait.purpose}" if wait.purpose else ""
-        if waited >= wait.timeout:
-            raise WarehouseLockTimeout(
-                f"gave up waiting{doing} for the warehouse {self._path.with_suffix('')}:"
-                f" its lock {self._path} is held by {holder}; waited {waited:.0f} s"
-                f" (MLSTACK_LOCK_TIMEOUT_SECONDS={wait.timeout:g})"
-            )
-        if wait.logged_at is None or waited - wait.logged_at >= self.LOG_EVERY_SECONDS:
-            wait.logged_at = waited
-            wait.say(
-                f"waiting{doing} for the warehouse lock {self._path}: held by {holder};"
-                f" waited {waited:.0f} s of at most {wait.timeout:g} s"
-            )
 
-
-@dataclass
-class _Wait:
-    """One `hold()` call's wait: its limit, what it is for, where it reports."""
-
-    timeout: float
-    purpose: str
-    say: Callable[[str], None]
-    started: float = field(default_factory=time.monotonic)
-    logged_at: float | None = None  # seconds into the wait of the last "waiting" message
-
-
-_FILE_LOCKS: dict[Path, _ProcessFileLock] = {}
+_FILE_LOCKS: dict[Path, ProcessFileLock] = {}
 _FILE_LOCKS_GUARD = threading.Lock()
 
 
-def duckdb_file_lock(database: str | Path) -> _ProcessFileLock:
+def duckdb_file_lock(database: str | Path) -> ProcessFileLock:
+    """The one lock of a DuckDB file in this process."""
     path = Path(f"{Path(database).resolve()}.lock")
     with _FILE_LOCKS_GUARD:
-        return _FILE_LOCKS.setdefault(path, _ProcessFileLock(path))
-
-
-def limit_memory_on_checkout(engine: Any, memory_limit: str) -> None:
-    """`limit_memory` on every connection a SQLAlchemy engine hands out (GX's). On checkout,
-    not on connect: a pooled connection made before the hook was added is covered too."""
-    import sqlalchemy
-
-    def limit(dbapi_connection: Any, *_: Any) -> None:
-        limit_memory(dbapi_connection, memory_limit)
-
-    sqlalchemy.event.listen(engine, "checkout", limit)
+        return _FILE_LOCKS.setdefault(path, ProcessFileLock(path))
 
 
 class DuckDBWarehouse(Warehouse):
     """A DuckDB file; publishing is one `CREATE OR REPLACE TABLE` transaction."""
 
     duckdb: DuckDBResource
-    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
-    memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
+    memory_limit: str = "128MB"
 
     @property
     def kind(self) -> str:
@@ -238,6 +215,15 @@ class DuckDBWarehouse(Warehouse):
     def path(self) -> str:
         return self.duckdb.database
 
+    def setup_for_execution(self, context: Any) -> None:
+        """A run on this machine starts by failing the runs a killed process left STARTED
+        (`processes.fail_orphaned_runs`): nothing else ever would."""
+        from mlstack_assets.processes import fail_orphaned_runs
+
+        if context.instance is not None:
+            for line in fail_orphaned_runs(context.instance):
+                context.log.info(f"mlstack: {line}")
+
     @contextmanager
     def session(self, purpose: str = "") -> Iterator[None]:
         with duckdb_file_lock(self.path).hold(self.lock_timeout_seconds, purpose):
@@ -245,10 +231,9 @@ class DuckDBWarehouse(Warehouse):
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        """A connection to the file, holding its lock; closed whatever happens (dagster-duckdb's
-        `get_connection` closes it only when the body succeeds: after a failed statement the
-        file stayed open in this process, and the next connection with another
-        configuration, e.g. a reader's, was refused)."""
+        """A connection to the file, holding its lock, closed whatever happens (dagster-duckdb
+        closes it only when the body succeeds: after a failed statement the file stayed open
+        and the next connection with another configuration was refused)."""
         with self.session():
             conn = self.duckdb.get_connection().__enter__()
             try:
@@ -258,7 +243,7 @@ class DuckDBWarehouse(Warehouse):
                 conn.close()
 
     def qualified(self, schema: str, table: str) -> str:
-        return f'"{schema}"."{table}"'
+        return f"{sql_identifier(schema)}.{sql_identifier(table)}"
 
     def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple]:
         with self.connection() as conn:
@@ -272,30 +257,28 @@ class DuckDBWarehouse(Warehouse):
         )
         return [(name, dtype) for name, dtype in rows] or None
 
-    def drop_staged(self, table: str) -> None:
-        with self.connection() as conn:
-            conn.execute(f"drop table if exists {self.qualified(self.staging_dataset, table)}")
+    def ensure_dataset(self, dataset: str) -> None:
+        self.query(f"create schema if not exists {sql_identifier(dataset)}")
 
-    def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
-        """One `CREATE OR REPLACE TABLE ... AS` from the Parquet file (a `gs://` one is read
-        through gcsfs)."""
-        from mlstack_assets.ingestion.protocol import sql_string
-
-        staged = self.qualified(self.staging_dataset, table)
+    def _replace_from_parquet(self, schema: str, table: str, uri: str, lake: Any) -> None:
+        """One transaction: readers see the table before or after, never between."""
         with self.connection() as conn:
-            checkpoint.lake.attach(conn)
-            conn.execute(f'create schema if not exists "{self.staging_dataset}"')
+            lake.attach(conn)  # a gs:// file is read through gcsfs
+            conn.execute(f"create schema if not exists {sql_identifier(schema)}")
             conn.execute(
-                f"create or replace table {staged} as select * from"
-                f" read_parquet({sql_string(checkpoint.data_uri)}, hive_partitioning = false)"
+                f"create or replace table {self.qualified(schema, table)} as select * from"
+                f" read_parquet({sql_string(uri)}, hive_partitioning = false)"
             )
 
+    def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
+        self._replace_from_parquet(
+            self.staging_dataset, table, checkpoint.data_uri, checkpoint.lake
+        )
+
+    def restore_table(self, table: str, uri: str, lake: Any) -> None:
+        self._replace_from_parquet(self.dataset, table, uri, lake)
+
     def export_relation(self, schema: str, table: str, lake: Any, data_key: str) -> Exported:
-        import tempfile
-
-        from mlstack_assets.ingestion.protocol import sql_string
-        from mlstack_assets.lake import file_sha256
-
         with tempfile.TemporaryDirectory(prefix="mlstack-export-") as workdir:
             parquet = Path(workdir) / "data.parquet"
             with self.connection() as conn:
@@ -308,38 +291,11 @@ class DuckDBWarehouse(Warehouse):
         columns = [list(column) for column in self.table_columns(schema, table) or []]
         return Exported(rows=int(rows), columns=columns, sha256=sha256)
 
-    def restore_table(self, table: str, uri: str, lake: Any) -> None:
-        """One transaction: readers see the table before or after, never between."""
-        from mlstack_assets.ingestion.protocol import sql_string
-
-        self.ensure_dataset(self.dataset)
-        with self.connection() as conn:
-            lake.attach(conn)
-            conn.execute("begin transaction")
-            try:
-                conn.execute(
-                    f"create or replace table {self.qualified(self.dataset, table)} as"
-                    f" select * from read_parquet({sql_string(uri)}, hive_partitioning = false)"
-                )
-                conn.execute("commit")
-            except Exception:
-                conn.execute("rollback")
-                raise
-
-    def sqlalchemy_url(self, schema: str) -> str:
-        return f"duckdb:///{self.path}"
-
-    def prepare_sqlalchemy_engine(self, engine: Any) -> None:
-        limit_memory_on_checkout(engine, self.memory_limit)
-
-    def ensure_dataset(self, dataset: str) -> None:
-        self.query(f'create schema if not exists "{dataset}"')
-
     def publish_relations(
         self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
     ) -> None:
-        self.ensure_dataset(self.dataset)
         with self.connection() as conn:
+            conn.execute(f"create schema if not exists {sql_identifier(self.dataset)}")
             conn.execute("begin transaction")
             try:
                 for name, sql in (views or {}).items():
@@ -356,89 +312,60 @@ class DuckDBWarehouse(Warehouse):
                 conn.execute("rollback")
                 raise
 
+    def sqlalchemy_url(self, schema: str) -> str:
+        return f"duckdb:///{self.path}"
 
-class DuckDBRelationTypeHandler(RelationTypeHandler):
-    def sql_name(self, table_slice: TableSlice) -> str:
-        return f'"{table_slice.schema}"."{table_slice.table}"'
+    def prepare_sqlalchemy_engine(self, engine: Any) -> None:
+        """`limit_memory` on every connection the engine hands out (on checkout, not on
+        connect: a pooled connection made before the hook is covered too)."""
+        import sqlalchemy
 
-    def execute(self, connection: Any, sql: str) -> list[tuple]:
-        return connection.execute(sql).fetchall()
-
-    def columns(self, connection: Any, table_slice: TableSlice) -> list[tuple[str, str]]:
-        return connection.execute(
-            "select column_name, data_type from information_schema.columns"
-            " where table_schema = ? and table_name = ? order by ordinal_position",
-            [table_slice.schema, table_slice.table],
-        ).fetchall()
-
-
-class _LockingDuckDbClient(DuckDbClient):
-    """Dagster's DuckDB client, holding the warehouse file lock while connected."""
-
-    def __init__(
-        self,
-        lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
-        memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT,
-    ):
-        self.lock_timeout_seconds = lock_timeout_seconds
-        self.memory_limit = memory_limit
-
-    @contextmanager
-    def connect(self, context, table_slice):  # type: ignore[override]
-        lock = duckdb_file_lock(context.resource_config["database"])
-        purpose = f"store or load {table_slice.schema}.{table_slice.table}"
-        with lock.hold(self.lock_timeout_seconds, purpose):
-            # dagster-duckdb's `connect` closes its connection only when the body succeeds:
-            # after a failed write the file stayed open in this process, and the next step
-            # (or reader) could not open it ("different configuration"). Close it always.
-            conn = DuckDbClient.connect(context, table_slice).__enter__()
-            try:
-                limit_memory(conn, self.memory_limit)
-                yield conn
-            finally:
-                conn.close()
-
-
-class WarehouseDuckDBIOManager(DuckDBPandasIOManager):
-    """`DuckDBPandasIOManager` that also materializes `WarehouseQuery` outputs in DuckDB
-    (in one statement, see `ReplacingDbIOManager`), and queues on the warehouse file lock
-    instead of failing."""
-
-    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
-    memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
-    warehouse: DuckDBWarehouse  # publishes `AuditedTable` outputs (the one audited publish)
-
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        return [DuckDBPandasTypeHandler(), DuckDBRelationTypeHandler()]
-
-    def create_io_manager(self, context) -> DbIOManager:
-        return ReplacingDbIOManager(
-            warehouse=self.warehouse,
-            db_client=_LockingDuckDbClient(self.lock_timeout_seconds, self.memory_limit),
-            database=self.database,
-            schema=self.schema_,
-            type_handlers=self.type_handlers(),
-            default_load_type=self.default_load_type(),
-            io_manager_name="WarehouseDuckDBIOManager",
+        memory_limit = self.memory_limit
+        sqlalchemy.event.listen(
+            engine, "checkout", lambda conn, *_: limit_memory(conn, memory_limit)
         )
+
+
+class _HoldingTheLock(IOManager):
+    """An IO manager that holds the warehouse lock while the one it wraps reads or writes."""
+
+    def __init__(self, inner: IOManager, lock: ProcessFileLock, timeout: float):
+        self.inner, self.lock, self.timeout = inner, lock, timeout
+
+    def handle_output(self, context: Any, obj: Any) -> None:
+        with self.lock.hold(self.timeout, f"store {context.asset_key.to_user_string()}"):
+            self.inner.handle_output(context, obj)
+
+    def load_input(self, context: Any) -> Any:
+        with self.lock.hold(self.timeout, f"load {context.asset_key.to_user_string()}"):
+            return self.inner.load_input(context)
+
+
+class LockingDuckDBPandasIOManager(DuckDBPandasIOManager):
+    """dagster-duckdb's pandas IO manager (a published table as a DataFrame:
+    `Definitions.load_asset_value`), queueing on the warehouse lock instead of retrying in
+    silence for 100 s as dagster-duckdb does when the file is busy."""
+
+    lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
+
+    def create_io_manager(self, context: Any) -> IOManager:
+        inner = super().create_io_manager(context)
+        return _HoldingTheLock(inner, duckdb_file_lock(self.database), self.lock_timeout_seconds)
 
 
 def build_duckdb_resources(settings: Settings) -> dict[str, Any]:
     database = str(settings.duckdb_path)
-    warehouse = DuckDBWarehouse(
-        dataset=settings.dataset,
-        duckdb=DuckDBResource(database=database),
-        lock_timeout_seconds=settings.lock_timeout_seconds,
-        memory_limit=settings.duckdb_memory_limit,
-    )
     return {
-        "warehouse": warehouse,
-        "io_manager": WarehouseDuckDBIOManager(
-            database=database,
-            schema=settings.dataset,
+        "warehouse": DuckDBWarehouse(
+            dataset=settings.dataset,
+            duckdb=DuckDBResource(database=database),
             lock_timeout_seconds=settings.lock_timeout_seconds,
             memory_limit=settings.duckdb_memory_limit,
-            warehouse=warehouse,
+        ),
+        "io_manager": LockingDuckDBPandasIOManager(
+            database=database,
+            schema=settings.dataset,
+            connection_config={"memory_limit": settings.duckdb_memory_limit},
+            lock_timeout_seconds=settings.lock_timeout_seconds,
         ),
     }

@@ -21,7 +21,7 @@ from mlstack_assets.settings import load_settings
 from tests.conftest import Stack
 from tests.support.airbyte_api import CONFIG, REST, FakeAirbyte, start_fake_airbyte
 from tests.support.fixture_data import PROJECTS
-from tests.support.results import failure_messages, materialized_keys
+from tests.support.results import failure_messages, materialization, materialized_keys
 
 
 def stage_like_an_airbyte_destination(warehouse: Path, sources: Path):
@@ -107,7 +107,7 @@ def test_server_sync_materializes_projects_and_tags_and_everything_downstream(
     assert result.success, failure_messages(result)
     assert airbyte.calls("POST", "/api/public/v1/jobs") == 2
     assert {"projects", "tags", "labeled_projects", "ml_splits"} <= materialized_keys(result)
-    metadata = result.asset_materializations_for_node("tags")[0].metadata
+    metadata = materialization(result, "tags").metadata
     assert metadata["airbyte_connection_id"].value == connection_id(airbyte, "tags")
     assert metadata["airbyte_job_status"].value == "succeeded"
     assert stack.query("select count(*) from mlops_course.labeled_projects") == [(len(PROJECTS),)]
@@ -147,7 +147,7 @@ def test_a_sync_already_running_is_waited_for_not_duplicated(stack: Stack, airby
     assert result.success, failure_messages(result)
     assert airbyte.calls("POST", "/api/public/v1/jobs") == 0
     assert airbyte.jobs[running]["status"] == "succeeded"
-    metadata = result.asset_materializations_for_node("tags")[0].metadata
+    metadata = materialization(result, "tags").metadata
     assert metadata["airbyte_job_id"].value == running
 
 

@@ -11,10 +11,11 @@ import pytest
 from dagster import build_sensor_context
 
 from mlstack_assets.automation.alerts import Alert, AlertError, FailureAlerts, SlackAlerts
-from mlstack_assets.settings import SettingsError, load_settings
+from mlstack_assets.settings import SettingsError
 from tests.conftest import Stack
 from tests.support.alert_api import AlertApi, alert_api
 from tests.support.fixture_data import PROJECT_TAGS, write_csv
+from tests.support.settings import settings_from
 
 UI_URL = "http://dagster.internal:3000"
 
@@ -87,7 +88,7 @@ def test_alerts_are_off_unless_a_channel_is_configured(stack: Stack):
     assert "alert_on_failure" not in {sensor.name for sensor in defs.sensors or []}
     assert "alerts" not in (defs.resources or {})
     with pytest.raises(SettingsError, match="MLSTACK_SLACK_TOKEN"):
-        load_settings({"MLSTACK_SLACK_CHANNEL": "#data-alerts"})
+        settings_from({"MLSTACK_SLACK_CHANNEL": "#data-alerts"})
 
 
 def test_a_failed_delivery_names_the_channel_but_never_the_secret_url_or_token():

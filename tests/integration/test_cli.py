@@ -23,6 +23,7 @@ from mlstack_assets.cli import (
     live_display_wanted,
     summarize_run,
 )
+from mlstack_assets.warehouse.duckdb import duckdb_file_lock
 from tests.conftest import REPO_ROOT, Stack
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_csv
 from tests.support.https_server import HTTPSServer, Route
@@ -115,15 +116,16 @@ def test_a_rerun_prints_no_library_log_records(stack: Stack, tmp_path: Path):
     assert "Validation result not found" not in output, output[-3000:]
 
 
-def checks_in_step(asset: str) -> int:
-    """The checks a raw asset's own step runs: every check on it but dbt's source
+def checks_in_step(*assets: str) -> int:
+    """The checks the raw step runs on `assets`: every check on them but dbt's source
     freshness, which the dbt_source_freshness step runs."""
     from dagster import AssetKey
 
     from mlstack_assets.definitions import defs
 
     keys = defs.resolve_asset_graph().asset_check_keys
-    return sum(k.asset_key == AssetKey(asset) and k.name != "dbt_source_freshness" for k in keys)
+    wanted = {AssetKey(asset) for asset in assets}
+    return sum(k.asset_key in wanted and k.name != "dbt_source_freshness" for k in keys)
 
 
 def mlstack_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[Path]]:
@@ -150,12 +152,13 @@ def test_mlstack_run_prints_steps_and_summary_and_keeps_the_logs_in_a_file(
     lines = out.splitlines()
     assert 20 <= len(lines) <= 40, out
     # (the labeled_projects GX suite runs inside dbt_models, before publishing)
-    for step in ("projects", "tags", "dbt_models", "ml_dataset", "ml_splits"):
+    for step in ("airbyte_sync", "dbt_models", "ml_dataset", "ml_splits"):
         assert any(line.strip().startswith(f"▸ {step}") for line in lines), out
         assert any(line.strip().startswith(f"✓ {step}") for line in lines), out
-    n = checks_in_step("projects")
-    assert n >= 12  # the GX suite's expectations, the row count and the volume guard
-    assert re.search(rf"✓ projects\s+{len(PROJECTS)} rows, {n}/{n} checks passed", out), out
+    n = checks_in_step("projects", "tags")
+    assert checks_in_step("projects") >= 12  # the GX suite, the row count, the volume guard
+    rows = f"projects {len(PROJECTS)} rows, tags {len(PROJECT_TAGS)} rows"
+    assert re.search(rf"✓ airbyte_sync\s+{rows}, {n}/{n} checks passed", out), out
     assert "SUCCESS" in out and "labeled_projects" in out
     assert str(log.name) in out
     assert "Traceback" not in out + completed.stderr
@@ -178,15 +181,16 @@ def test_mlstack_run_failure_names_step_checks_and_message_without_a_traceback(
     out = completed.stdout
     assert completed.returncode == 1, out
     assert len(out.splitlines()) <= 40, out
-    n = checks_in_step("tags")
-    assert n >= 9
-    assert re.search(rf"✗ tags\s+{n - 1}/{n} checks passed, 1 failed: id_is_unique", out), out
+    n = checks_in_step("projects", "tags")
+    assert checks_in_step("tags") >= 9
+    failed = rf"✗ airbyte_sync\s+projects {len(PROJECTS)} rows, {n - 1}/{n} checks passed"
+    assert re.search(rf"{failed}, 1 failed: id_is_unique", out), out
     assert "not run (upstream failed): dbt_models" in out
     assert "FAILURE" in out and "1 FAILED (id_is_unique)" in out
-    assert "tags: source 'tags'" in out  # the failed step and its message
+    assert "airbyte_sync: source 'tags'" in out  # the failed step and its message
     assert "2 of 9 rows (22.2%) unexpected" in out
     assert "Traceback" not in out + completed.stderr
-    assert "in audit_and_publish" in log.read_text()  # the stack is in the log file
+    assert "in airbyte_sync" in log.read_text()  # the stack is in the log file
 
 
 def test_live_display_only_on_a_terminal_outside_ci(tmp_path: Path):
@@ -290,8 +294,9 @@ def test_mlstack_run_stopped_by_a_signal_stops_its_run_and_everything_it_started
     with DagsterInstance.from_config(str(home)) as instance:
         [run] = instance.get_runs()
         assert run.status.value in ("CANCELED", "FAILURE"), run.status
-        info = instance.event_log_storage.get_concurrency_info("duckdb_warehouse")
-        assert info.claimed_slots == []
+    # nothing of the run holds the warehouse
+    with duckdb_file_lock(stack.warehouse_path).hold(timeout=1, purpose="check it is free"):
+        pass
     deadline = time.monotonic() + 30
     while processes_of(home) and time.monotonic() < deadline:
         time.sleep(0.2)

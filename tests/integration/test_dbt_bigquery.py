@@ -9,10 +9,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mlstack_assets.settings import load_settings
 from mlstack_assets.transform.project import dbt_vars_args
 from tests.conftest import REPO_ROOT
 from tests.support.processes import offline
+from tests.support.settings import settings_from
 
 
 def write_placeholder_service_account(path: Path, project: str) -> Path:
@@ -61,7 +61,7 @@ def test_bigquery_target_compiles_offline_into_the_configured_project_and_datase
                 "--no-populate-cache",
                 "--target-path",
                 str(target),
-                *dbt_vars_args(load_settings(env)),  # as mlstack runs dbt
+                *dbt_vars_args(settings_from(env)),  # as mlstack runs dbt
             ]
         ),
         cwd=REPO_ROOT / "dbt_project",

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mlstack_assets.settings import SettingsError, load_settings
+from mlstack_assets.settings import SettingsError
 from mlstack_assets.transform.project import dbt_vars
 from tests.conftest import REPO_ROOT
 from tests.support.processes import offline
+from tests.support.settings import settings_from
 
 LIST_GRAPH = """
 import json, socket
@@ -89,7 +90,7 @@ def test_every_configuration_loads_the_same_graph_without_network(
 
 
 def test_default_sources_are_pinned_to_the_lesson_era_commit():
-    settings = load_settings({})
+    settings = settings_from({})
 
     commit = "e8dfdbe98f55cba8befaf8409e16e48fac2d26d8"
     assert settings.projects_url == (
@@ -105,7 +106,7 @@ def test_default_sources_are_pinned_to_the_lesson_era_commit():
 
 
 def test_relative_paths_resolve_against_the_repo_root():
-    settings = load_settings(
+    settings = settings_from(
         {"MLSTACK_PROJECTS_URL": "data/p.csv", "MLSTACK_DUCKDB_PATH": "w.duckdb"}
     )
 
@@ -119,7 +120,7 @@ def test_relative_paths_resolve_against_the_repo_root():
 )
 def test_unsupported_settings_are_rejected_with_the_variable_named(variable: str, value: str):
     with pytest.raises(SettingsError, match=variable):
-        load_settings({variable: value})
+        settings_from({variable: value})
 
 
 def test_dbt_reads_only_the_values_settings_passes_it():
@@ -139,7 +140,7 @@ def test_dbt_reads_only_the_values_settings_passes_it():
     assert not any("env_var(" in text for text in texts)
     read = set(re.findall(r"\bvar\(\s*'(\w+)'\s*\)", "\n".join(texts)))
     assert {"target", "dataset", "audit_dataset", "duckdb_path"} <= read
-    assert read <= set(dbt_vars(load_settings({})))
+    assert read <= set(dbt_vars(settings_from({})))
     assert not re.search(r"\bvar\(\s*'\w+'\s*,", "\n".join(texts))  # no var() default either
 
 
@@ -180,16 +181,19 @@ def test_dbt_connects_where_settings_point(
     key_file.write_text("{}")
     environ = {k: v.replace("{key file}", str(key_file)) for k, v in environ.items()}
     expected = {k: v.replace("{key file}", str(key_file)) for k, v in expected.items()}
-    from dagster_dbt import DbtCliResource
+    from argparse import Namespace
 
-    from mlstack_assets.compat import initialize_dbt_core_adapter
+    from dbt.config.runtime import load_profile
+    from dbt.config.utils import parse_cli_vars
+    from dbt.flags import set_from_args
+
     from mlstack_assets.settings import DBT_PROJECT_DIR
     from mlstack_assets.transform.project import dbt_vars_args
 
-    settings = load_settings(environ)
-    dbt = str(Path(sys.executable).parent / "dbt")
-    resource = DbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt)
-    adapter = initialize_dbt_core_adapter(resource, ["build", *dbt_vars_args(settings)])
+    settings = settings_from(environ)
+    set_from_args(Namespace(profiles_dir=str(DBT_PROJECT_DIR)), None)
+    dbt_vars = parse_cli_vars(dbt_vars_args(settings)[1])  # as every dbt command gets them
+    profile = load_profile(str(DBT_PROJECT_DIR), dbt_vars, None, None)
 
-    credentials = adapter.config.credentials
+    credentials = profile.credentials
     assert {key: str(getattr(credentials, key)) for key in expected} == expected

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
-from dagster import asset, materialize
 
-from mlstack_assets.ingestion.extract import extract_connection
-from mlstack_assets.settings import DBT_PROJECT_DIR, SettingsError, load_settings
+from mlstack_assets.ingestion.embedded import extract_connection
+from mlstack_assets.settings import DBT_PROJECT_DIR, SettingsError
 from mlstack_assets.transform.project import dbt_vars_args
 from mlstack_assets.warehouse.duckdb import build_duckdb_resources
-from mlstack_assets.warehouse.relations import WarehouseQuery
+from tests.support.settings import settings_from
 
 LIMIT = "123MB"
 CURRENT = "select current_setting('memory_limit')"
@@ -24,7 +24,7 @@ CURRENT = "select current_setting('memory_limit')"
 
 @pytest.fixture
 def settings(tmp_path: Path):
-    return load_settings(
+    return settings_from(
         {
             "MLSTACK_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
             "MLSTACK_DUCKDB_MEMORY_LIMIT": LIMIT,
@@ -45,17 +45,23 @@ def expected() -> str:
 
 
 def test_a_step_connection_and_the_io_manager_run_under_the_limit(settings, expected):
+    from dagster import Definitions, asset
+
     resources = build_duckdb_resources(settings)
-    assert resources["warehouse"].query(CURRENT) == [(expected,)]
+    warehouse = resources["warehouse"]
+    assert warehouse.query(CURRENT) == [(expected,)]
+    # a published view that shows the setting of whoever reads it: here, the IO manager
+    # loading an asset's table as a DataFrame (`Definitions.load_asset_value`)
+    warehouse.ensure_dataset(settings.dataset)
+    warehouse.query(f"create view {settings.dataset}.memory_setting as {CURRENT} as memory_limit")
 
     @asset
-    def memory_setting() -> WarehouseQuery:
-        return WarehouseQuery(f"{CURRENT} as memory_limit")
+    def memory_setting() -> pd.DataFrame: ...
 
-    assert materialize([memory_setting], resources=resources).success
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as conn:
-        stored = conn.execute(f'select memory_limit from "{settings.dataset}".memory_setting')
-        assert stored.fetchall() == [(expected,)]
+    defs = Definitions(assets=[memory_setting], resources=resources)
+    loaded = defs.load_asset_value("memory_setting", python_type=pd.DataFrame)
+
+    assert list(loaded["memory_limit"]) == [expected]
 
 
 def test_gx_and_the_extract_run_under_the_limit(settings, expected, tmp_path):
@@ -65,7 +71,7 @@ def test_gx_and_the_extract_run_under_the_limit(settings, expected, tmp_path):
     warehouse.ensure_dataset("s")
     warehouse.query("create table s.t as select 1 as id")
 
-    from mlstack_assets.quality.gx_datasource import gx_table_asset
+    from mlstack_assets.quality.validation import gx_table_asset
 
     datasource, _ = gx_table_asset(gx.get_context(mode="ephemeral"), warehouse, "s", "t")
     engine = datasource.get_execution_engine()
@@ -76,15 +82,10 @@ def test_gx_and_the_extract_run_under_the_limit(settings, expected, tmp_path):
         engine.close()
         datasource.get_engine().dispose()
 
-    from mlstack_assets.ingestion.definitions import build_airbyte_loader
+    from mlstack_assets.ingestion.assets import build_airbyte_loader
 
-    loader = build_airbyte_loader(
-        settings, concurrent_extracts=True
-    )  # what the raw steps' extracts are given
-    from mlstack_assets.ingestion.sources import source_specs
-
-    request = loader.request(source_specs(settings)[0], run_id="r")
-    with extract_connection(request, tmp_path) as conn:
+    loader = build_airbyte_loader(settings)  # what the raw step's extracts are given
+    with extract_connection(loader.memory_limit, tmp_path) as conn:
         assert conn.execute(CURRENT).fetchone()[0] == expected
 
 
@@ -119,7 +120,7 @@ def test_dbt_runs_under_the_limit(settings, expected):
 @pytest.mark.parametrize("value", ["lots", "512", "-1GB", "1 GB; drop table x"])
 def test_a_limit_duckdb_cannot_take_is_refused_with_the_variable_named(value):
     with pytest.raises(SettingsError, match="MLSTACK_DUCKDB_MEMORY_LIMIT"):
-        load_settings({"MLSTACK_DUCKDB_MEMORY_LIMIT": value})
+        settings_from({"MLSTACK_DUCKDB_MEMORY_LIMIT": value})
 
 
 def test_the_records_of_a_large_file_load_under_the_default_limit(tmp_path: Path):
@@ -127,10 +128,8 @@ def test_the_records_of_a_large_file_load_under_the_default_limit(tmp_path: Path
     reader's buffers: the records of a 600,000-row file of 300-byte rows ran out of the
     default 128MB at once, failing every extract of that size (the 1M-row benchmark)."""
     from mlstack_assets.ingestion import protocol
-    from mlstack_assets.ingestion.extract import ExtractRequest
 
-    default = load_settings({}).duckdb_memory_limit
-    request = ExtractRequest("projects", "unused", "unused", "unused", "r", 1, 0, 1, 1, default)
+    default = settings_from({}).duckdb_memory_limit
     records = tmp_path / "records.jsonl"
     rows = 600_000
     with records.open("w") as out:
@@ -152,7 +151,7 @@ def test_the_records_of_a_large_file_load_under_the_default_limit(tmp_path: Path
                 )
             )
 
-    with extract_connection(request, tmp_path) as conn:
+    with extract_connection(default, tmp_path) as conn:
         synced = protocol.records_to_parquet(
             conn, records, [("id", "id"), ("text", "text")], tmp_path / "data.parquet"
         )

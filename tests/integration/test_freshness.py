@@ -21,8 +21,9 @@ from dagster._daemon.freshness import FreshnessDaemon
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from mlstack_assets.automation.freshness import FRESHNESS_ASSETS
-from mlstack_assets.settings import SettingsError, load_settings
+from mlstack_assets.settings import SettingsError
 from tests.conftest import Stack
+from tests.support.settings import settings_from
 
 FRESHNESS_QUERY = """
 { assetNodes { assetKey { path } freshnessStatusInfo { freshnessStatus } } }
@@ -47,10 +48,10 @@ def test_raw_tables_and_labeled_projects_carry_the_configured_freshness_policy(s
 
 
 def test_freshness_defaults_to_one_day_and_refuses_a_window_dagster_cannot_evaluate():
-    assert load_settings({}).freshness_max_age_hours == 24
+    assert settings_from({}).freshness_max_age_hours == 24
     for bad in ("0", "0.01", "a day"):
         with pytest.raises(SettingsError, match="MLSTACK_FRESHNESS_MAX_AGE_HOURS"):
-            load_settings({"MLSTACK_FRESHNESS_MAX_AGE_HOURS": bad})
+            settings_from({"MLSTACK_FRESHNESS_MAX_AGE_HOURS": bad})
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from dagster import AssetKey
 
 from tests.conftest import Stack
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects
-from tests.support.results import failure_messages, materialized_keys
+from tests.support.results import failure_messages, materialization, materialized_keys
 
 LABELED = "mlops_course.labeled_projects"
 
@@ -101,7 +101,7 @@ def test_raw_tables_keep_airbyte_metadata_columns_and_record_their_lineage(stack
     columns = [row[0] for row in stack.query("describe mlops_course.projects")]
     assert columns[:4] == ["id", "created_on", "title", "description"]
     assert {"_airbyte_raw_id", "_airbyte_extracted_at", "_airbyte_meta"} <= set(columns)
-    metadata = result.asset_materializations_for_node("projects")[0].metadata
+    metadata = materialization(result, "projects").metadata
     assert metadata["dagster/row_count"].value == len(PROJECTS)
     assert metadata["source_url"].value == str(stack.root / "src" / "projects.csv")
     assert metadata["connector"].value.startswith("airbyte/source-file ")

@@ -247,7 +247,7 @@ def test_run_waiting_past_the_configured_wait_fails_naming_the_holder(
 
 
 def test_sync_directories_of_ended_processes_are_pruned(tmp_path: Path):
-    from mlstack_assets.ingestion.syncdir import prune_stale
+    from mlstack_assets.ingestion.embedded import prune_stale
 
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()

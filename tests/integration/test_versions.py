@@ -18,6 +18,7 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter
 
 import mlstack_assets.ml.assets as ml_assets
+from mlstack_assets.cli import run_config
 from mlstack_assets.lake import Lake
 from mlstack_assets.lake.restore import restore
 from mlstack_assets.lake.versions import current_version_id, read_version, versions
@@ -26,7 +27,13 @@ from mlstack_assets.warehouse.deployment import warehouse_deployment
 from tests.conftest import REPO_ROOT, Stack
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
 from tests.support.processes import dagster_home
-from tests.support.results import checks, failure_messages, materialized_keys, snapshot
+from tests.support.results import (
+    checks,
+    failure_messages,
+    materialization,
+    materialized_keys,
+    snapshot,
+)
 
 pytestmark = pytest.mark.slow  # the `mlstack` CLI in subprocesses
 LABELED = "mlops_course.labeled_projects"
@@ -196,19 +203,12 @@ def test_half_the_rows_fail_the_volume_guard_and_the_override_publishes_them(ver
     assert "labeled_projects" not in materialized_keys(result)
     assert snapshot(versioned) == before
 
-    allowed = {"config": {"allow_row_drop": True}}
-    shrunk = versioned.materialize(
-        run_config={"ops": {name: allowed for name in ("projects", "tags", "dbt_models")}}
-    )
+    shrunk = versioned.materialize(run_config=run_config(allow_row_drop=True))
 
     assert shrunk.success, failure_messages(shrunk)
     assert versioned.query(f"select count(*) from {LABELED}") == [(4,)]
     for asset in ("projects", "tags", "labeled_projects"):
-        metadata = shrunk.asset_materializations_for_node(
-            "dbt_models" if asset == "labeled_projects" else asset
-        )
-        [published] = [m for m in metadata if m.asset_key == AssetKey(asset)]
-        assert published.metadata["allow_row_drop"].value is True
+        assert materialization(shrunk, asset).metadata["allow_row_drop"].value is True
         assert checks(shrunk, asset)["row_drop_within_limit"].passed
 
 

@@ -42,3 +42,13 @@ def failure_messages(result) -> str:
             messages.append(error.message)
             error = error.cause
     return "\n".join(messages)
+
+
+def materialization(result, asset: str):
+    """The materialization of `asset` in `result` (whichever step materialized it)."""
+    [event] = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == AssetKey(asset)
+    ]
+    return event

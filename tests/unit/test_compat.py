@@ -1,136 +1,95 @@
-"""The private APIs fenced in `mlstack_assets/compat.py` still do what mlstack relies on."""
+"""The private APIs fenced in `mlstack_assets/compat/` still do what mlstack relies on.
 
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
+Each test exercises what mlstack needs of the dependency, so that an upgrade that changes
+it fails here, naming the entry to revisit."""
 
-from mlstack_assets.compat import dbt_asset_and_check_specs
-from mlstack_assets.settings import load_settings
+import subprocess
+
+from mlstack_assets.compat import InstalledDbtCliResource
 from mlstack_assets.transform.project import dbt_project, dbt_vars_args
+from tests.support.settings import settings_from
 
 
-def test_dbt_specs_are_the_ones_dbt_assets_builds():
-    settings = load_settings({})
-    project = dbt_project(settings)
-    translator = DagsterDbtTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
-    )
+def test_dbt_runs_without_asking_its_version_or_opening_an_adapter_here(monkeypatch):
+    """`InstalledDbtCliResource.cli` starts dbt with no `dbt --version` subprocess and no
+    in-process adapter: if dagster-dbt stops reading `_cli_version` or building the adapter
+    through `_initialize_dbt_core_adapter`, the patched subprocess call is reached, or an
+    adapter appears."""
+    project = dbt_project(settings_from({}))
+    resource = InstalledDbtCliResource(project_dir=project)
 
-    specs, check_specs = dbt_asset_and_check_specs(project, translator)
+    def no_version_subprocess(*args, **kwargs):
+        raise AssertionError(f"dagster-dbt ran {args[0]!r} to learn dbt's version")
 
-    @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator)
-    def reference(): ...
+    monkeypatch.setattr(subprocess, "check_output", no_version_subprocess)
+    import dagster_dbt.core.resource as dagster_dbt_resource
 
-    assert {spec.key for spec in specs} == set(reference.keys)
-    assert {spec.key for spec in check_specs} == set(reference.check_keys)
-    assert {c.name for c in check_specs} >= {"unique_labeled_projects_id"}
+    monkeypatch.setattr(dagster_dbt_resource, "check_output", no_version_subprocess, raising=False)
+    invocation = resource.cli(["parse", "--quiet", *dbt_vars_args(settings_from({}))])
+    invocation.wait()
 
-
-def test_the_dbt_adapter_can_be_made_apart_from_cli():
-    """dagster-dbt still makes its adapter in `_initialize_dbt_core_adapter(args)` from `cli()`
-    (mlstack makes it while dbt runs instead), and the adapter works for this project."""
-    import inspect
-
-    from dagster_dbt import DbtCliResource
-
-    from mlstack_assets.compat import initialize_dbt_core_adapter
-
-    assert list(inspect.signature(DbtCliResource._initialize_dbt_core_adapter).parameters) == [
-        "self",
-        "args",
-    ]
-    assert "self._initialize_dbt_core_adapter(args)" in inspect.getsource(DbtCliResource.cli)
-
-    settings = load_settings({})
-    project = dbt_project(settings)
-    args = ["build", *dbt_vars_args(settings)]  # as the dbt step passes them
-    adapter = initialize_dbt_core_adapter(DbtCliResource(project_dir=project), args)
-
-    assert type(adapter).__name__ == "DuckDBAdapter"
-    assert adapter.config.project_name == "mlstack"
+    assert invocation.is_successful()
+    assert invocation.adapter is None
+    assert str(resource._cli_version).startswith("1.")
 
 
-def test_every_airbyte_api_call_goes_through_single_request():
-    """mlstack's retrying Airbyte client overrides `_single_request`: it must still be the
-    one place dagster-airbyte's client sends a request, with the same parameters."""
-    import inspect
+def test_airbyte_api_calls_go_through_the_retrying_request():
+    """mlstack's client overrides `AirbyteClient._single_request`: a call of the client's
+    public methods must still go through it (the 503 is retried by mlstack's policy and
+    logged; dagster-airbyte's own retry would not log it)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from dagster_airbyte.resources import AirbyteClient
 
-    assert list(inspect.signature(AirbyteClient._single_request).parameters) == [
-        "self",
-        "method",
-        "url",
-        "data",
-        "params",
-        "include_additional_request_headers",
-    ]
-    source = inspect.getsource(AirbyteClient)
-    assert source.count("session.request(") == 1
-    assert "session.request(" in inspect.getsource(AirbyteClient._single_request)
-    assert "requests.get(" not in source and "requests.post(" not in source
+    from mlstack_assets.compat import retrying_airbyte_client
 
+    answers = [503, 200]
 
-def test_dagster_db_io_manager_keeps_what_the_warehouse_io_managers_override():
-    import inspect
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # token requests and API calls alike
+            status = answers.pop(0) if "connections" in self.path else 200
+            body = json.dumps({"access_token": "t", "connectionId": "c", "name": "x"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    from mlstack_assets.compat.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+        do_GET = do_POST
 
-    assert list(inspect.signature(DbIOManager.handle_output).parameters) == [
-        "self",
-        "context",
-        "obj",
-    ]
-    assert {"handle_output", "load_input", "supported_types"} <= set(dir(DbTypeHandler))
-    assert {"table", "schema", "database"} <= set(TableSlice.__annotations__)
+        def log_message(self, *args):
+            pass
 
-
-def test_dagster_dbt_still_asks_dbt_for_its_version_in_a_cached_property():
-    import functools
-    import inspect
-
-    from dagster_dbt import DbtCliResource
-
-    from mlstack_assets.compat import InstalledDbtCliResource
-
-    assert isinstance(
-        inspect.getattr_static(DbtCliResource, "_cli_version"), functools.cached_property
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    client = AirbyteClient(
+        rest_api_base_url=f"{base}/api/public/v1",
+        configuration_api_base_url=f"{base}/api/v1",
+        workspace_id="w",
+        client_id="c",
+        client_secret="s",
+        request_max_retries=0,
+        request_retry_delay=0,
+        request_timeout=5,
     )
-    assert "self._cli_version" in inspect.getsource(DbtCliResource.cli)
-    settings = load_settings({})
-    project = dbt_project(settings)
-    assert str(InstalledDbtCliResource(project_dir=project)._cli_version).startswith("1.")
+    logged = []
+    try:
+        transient, no_delay = (lambda status: status == 503), (lambda _: 0)
+        retrying = retrying_airbyte_client(client, 2, logged.append, transient, no_delay)
+        details = retrying.get_connection_details("c")
+    finally:
+        server.shutdown()
 
-
-def test_dagster_dbt_event_iterator_still_wraps_collected_events():
-    import inspect
-
-    from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
-
-    parameters = inspect.signature(DbtEventIterator.__init__).parameters
-    assert list(parameters)[:3] == ["self", "events", "dbt_cli_invocation"]
-    assert {"fetch_row_counts", "fetch_column_metadata"} <= set(dir(DbtEventIterator))
-
-
-def test_gx_sql_engine_still_keeps_its_connection_in_a_private_attribute():
-    from great_expectations.execution_engine.sqlalchemy_execution_engine import (
-        SqlAlchemyExecutionEngine,
-    )
-
-    engine = SqlAlchemyExecutionEngine(connection_string="duckdb:///:memory:")
-    assert hasattr(engine, "_connection")
-
-
-def test_dbt_duckdb_still_keeps_one_process_wide_environment():
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    from mlstack_assets.compat import close_dbt_duckdb_connections
-
-    assert callable(DuckDBConnectionManager.env)
-    assert callable(DuckDBConnectionManager.close_all_connections)
-    close_dbt_duckdb_connections()  # nothing open: a no-op, not an error
+    assert details["connectionId"] == "c"
+    assert answers == []
+    assert len(logged) == 1 and "HTTP 503" in logged[0] and "retry 1 of 2" in logged[0]
 
 
 def test_a_sqlite_instance_is_told_from_one_that_is_not():
-    """`mlstack run` sweeps orphaned runs only on an instance whose runs are kept here."""
+    """Orphaned runs are failed only on an instance whose runs are kept here."""
     from dagster import DagsterInstance, instance_for_test
 
     from mlstack_assets.compat import runs_stored_in_sqlite

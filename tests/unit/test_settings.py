@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mlstack_assets.settings import SECRETS, Settings, SettingsError, load_settings
+from mlstack_assets.settings import SECRETS, Settings, SettingsError
 from tests.conftest import REPO_ROOT
+from tests.support.settings import settings_from
 
 CONFIGURATION = REPO_ROOT / "docs" / "configuration.md"
 SERVER = {
@@ -46,7 +47,6 @@ def bad_values(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "MLSTACK_SOURCE_RETRIES": ("-1", "at least 0"),
         "MLSTACK_CONNECTOR_TIMEOUT_SECONDS": ("-5", "greater than 0"),
         "MLSTACK_LOCK_TIMEOUT_SECONDS": ("forever", "a number"),
-        "MLSTACK_POOL_TIMEOUT_SECONDS": ("0", "greater than 0"),
         "MLSTACK_SENSOR_INTERVAL_SECONDS": ("abc", "a whole number"),
         "MLSTACK_SOURCE_SENSOR": ("maybe", "use one of on, off"),
         "MLSTACK_DAILY_CRON": ("every-morning", "a cron schedule"),
@@ -87,7 +87,7 @@ CONTEXT = {
 
 
 def test_the_documented_variables_are_the_settings():
-    read = {Settings.variable(name) for name in Settings.model_fields}
+    read = {field.alias for field in Settings.model_fields.values()}
 
     assert set(documented()) == read
     assert len(documented()) == len(set(documented()))  # each documented once
@@ -99,7 +99,7 @@ def test_every_documented_variable_with_a_bad_value_fails_in_one_line_naming_it(
 
     for variable, (value, expected) in cases.items():
         with pytest.raises(SettingsError) as raised:
-            load_settings({**CONTEXT.get(variable, {}), variable: value})
+            settings_from({**CONTEXT.get(variable, {}), variable: value})
         message = str(raised.value)
         assert "\n" not in message, message
         assert variable in message and expected in message, (variable, message)
@@ -108,9 +108,10 @@ def test_every_documented_variable_with_a_bad_value_fails_in_one_line_naming_it(
 
 
 def test_every_default_loads_and_empty_means_the_default():
-    defaults = load_settings({})
+    defaults = settings_from({})
 
-    assert load_settings({"MLSTACK_SENSOR_INTERVAL_SECONDS": ""}) == defaults
-    assert defaults.sensor_interval_seconds == Settings.default("sensor_interval_seconds")
-    assert load_settings({"MLSTACK_WAREHOUSE": "DuckDB"}).warehouse == "duckdb"
-    assert load_settings(SERVER).airbyte == "server"
+    assert settings_from({"MLSTACK_SENSOR_INTERVAL_SECONDS": ""}) == defaults
+    default = Settings.model_fields["sensor_interval_seconds"].default
+    assert defaults.sensor_interval_seconds == default
+    assert settings_from({"MLSTACK_WAREHOUSE": "DuckDB"}).warehouse == "duckdb"
+    assert settings_from(SERVER).airbyte == "server"
