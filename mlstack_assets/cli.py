@@ -260,7 +260,9 @@ def execute(run_id: str, selection: str, allow_row_drop: bool, outcome: dict[str
 
         defs = build_definitions()
         graph = defs.resolve_asset_graph()
-        keys = list(AssetSelection.from_string(selection).resolve(graph))
+        # a Dagster selection, or a comma list of them (as `dagster asset materialize` takes)
+        parts = [part.strip() for part in selection.split(",")]
+        keys = list(AssetSelection.from_coercible(parts).resolve(graph))
         with DagsterInstance.get() as instance:
             result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
                 instance=instance,
