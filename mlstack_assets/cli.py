@@ -107,8 +107,7 @@ class PlainDisplay:
     """One line per step as it starts and as it finishes: for logs, pipes and CI."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.symbols = symbols_for(stream)
+        self.stream, self.symbols = stream, symbols_for(stream)
 
     def __enter__(self) -> PlainDisplay:
         return self
@@ -121,10 +120,8 @@ class PlainDisplay:
 
     def update(self, changes: list[tuple[str, StepProgress]]) -> None:
         for change, step in changes:
-            if change == "note":
-                self.print(f"    {step.message}")
-            else:
-                self.print(step_line(step, self.symbols, started=change == "start"))
+            note = f"    {step.message}" if change == "note" else None
+            self.print(note or step_line(step, self.symbols, started=change == "start"))
 
     def tick(self, running: list[StepProgress], waiting: str) -> None:
         pass
@@ -134,37 +131,34 @@ class LiveDisplay(PlainDisplay):
     """On a terminal: finished steps stay as lines; running ones spin with their time."""
 
     def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
         from rich.console import Console
         from rich.live import Live
 
-        self.live_view = Live(
-            console=Console(file=stream, highlight=False), refresh_per_second=4, transient=True
-        )
+        super().__init__(stream)
+        console = Console(file=stream, highlight=False)
+        self.view = Live(console=console, refresh_per_second=4, transient=True)
 
     def __enter__(self) -> LiveDisplay:
-        self.live_view.start()
+        self.view.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.live_view.stop()
+        self.view.stop()
 
     def print(self, line: str = "") -> None:
-        self.live_view.console.print(line, markup=False, highlight=False)
+        self.view.console.print(line, markup=False, highlight=False)
 
     def update(self, changes: list[tuple[str, StepProgress]]) -> None:
-        # a running step is shown by the spinner
-        super().update([(change, step) for change, step in changes if change != "start"])
+        super().update([change for change in changes if change[0] != "start"])  # the spinner
 
     def tick(self, running: list[StepProgress], waiting: str) -> None:
         from rich.spinner import Spinner
         from rich.table import Table
 
         grid = Table.grid(padding=(0, 1))
-        rows = [(step.key, f"{step.seconds:.0f} s") for step in running] or [(waiting, "")]
-        for label, seconds in rows:
+        for label, seconds in [(s.key, f"{s.seconds:.0f} s") for s in running] or [(waiting, "")]:
             grid.add_row(Spinner("dots"), label, seconds)
-        self.live_view.update(grid)
+        self.view.update(grid)
 
 
 def format_summary(summary: RunSummary, elapsed: float, verbose: bool = False) -> str:
@@ -451,38 +445,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mlstack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="materialize every asset and print a summary")
-    run_parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
-    run_parser.add_argument(
-        "--select", default="*", help="the assets to materialize (a Dagster selection; default *)"
-    )
+    run_parser.add_argument("--select", default="*", help="a Dagster asset selection (default *)")
     run_parser.add_argument(
         "--allow-row-drop",
         action="store_true",
         help="publish raw tables and labeled_projects even if they lost more rows than"
         " MLSTACK_MAX_ROW_DROP_PERCENT (a deliberate shrink; recorded)",
     )
-    run_parser.set_defaults(func=run)
-    versions_parser = commands.add_parser(
-        "versions", help="list the versions of a published table, newest first"
+    listing = commands.add_parser("versions", help="the versions of a published table")
+    listing.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    restoring = commands.add_parser("rollback", help="restore a table to one of its versions")
+    restoring.add_argument("--to", required=True, help="the version id (or a prefix)")
+    restoring.add_argument(
+        "--with-downstream", action="store_true", help="then rebuild what depends on it"
     )
-    versions_parser.add_argument("table")
-    versions_parser.add_argument("--json", action="store_true", help="as JSON, for scripts")
-    versions_parser.set_defaults(func=versions)
-    rollback_parser = commands.add_parser(
-        "rollback", help="restore a published table to one of its versions"
-    )
-    rollback_parser.add_argument("table")
-    rollback_parser.add_argument("--to", required=True, help="the version id (or a prefix)")
-    rollback_parser.add_argument(
-        "--with-downstream",
-        action="store_true",
-        help="then rebuild what depends on it, through the graph and all its checks",
-    )
-    rollback_parser.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
-    rollback_parser.set_defaults(func=rollback)
-    commands.add_parser(
-        "airbyte-setup", help="create or update the Airbyte sources, destination and connections"
-    ).set_defaults(func=airbyte_setup)
+    for command, func in ((run_parser, run), (listing, versions), (restoring, rollback)):
+        command.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+        if command is not run_parser:
+            command.add_argument("table")
+        command.set_defaults(func=func)
+    setup = commands.add_parser("airbyte-setup", help="create or update the Airbyte objects")
+    setup.set_defaults(func=airbyte_setup)
     args = parser.parse_args(argv)
     try:
         load_settings()  # a bad setting: one line, before anything starts

@@ -1,42 +1,18 @@
-"""The one audited publish, for raw tables, dbt's models and the ML tables alike.
-
-Each layer builds its tables where readers do not look (`<dataset>_staging` for raw
-extracts, `<dataset>_audit` for dbt's models and the ML tables), evaluates its blocking
-checks there into one `Audit` (GX suites, dbt tests, SQL checks), and hands both to
-`publish_audited`, which, in one warehouse session:
-
-1. adds the volume guard for the tables it applies to (the raw tables, labeled_projects):
-   a row count more than `MLSTACK_MAX_ROW_DROP_PERCENT` below the version it would replace
-   fails, naming both counts, unless the run allows it (`allow_row_drop`);
-2. fails the step with one report (what failed, where the audited rows are, what was
-   kept) when any blocking check failed: nothing is published;
-3. otherwise keeps a version of each table in the lake (a raw table's version is its
-   checkpoint; a derived table's is exported from the audited relation), replaces the
-   published tables atomically, makes the new versions current and prunes old ones;
-4. returns, per table, the metadata every materialization carries: the published and
-   audited relations, the version and the versions it was built from.
-"""
-
-from __future__ import annotations
+"""The one audited publish, for raw tables, dbt's models and the ML tables alike: in one
+warehouse session, the volume guard, then either one failure report (nothing published) or a
+version of each table kept in the lake, the published tables replaced atomically, the new
+versions made current and old ones pruned."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from dagster import AssetCheckSpec, AssetKey, Failure, MetadataValue
 
-from mlstack_assets.lake import Lake, utc_label
+from mlstack_assets.lake import DATA, Lake, utc_label, versions
 from mlstack_assets.lake.checkpoints import Checkpoint, prune
 from mlstack_assets.lake.restore import path_metadata
-from mlstack_assets.lake.versions import (
-    VERSIONED_TABLES,
-    Version,
-    claim_version,
-    current_version,
-    make_current,
-    prune_versions,
-    record_version,
-)
 from mlstack_assets.quality.outcomes import Audit, CheckOutcome
 from mlstack_assets.sources import source_names
 from mlstack_assets.warehouse import Warehouse
@@ -68,10 +44,6 @@ class Candidate:
     inputs: dict[str, str] = field(default_factory=dict)  # table -> version it was built from
     version_id: str = field(default_factory=utc_label)
 
-    @property
-    def versioned(self) -> bool:
-        return self.view_sql is None and self.table in VERSIONED_TABLES
-
 
 @dataclass(frozen=True)
 class Policy:
@@ -102,45 +74,32 @@ class AuditFailed(Exception):
 
     def __init__(self, audit: Audit, failure: Failure):
         super().__init__(failure.description)
-        self.audit = audit
-        self.failure = failure
+        self.audit, self.failure = audit, failure
 
 
 def volume_outcome(candidate: Candidate, rows: int, lake: Lake, policy: Policy) -> CheckOutcome:
     """The volume guard: `rows` against the current version of the table."""
-    current = current_version(lake, candidate.table)
+    current = versions.current_version(lake, candidate.table)
+    outcome = partial(CheckOutcome, candidate.key, VOLUME_CHECK)
     if current is None:
         summary = f"{rows} rows; no published version to compare with yet"
-        return CheckOutcome(candidate.key, VOLUME_CHECK, True, summary, metadata={"rows": rows})
+        return outcome(True, summary, metadata={"rows": rows})
     before, limit = current.rows, policy.max_row_drop_percent
     drop = 100.0 * (before - rows) / before if before else 0.0
-    metadata: dict[str, Any] = {
-        "rows": rows,
-        "published_rows": before,
-        "published_version": current.id,
-        "drop_percent": round(drop, 2),
-        "max_row_drop_percent": limit,
-    }
+    metadata = {"rows": rows, "published_rows": before, "published_version": current.id}
+    metadata |= {"drop_percent": round(drop, 2), "max_row_drop_percent": limit}
     if drop <= limit:
         summary = f"{rows} rows against {before} in version {current.id} ({drop:.1f}% fewer)"
-        return CheckOutcome(candidate.key, VOLUME_CHECK, True, summary, metadata=metadata)
-    summary = (
-        f"{rows} rows, {before} in the published version {current.id}: {drop:.1f}% fewer, more"
-        f" than MLSTACK_MAX_ROW_DROP_PERCENT={limit:g}"
-    )
+        return outcome(True, summary, metadata=metadata)
+    summary = f"{rows} rows, {before} in the published version {current.id}: {drop:.1f}% fewer,"
+    summary += f" more than MLSTACK_MAX_ROW_DROP_PERCENT={limit:g}"
     if policy.allow_row_drop:  # the run says the shrink is deliberate
-        return CheckOutcome(
-            candidate.key,
-            VOLUME_CHECK,
-            True,
-            summary + "; allowed for this run (allow_row_drop)",
-            metadata={**metadata, "allowed_by": "allow_row_drop"},
-            notice=f"row drop allowed for this run: {summary}",
-        )
-    summary += (
-        "; if the shrink is deliberate: mlstack run --allow-row-drop (run config allow_row_drop)"
-    )
-    return CheckOutcome(candidate.key, VOLUME_CHECK, False, summary, metadata=metadata)
+        notice = f"row drop allowed for this run: {summary}"
+        summary += "; allowed for this run (allow_row_drop)"
+        metadata["allowed_by"] = "allow_row_drop"
+        return outcome(True, summary, metadata=metadata, notice=notice)
+    hint = "mlstack run --allow-row-drop (run config allow_row_drop)"
+    return outcome(False, f"{summary}; if the shrink is deliberate: {hint}", metadata=metadata)
 
 
 def failure_description(
@@ -155,34 +114,12 @@ def failure_description(
     if audit.blocking_failures:
         blocking = [o for o in audit.outcomes if o.blocking]
         what.append(f"{len(audit.blocking_failures)} of {len(blocking)} blocking checks failed")
-    kept = (
-        "was not replaced (it keeps its"
-        if len(published) == 1
-        else "were not replaced (they keep their"
-    )
+    one = len(published) == 1
+    kept = "was not replaced (it keeps its" if one else "were not replaced (they keep their"
     return (
         f"{subject}: {' and '.join(what)}, so {', '.join(published)} {kept} previous content);"
         f" the audited rows are in {', '.join(audited)}.\n{audit.report(name_assets)}"
     )
-
-
-def audit_failed(
-    subject: str,
-    audit: Audit,
-    candidates: Sequence[Candidate],
-    policy: Policy,
-    name_assets: bool | None = None,
-) -> AuditFailed:
-    """The exception a step raises when `audit` blocks the publish of `candidates`."""
-    published = [f"{policy.dataset}.{c.table}" for c in candidates]
-    audited = [f"{c.schema}.{c.table}" for c in candidates]
-    audited += [c.checkpoint.uri for c in candidates if c.checkpoint is not None]
-    description = failure_description(subject, audit, published, audited, name_assets)
-    metadata = {
-        "audited_relations": MetadataValue.json(audited),
-        "failed_checks": MetadataValue.json(audit.failed_checks),
-    }
-    return AuditFailed(audit, Failure(description, metadata=metadata, allow_retries=False))
 
 
 def publish_audited(
@@ -195,11 +132,8 @@ def publish_audited(
     log: Callable[[str], None],
     name_assets: bool | None = None,
 ) -> tuple[Audit, dict[AssetKey, dict[str, Any]]]:
-    """Publish `candidates` if `audit` and the volume guard pass, else raise `AuditFailed`.
-    Returns the whole audit and each table's materialization metadata. `name_assets`:
-    whether the report's lines name their asset (default: when there are several)."""
-    # one session from the volume guard to the new current versions: nobody sees published
-    # rows beside the previous version's pointer, or publishes between guard and replace
+    """Publish `candidates` if `audit` and the volume guard pass, else raise `AuditFailed`."""
+    # one session: nobody publishes between guard and replace, or sees rows and pointer differ
     with warehouse.session(purpose=f"publish {subject}"):
         lake = Lake(policy.lake)
         for candidate in candidates:
@@ -209,16 +143,17 @@ def publish_audited(
         for warning in audit.warnings():
             log(warning)
         if not audit.passed:
-            raise audit_failed(subject, audit, candidates, policy, name_assets)
-        passed: dict[AssetKey, list[str]] = {}
-        for outcome in audit.outcomes:
-            if outcome.passed:
-                passed.setdefault(outcome.asset_key, []).append(outcome.name)
-        versions = {
-            c.key: _keep_version(c, warehouse, lake, run_id, passed.get(c.key, []))
-            for c in candidates
-            if c.versioned
-        }
+            published = [f"{policy.dataset}.{c.table}" for c in candidates]
+            audited = [f"{c.schema}.{c.table}" for c in candidates]
+            audited += [c.checkpoint.uri for c in candidates if c.checkpoint is not None]
+            description = failure_description(subject, audit, published, audited, name_assets)
+            failed = MetadataValue.json(audit.failed_checks)
+            details = {"audited_relations": MetadataValue.json(audited), "failed_checks": failed}
+            raise AuditFailed(audit, Failure(description, metadata=details, allow_retries=False))
+        kept = {}  # a version of each table, recorded before the publish
+        for candidate in candidates:
+            if candidate.view_sql is None and candidate.table in versions.VERSIONED_TABLES:
+                kept[candidate.key] = _keep_version(candidate, audit, warehouse, lake, run_id)
         for schema in dict.fromkeys(c.schema for c in candidates):
             group = [c for c in candidates if c.schema == schema]
             warehouse.publish_relations(
@@ -232,10 +167,10 @@ def publish_audited(
                 "dagster/table_name": f"{policy.dataset}.{candidate.table}",
                 "audited_relation": f"{candidate.schema}.{candidate.table}",
             }
-            version = versions.get(candidate.key)
+            version = kept.get(candidate.key)
             if version is not None:
-                make_current(lake, candidate.table, version.id, run_id=run_id)
-                prune_versions(lake, candidate.table, policy.keep_versions, log)
+                versions.make_current(lake, candidate.table, version.id, run_id=run_id)
+                versions.prune_versions(lake, candidate.table, policy.keep_versions, log)
                 if candidate.checkpoint is not None:
                     prune(lake, candidate.table, policy.keep_checkpoints, log)
                 entry |= {
@@ -248,23 +183,18 @@ def publish_audited(
 
 
 def _keep_version(
-    candidate: Candidate, warehouse: Warehouse, lake: Lake, run_id: str, checks: list[str]
-) -> Version:
+    candidate: Candidate, audit: Audit, warehouse: Warehouse, lake: Lake, run_id: str
+) -> versions.Version:
     """The version of `candidate` as audited: its checkpoint, or a Parquet export of it."""
-    manifest: dict[str, Any] = {
-        "run_id": run_id,
-        "checks_passed": sorted(checks),
-        "inputs": candidate.inputs,
-    }
-    checkpoint = candidate.checkpoint
+    checks = sorted(o.name for o in audit.outcomes if o.passed and o.asset_key == candidate.key)
+    manifest = {"run_id": run_id, "checks_passed": checks, "inputs": candidate.inputs}
+    checkpoint, table = candidate.checkpoint, candidate.table
     if checkpoint is not None:
-        key = claim_version(lake, candidate.table, checkpoint.id)
+        key = versions.claim_version(lake, table, checkpoint.id)
         manifest |= {"rows": checkpoint.rows, "columns": checkpoint.manifest["columns"]}
         sha256 = checkpoint.manifest["sha256"]
-        return record_version(lake, key, candidate.table, sha256, manifest, checkpoint.data_uri)
-    key = claim_version(lake, candidate.table, candidate.version_id)
-    exported = warehouse.export_relation(
-        candidate.schema, candidate.table, lake, f"{key}/data.parquet"
-    )
+        return versions.record_version(lake, key, table, sha256, manifest, checkpoint.data_uri)
+    key = versions.claim_version(lake, table, candidate.version_id)
+    exported = warehouse.export_relation(candidate.schema, table, lake, f"{key}/{DATA}")
     manifest |= {"rows": exported.rows, "columns": exported.columns}
-    return record_version(lake, key, candidate.table, exported.sha256, manifest)
+    return versions.record_version(lake, key, table, exported.sha256, manifest)

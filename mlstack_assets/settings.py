@@ -1,14 +1,11 @@
 """The one place that reads the environment: pydantic-settings, variables `MLSTACK_<FIELD>`.
 
-Each setting's default, type and check is stated once, as a field of `Settings`; the
-variable it is read from is the field's alias (`MLSTACK_<FIELD>` unless the field names
-another). `load_settings()` turns pydantic's errors into one line per bad value naming the
-variable, its value and what is expected (`SettingsError`), never a traceback, and never
-a secret's value. `docs/configuration.md` lists every variable; a test checks it does.
-
-Secrets (Slack, webhook, Airbyte and BigQuery credentials) are only checked for being set
-here: resources receive them as `dagster.EnvVar`, which resolves at run time and is not
-shown in the UI.
+Each setting's default, type and check is stated once, as a field of `Settings`, read from
+the variable its alias names. `load_settings()` turns pydantic's errors into one line per
+bad value naming the variable, its value and what is expected, never a secret's value.
+`docs/configuration.md` lists every variable; a test checks it does. Secrets are only
+checked for being set here: resources receive them as `dagster.EnvVar`, resolved at run
+time and never shown in the UI.
 """
 
 from __future__ import annotations
@@ -51,29 +48,24 @@ def audit_dataset(dataset: str) -> str:
     return f"{dataset}_audit"
 
 
-# ------------------------------------------------------------------------------ field types
+def _checked(check: Any) -> AfterValidator:
+    """A check that returns the value it accepts, or raises ValueError(what is expected)."""
+    return AfterValidator(check)
+
+
+def _pattern(pattern: str, expected: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(expected)
+        return value
+
+    return _checked(check)
 
 
 def _resolve(path: str | Path) -> Path:
     """A relative path is relative to the repo root, wherever the process was started."""
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else REPO_ROOT / candidate
-
-
-def _http_url(value: str) -> str:
-    parsed = urlparse(value.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError("must be an http:// or https:// URL")
-    return value.strip().rstrip("/")
-
-
-def _source_url(value: str) -> str:
-    value = value.strip()
-    if urlparse(value).scheme in ("http", "https"):
-        return _http_url(value)
-    if "://" in value and not value.startswith("file://"):
-        raise ValueError("must be an https:// URL or a local path")
-    return str(_resolve(value.removeprefix("file://")))
 
 
 def _file(path: Path) -> Path:
@@ -88,55 +80,40 @@ def _folder(path: Path) -> Path:
     return path
 
 
+def _is_http_url(value: str) -> bool:
+    parsed = urlparse(value.strip())
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
+
+
+def _http_url(value: str) -> str:
+    if not _is_http_url(value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.strip().rstrip("/")
+
+
+def _source_url(value: str) -> str:
+    value = value.strip()
+    if urlparse(value).scheme in ("http", "https"):
+        return _http_url(value)
+    if "://" in value and not value.startswith("file://"):
+        raise ValueError("must be an https:// URL or a local path")
+    return str(_resolve(value.removeprefix("file://")))
+
+
 def _lake(value: str) -> str:
     value = value.strip().rstrip("/")
-    if value.startswith("gs://"):
-        if not value.removeprefix("gs://"):
-            raise ValueError("must name a bucket: gs://bucket/prefix")
-        return value
-    if "://" in value:
+    if value.startswith("gs://") and not value.removeprefix("gs://"):
+        raise ValueError("must name a bucket: gs://bucket/prefix")
+    if "://" in value and not value.startswith("gs://"):
         raise ValueError("must be a local folder or gs://bucket/prefix")
-    return str(_folder(_resolve(value)))
+    return value if value.startswith("gs://") else str(_folder(_resolve(value)))
 
 
-def _matching(pattern: str, expected: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not re.fullmatch(pattern, value):
-            raise ValueError(expected)
-        return value
-
-    return AfterValidator(check)
-
-
-def _uuid(what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        try:
-            return str(uuid.UUID(value)) if value.strip() else ""
-        except ValueError:
-            raise ValueError(f"must be {what} (a UUID)") from None
-
-    return AfterValidator(check)
-
-
-def _is_set(value: Any) -> bool:
-    return bool(value) if value is None or isinstance(value, bool) else bool(str(value).strip())
-
-
-def _secret_uuid(value: Any) -> bool:
-    if _is_set(value) and not isinstance(value, bool):
-        try:
-            uuid.UUID(str(value).strip())
-        except ValueError:
-            raise ValueError("must be an Airbyte workspace id (a UUID; not shown)") from None
-    return _is_set(value)
-
-
-def _secret_url(value: Any) -> bool:
-    if _is_set(value) and not isinstance(value, bool):
-        parsed = urlparse(str(value).strip())
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http:// or https:// URL (a secret: not shown)")
-    return _is_set(value)
+def _connection_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value)) if value.strip() else ""
+    except ValueError:
+        raise ValueError("must be an Airbyte connection id (a UUID)") from None
 
 
 def _key_file(value: str) -> str:
@@ -151,17 +128,35 @@ def _at_least_a_minute(hours: float) -> float:
     return hours
 
 
-def _lower(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
+def _is_set(value: Any) -> bool:
+    return bool(value) if value is None or isinstance(value, bool) else bool(str(value).strip())
 
 
-Choice = BeforeValidator(_lower)
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-SourceUrl = Annotated[str, AfterValidator(_source_url)]
-ConnectionId = Annotated[str, _uuid("an Airbyte connection id")]
+def _secret(shape: Any, expected: str) -> BeforeValidator:
+    """Whether a secret is set, refusing one of the wrong shape without showing it."""
+
+    def check(value: Any) -> bool:
+        if _is_set(value) and not isinstance(value, bool) and not shape(str(value).strip()):
+            raise ValueError(expected)
+        return _is_set(value)
+
+    return BeforeValidator(check)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return bool(uuid.UUID(value))
+    except ValueError:
+        return False
+
+
+Choice = BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)
+HttpUrl = Annotated[str, _checked(_http_url)]
 Secret = Annotated[bool, BeforeValidator(_is_set)]
 CRON_FIELD = r"[\d*?]+([-/,][\d*?]+)*|[A-Za-z]{3}(-[A-Za-z]{3})?"
 CRON = rf"@(hourly|daily|weekly|monthly|yearly|annually)|({CRON_FIELD})(\s+({CRON_FIELD})){{4}}"
+SIZE = r"(?i)\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)"
+GCP_PROJECT = r"([a-z][a-z0-9-]{4,28}[a-z0-9])?"
 
 
 class _Settings(BaseSettings):
@@ -176,40 +171,28 @@ class _Settings(BaseSettings):
     )
 
     # warehouse and lake
-    warehouse: Annotated[Literal["duckdb", "bigquery"], Choice] = Field(
-        "duckdb", description="the warehouse"
-    )
-    duckdb_path: Annotated[Path, AfterValidator(lambda p: _file(_resolve(p)))] = Field(
-        Path(".mlstack/warehouse.duckdb"), description="the DuckDB file (relative to the repo)"
+    warehouse: Annotated[Literal["duckdb", "bigquery"], Choice] = "duckdb"
+    duckdb_path: Annotated[Path, _checked(lambda p: _file(_resolve(p)))] = Path(
+        ".mlstack/warehouse.duckdb"
     )
     dataset: Annotated[
-        str, _matching(r"[A-Za-z_][A-Za-z0-9_]*", "must be letters, digits and underscores")
-    ] = Field("mlops_course", description="schema / dataset of the published tables")
-    lake: Annotated[str, AfterValidator(_lake)] = Field(
-        ".mlstack/lake", description="the lake: a local folder, or gs://bucket/prefix"
+        str, _pattern(r"[A-Za-z_]\w*", "must be letters, digits and underscores")
+    ] = "mlops_course"
+    lake: Annotated[str, _checked(_lake)] = ".mlstack/lake"
+    lake_keep_checkpoints: int = Field(10, ge=1)
+    lake_keep_versions: int = Field(10, ge=1)
+    max_row_drop_percent: float = Field(20.0, ge=0, le=100)
+    # at 1M rows the run's process tree stays under 1 GB with it (docs/benchmark.md)
+    duckdb_memory_limit: Annotated[str, _pattern(SIZE, "must be a size such as 512MB or 2GB")] = (
+        "128MB"
     )
-    lake_keep_checkpoints: int = Field(10, ge=1, description="raw checkpoints kept per source")
-    lake_keep_versions: int = Field(10, ge=1, description="versions kept per published table")
-    max_row_drop_percent: float = Field(
-        20.0, ge=0, le=100, description="a raw table or labeled_projects losing more rows fails"
-    )
-    # measured at 1M rows: the run's process tree stays under 1 GB with it (docs/benchmark.md)
-    duckdb_memory_limit: Annotated[
-        str,
-        _matching(
-            r"(?i)\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)",
-            "must be a size such as 512MB or 2GB",
-        ),
-    ] = Field("128MB", description="DuckDB's working memory in every DuckDB of the pipeline")
     # Airbyte
-    airbyte: Annotated[Literal["embedded", "server", "cloud"], Choice] = Field(
-        "embedded", description="embedded (the connector run by mlstack), server, cloud"
-    )
-    airbyte_api_url: HttpUrl = Field("http://localhost:8000/api/public/v1")
-    airbyte_config_api_url: HttpUrl = Field("http://localhost:8000/api/v1")
+    airbyte: Annotated[Literal["embedded", "server", "cloud"], Choice] = "embedded"
+    airbyte_api_url: HttpUrl = "http://localhost:8000/api/public/v1"
+    airbyte_config_api_url: HttpUrl = "http://localhost:8000/api/v1"
     airbyte_poll_interval: float = Field(10.0, gt=0, alias="MLSTACK_AIRBYTE_POLL_SECONDS")
     airbyte_duckdb_destination: Annotated[
-        str, _matching(r"/local/.*", "must be a path under /local/ (Airbyte's DuckDB destination)")
+        str, _pattern("/local/.*", "must be a path under /local/ (Airbyte's DuckDB destination)")
     ] = Field("/local/mlstack/warehouse.duckdb", alias="MLSTACK_AIRBYTE_DUCKDB_DESTINATION_PATH")
     # reading sources: every network read, lock and wait is bounded
     source_timeout_seconds: float = Field(60.0, gt=0)
@@ -218,48 +201,44 @@ class _Settings(BaseSettings):
     connector_timeout_seconds: float = Field(3600.0, gt=0)
     lock_timeout_seconds: float = Field(900.0, gt=0)
     # automation and alerts
-    home: Annotated[Path, AfterValidator(lambda p: _folder(_resolve(p)))] = Field(
-        Path(".mlstack"), description="the connector, logs, Data Docs, plots"
-    )
+    home: Annotated[Path, _checked(lambda p: _folder(_resolve(p)))] = Path(".mlstack")
     # Dagster resolves a relative DAGSTER_HOME against the working directory
     dagster_home_setting: Annotated[
-        Path | None, AfterValidator(lambda p: p and _folder(p.expanduser().resolve()))
+        Path | None, _checked(lambda p: p and _folder(p.expanduser().resolve()))
     ] = Field(None, alias="DAGSTER_HOME")
     sensor_interval_seconds: int = Field(60, ge=1)
-    source_sensor: Annotated[Literal["on", "off"], Choice] = Field("on")
-    daily_cron: Annotated[str, _matching(CRON, "must be a cron schedule such as '0 6 * * *'")] = (
-        Field("0 6 * * *")
+    source_sensor: Annotated[Literal["on", "off"], Choice] = "on"
+    daily_cron: Annotated[str, _pattern(CRON, "must be a cron schedule such as '0 6 * * *'")] = (
+        "0 6 * * *"
     )
-    freshness_max_age_hours: Annotated[float, AfterValidator(_at_least_a_minute)] = Field(24.0)
-    ui_url: HttpUrl = Field("http://127.0.0.1:3000")
+    freshness_max_age_hours: Annotated[float, _checked(_at_least_a_minute)] = 24.0
+    ui_url: HttpUrl = "http://127.0.0.1:3000"
     slack_channel: Annotated[
-        str, _matching(r"(#?[\w.-]+)?", "must be a Slack channel such as #data-alerts")
-    ] = Field("")
-    slack_api_url: HttpUrl = Field("https://slack.com/api/")
-    # BigQuery
+        str, _pattern(r"(#?[\w.-]+)?", "must be a Slack channel such as #data-alerts")
+    ] = ""
+    slack_api_url: HttpUrl = "https://slack.com/api/"
+    # BigQuery; the key file's path, "" for application default credentials (only Google's
+    # clients read the key)
     bigquery_project: Annotated[
         str,
-        _matching(
-            r"([a-z][a-z0-9-]{4,28}[a-z0-9])?",
-            "must be a Google Cloud project id (6-30 lowercase letters, digits, -)",
+        _pattern(
+            GCP_PROJECT, "must be a Google Cloud project id (6-30 lowercase letters, digits, -)"
         ),
     ] = Field("", alias="MLSTACK_BQ_PROJECT")
     bigquery_location: Annotated[
-        str, _matching(r"[A-Za-z][A-Za-z0-9-]*", "must be a BigQuery location such as US or EU")
+        str, _pattern(r"[A-Za-z][\w-]*", "must be a BigQuery location such as US or EU")
     ] = Field("US", alias="MLSTACK_BQ_LOCATION")
-    # the key file's path (the key itself is read only by Google's clients): "" for
-    # application default credentials
-    google_credentials_path: Annotated[str, AfterValidator(_key_file)] = Field(
+    google_credentials_path: Annotated[str, _checked(_key_file)] = Field(
         "", alias="GOOGLE_APPLICATION_CREDENTIALS"
     )
     # whether the secrets are set (their values stay in the environment)
     slack_token_set: Secret = Field(False, alias="MLSTACK_SLACK_TOKEN")
-    alert_webhook: Annotated[bool, BeforeValidator(_secret_url)] = Field(
-        False, alias="MLSTACK_ALERT_WEBHOOK_URL"
-    )
-    airbyte_workspace_id_set: Annotated[bool, BeforeValidator(_secret_uuid)] = Field(
-        False, alias="MLSTACK_AIRBYTE_WORKSPACE_ID"
-    )
+    alert_webhook: Annotated[
+        bool, _secret(_is_http_url, "must be an http:// or https:// URL (a secret: not shown)")
+    ] = Field(False, alias="MLSTACK_ALERT_WEBHOOK_URL")
+    airbyte_workspace_id_set: Annotated[
+        bool, _secret(_is_uuid, "must be an Airbyte workspace id (a UUID; not shown)")
+    ] = Field(False, alias="MLSTACK_AIRBYTE_WORKSPACE_ID")
     airbyte_client_id_set: Secret = Field(False, alias="MLSTACK_AIRBYTE_CLIENT_ID")
     airbyte_client_secret_set: Secret = Field(False, alias="MLSTACK_AIRBYTE_CLIENT_SECRET")
 
@@ -280,8 +259,6 @@ class _Settings(BaseSettings):
                 " (read at run time through dagster.EnvVar, never shown)"
             )
         return self
-
-    # ------------------------------------------------------------------ derived values
 
     def source_url(self, source: str) -> str:
         return getattr(self, f"{source}_url")
@@ -316,9 +293,13 @@ class _Settings(BaseSettings):
         return str(self.duckdb_path) if self.warehouse == "duckdb" else self.bigquery_project
 
     @property
+    def dbt_database(self) -> str:
+        """What dbt calls the database: the DuckDB file's stem, or the BigQuery project."""
+        return self.duckdb_path.stem if self.warehouse == "duckdb" else self.bigquery_project
+
+    @property
     def dbt_vars(self) -> dict[str, str]:
-        """What dbt's profile and sources read (`var(...)` in dbt_project/); dbt has no
-        defaults of its own (`transform/project.py` adds the rest)."""
+        """What dbt's profile and sources read (`var(...)`): dbt has no defaults of its own."""
         return {
             "target": self.warehouse,
             "dataset": self.dataset,  # where the sources are read
@@ -330,26 +311,24 @@ class _Settings(BaseSettings):
             "bq_keyfile": self.google_credentials_path,
         }
 
-    @property
-    def dbt_database(self) -> str:
-        """What dbt calls the database: the DuckDB file's stem, or the BigQuery project."""
-        return self.duckdb_path.stem if self.warehouse == "duckdb" else self.bigquery_project
 
-
-# One URL and one Airbyte connection per registered source (`sources.py`).
+# one URL and one Airbyte connection per registered source (`sources.py`)
 Settings = _create_model(
     "Settings",
     __base__=_Settings,
     **{
-        f"{source.name}_url": (SourceUrl, Field(source.default_url, alias=source.url_variable))
-        for source in SOURCES
+        f"{s.name}_url": (
+            Annotated[str, _checked(_source_url)],
+            Field(s.default_url, alias=s.url_variable),
+        )
+        for s in SOURCES
     },
     **{
-        f"airbyte_{source.name}_connection_id": (
-            ConnectionId,
-            Field("", alias=source.connection_variable),
+        f"airbyte_{s.name}_connection_id": (
+            Annotated[str, _checked(_connection_id)],
+            Field("", alias=s.connection_variable),
         )
-        for source in SOURCES
+        for s in SOURCES
     },
 )
 
@@ -363,8 +342,8 @@ EXPECTED = {
 
 
 def _problem(error: dict[str, Any]) -> str:
-    """One line about one invalid value: the variable, its value (never a secret's), and
-    what is expected."""
+    """One line about one invalid value: the variable, its value (not a secret's), and what
+    is expected."""
     message = str(error["msg"]).removeprefix("Value error, ")
     if not error["loc"]:  # a check across settings: its message names the variables
         return message
@@ -385,11 +364,12 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        problems = [_problem(e) for e in error.errors(include_url=False)]
-        raise SettingsError("; ".join(problems)) from None
+        raise SettingsError(
+            "; ".join(_problem(e) for e in error.errors(include_url=False))
+        ) from None
 
 
 def credential(name: str) -> str:
-    """A credential's value ("" when unset), for `mlstack airbyte-setup` only: that command
-    calls Airbyte's API itself, outside Dagster. Definitions never read one (`EnvVar`)."""
+    """A credential's value, for `mlstack airbyte-setup` only, which calls Airbyte's API
+    outside Dagster. Definitions never read one (`EnvVar`)."""
     return os.environ.get(name, "").strip()

@@ -1,11 +1,6 @@
-"""Install the Airbyte File source connector into a private venv, once, offline-safe.
-
-The connector is the `source-file` package from the package registry, pinned, installed
-with `uv` into a virtualenv of its own (its dependencies, pandas among them, never meet
-mlstack's), so a sync needs neither Airbyte's connector registry nor Docker.
+"""Install the pinned Airbyte File source connector with `uv`, once, into a venv of its own
+(its dependencies, pandas among them, never meet mlstack's): no connector registry, no Docker.
 """
-
-from __future__ import annotations
 
 import shutil
 import subprocess
@@ -19,8 +14,7 @@ CONNECTOR_NAME = "source-file"
 # a release that does not exist, so they cannot be installed. 0.5.39 is the newest that can.
 CONNECTOR_VERSION = "0.5.39"
 CONNECTOR_PACKAGE = f"airbyte-source-file=={CONNECTOR_VERSION}"
-# the longest a step waits for another process installing the connector (an install from
-# the package registry takes about a minute here)
+# the longest a step waits for another process's install (which takes about a minute)
 INSTALL_WAIT_SECONDS = 900
 
 
@@ -28,17 +22,7 @@ class ConnectorInstallError(RuntimeError):
     """The connector could not be installed; the message carries uv's own output."""
 
 
-def connector_venv(install_root: Path) -> Path:
-    return install_root / f"{CONNECTOR_NAME}-{CONNECTOR_VERSION}"
-
-
-def _uv() -> str:
-    from uv import find_uv_bin
-
-    return find_uv_bin()
-
-
-def _run(args: list[str]) -> None:
+def _run(*args: str) -> None:
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ConnectorInstallError(
@@ -48,49 +32,35 @@ def _run(args: list[str]) -> None:
 
 def ensure_connector(install_root: Path) -> Path:
     """Return the connector executable, installing it first if this version is missing."""
-    venv = connector_venv(install_root)
-    executable = venv / "bin" / CONNECTOR_NAME
-    marker = venv / ".mlstack-installed"
+    venv = install_root / f"{CONNECTOR_NAME}-{CONNECTOR_VERSION}"
+    executable, marker = venv / "bin" / CONNECTOR_NAME, venv / ".mlstack-installed"
     if marker.exists():
         return executable
     install_root.mkdir(parents=True, exist_ok=True)
     # Two steps (projects and tags) may ask at once: one installs, the other waits, bounded.
     lock = FileLock(install_root / ".install.lock", timeout=INSTALL_WAIT_SECONDS)
     try:
-        lock.acquire()
+        with lock:
+            if not marker.exists():
+                _install(venv, executable)
+                marker.write_text(CONNECTOR_VERSION)
     except Timeout:
-        raise ConnectorInstallError(
-            f"gave up after {INSTALL_WAIT_SECONDS} s waiting for another process installing"
-            f" {CONNECTOR_PACKAGE} into {venv} (its lock {lock.lock_file} is still held)"
-        ) from None
-    try:
-        if marker.exists():
-            return executable
-        shutil.rmtree(venv, ignore_errors=True)
-        _run([_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)])
-        _run(
-            [
-                _uv(),
-                "pip",
-                "install",
-                "--quiet",
-                # without bytecode, and with PYTHONDONTWRITEBYTECODE set as in many
-                # containers, every start of the connector compiles pandas and the CDK
-                # from source again
-                "--compile-bytecode",
-                "--python",
-                str(venv / "bin" / "python"),
-                CONNECTOR_PACKAGE,
-            ]
-        )
-        if not executable.exists():
-            raise ConnectorInstallError(
-                f"{CONNECTOR_PACKAGE} installed no `{CONNECTOR_NAME}` script"
-            )
-        marker.write_text(CONNECTOR_VERSION)
-    finally:
-        lock.release()
+        waited = f"gave up after {INSTALL_WAIT_SECONDS} s waiting for another process installing"
+        held = f"{CONNECTOR_PACKAGE} into {venv} (its lock {lock.lock_file} is still held)"
+        raise ConnectorInstallError(f"{waited} {held}") from None
     return executable
+
+
+def _install(venv: Path, executable: Path) -> None:
+    from uv import find_uv_bin
+
+    shutil.rmtree(venv, ignore_errors=True)
+    _run(find_uv_bin(), "venv", "--quiet", "--python", sys.executable, str(venv))
+    # precompiled: where PYTHONDONTWRITEBYTECODE is set, each start would compile pandas and the CDK
+    pip = [find_uv_bin(), "pip", "install", "--quiet", "--compile-bytecode"]
+    _run(*pip, "--python", str(venv / "bin" / "python"), CONNECTOR_PACKAGE)
+    if not executable.exists():
+        raise ConnectorInstallError(f"{CONNECTOR_PACKAGE} installed no `{CONNECTOR_NAME}` script")
 
 
 def main() -> None:

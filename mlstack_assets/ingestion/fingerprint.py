@@ -1,19 +1,13 @@
-"""Has a source changed? Answered cheaply, from what was seen last time.
-
-- Local file: size and mtime first; only when they moved is the content hashed, so a
-  file that was touched but not changed is not a change.
-- HTTP(S): a conditional GET with the last ETag / Last-Modified (a 304 ends it); a server
-  that sends neither is fingerprinted by a hash of the body.
-
-The fingerprint string is the source asset's data version; `state` is what the sensor
-keeps in its cursor for the next check.
+"""Has a source changed? Answered cheaply, from what was seen last time (`state`, which the
+sensor keeps in its cursor): a local file is hashed only when its size or mtime moved; a web
+source gets a conditional GET (ETag / Last-Modified), its body hashed only when it has neither.
 """
 
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlstack_assets.ingestion.sources import SourceSpec, http_response, local_file
-from mlstack_assets.lake import streamed_sha256
+from mlstack_assets.lake import file_sha256, streamed_sha256
 
 CHUNK = 1 << 20
 
@@ -26,38 +20,35 @@ class Fingerprint:
     state: dict[str, Any] = field(default_factory=dict)
 
 
+def _checked(value: str, how: str, state: dict[str, Any], previous: dict[str, Any]) -> Fingerprint:
+    changed = value != previous.get("fingerprint")
+    return Fingerprint(value, changed, how + ("" if changed else " unchanged"), state)
+
+
 def _local(spec: SourceSpec, previous: dict[str, Any]) -> Fingerprint:
     stat = local_file(spec).stat()
     if previous.get("size") == stat.st_size and previous.get("mtime_ns") == stat.st_mtime_ns:
         return Fingerprint(previous["fingerprint"], False, "size and mtime unchanged", previous)
-    with spec.local_path.open("rb") as handle:
-        value = f"sha256:{streamed_sha256(iter(lambda: handle.read(CHUNK), b''))}"
+    value = f"sha256:{file_sha256(spec.local_path)}"
     state = {"fingerprint": value, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    changed = value != previous.get("fingerprint")
-    return Fingerprint(value, changed, "content hash" + ("" if changed else " unchanged"), state)
+    return _checked(value, "content hash", state, previous)
 
 
 def _remote(spec: SourceSpec, previous: dict[str, Any]) -> Fingerprint:
-    conditional = {}
-    if previous.get("etag"):
-        conditional["If-None-Match"] = previous["etag"]
-    if previous.get("last_modified"):
-        conditional["If-Modified-Since"] = previous["last_modified"]
+    validators = (("If-None-Match", "etag"), ("If-Modified-Since", "last_modified"))
+    conditional = {header: previous[key] for header, key in validators if previous.get(key)}
     with http_response(spec, conditional, accept=(200, 304)) as response:
         if response.status_code == 304:
             return Fingerprint(previous["fingerprint"], False, "304 Not Modified", previous)
-        etag = response.headers.get("ETag")
-        last_modified = response.headers.get("Last-Modified")
+        etag, last_modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
         if etag:
             value, how = f"etag:{etag}", "ETag"
         elif last_modified:
             value, how = f"last-modified:{last_modified}", "Last-Modified"
-        else:  # no validators: read the body (streamed) and hash it
-            value = f"sha256:{streamed_sha256(response.iter_content(CHUNK))}"
-            how = "content hash"
+        else:  # no validators: hash the body, streamed
+            value, how = f"sha256:{streamed_sha256(response.iter_content(CHUNK))}", "content hash"
     state = {"fingerprint": value, "etag": etag, "last_modified": last_modified}
-    changed = value != previous.get("fingerprint")
-    return Fingerprint(value, changed, how + ("" if changed else " unchanged"), state)
+    return _checked(value, how, state, previous)
 
 
 def fingerprint(spec: SourceSpec, previous: dict[str, Any] | None = None) -> Fingerprint:

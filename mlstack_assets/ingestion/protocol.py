@@ -1,20 +1,9 @@
-"""The Airbyte protocol, as the File source connector writes it to stdout, read by DuckDB.
+"""The Airbyte protocol the File source connector writes to stdout, read by DuckDB.
 
-The connector is run as the Airbyte platform runs connectors: a process whose stdout is a
-stream of JSON messages, one per line (`RECORD`, `LOG`, `TRACE`, ...). Its stdout goes to
-a file; DuckDB reads that file twice, never Python per record:
-
-- `read_messages`: everything but the records (a few dozen lines): `LOG` lines for the
-  step's debug log, `TRACE` errors (the connector's own account of a failure) and the
-  stream statuses (a sync is complete only when the stream's last status is COMPLETE).
-  Lines that are not JSON, and a last line cut off by a killed connector, are skipped
-  here; the exit status and the missing COMPLETE say what happened.
-- `records_to_parquet`: the records' fields as the columns of a Parquet file, with the
-  columns Airbyte's destinations add (`_airbyte_raw_id`, `_airbyte_extracted_at`,
-  `_airbyte_meta`). Strict: a malformed record line fails the read.
+The connector's messages (JSON, one per line) go to a file that DuckDB reads twice, never Python
+per record: leniently for logs, TRACE errors and stream statuses (a line cut off by a killed
+connector is skipped: the exit status and a missing COMPLETE tell), strictly for the records.
 """
-
-from __future__ import annotations
 
 import re
 from collections.abc import Sequence
@@ -34,34 +23,21 @@ _MESSAGE_COLUMNS = (
     " trace: 'STRUCT(type VARCHAR, error STRUCT(message VARCHAR, internal_message VARCHAR,"
     " stack_trace VARCHAR, failure_type VARCHAR), stream_status STRUCT(status VARCHAR))'}"
 )
+_DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 _ROOT_CAUSE = re.compile(r"^([\w.]+(?:Error|Exception|Warning)): (.+)$")
 
 
 def configured_catalog(stream: str, header: Sequence[str]) -> dict[str, Any]:
-    """The configured catalog for a CSV whose columns are `header`, every one text.
-
-    What `discover` would report for the file with mlstack's reader options (every column
-    a nullable string, full refresh), without the connector parsing the file to guess.
-    """
-    schema = {
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "type": "object",
-        "properties": {name: {"type": ["string", "null"]} for name in header},
+    """What `discover` would report (every column a nullable string), without its guessing."""
+    properties = {name: {"type": ["string", "null"]} for name in header}
+    entry = {
+        "name": stream,
+        "json_schema": {"$schema": _DRAFT_07, "type": "object", "properties": properties},
+        "supported_sync_modes": ["full_refresh"],
+        "source_defined_cursor": False,
     }
-    return {
-        "streams": [
-            {
-                "stream": {
-                    "name": stream,
-                    "json_schema": schema,
-                    "supported_sync_modes": ["full_refresh"],
-                    "source_defined_cursor": False,
-                },
-                "sync_mode": "full_refresh",
-                "destination_sync_mode": "overwrite",
-            }
-        ]
-    }
+    modes = {"sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}
+    return {"streams": [{"stream": entry, **modes}]}
 
 
 @dataclass
@@ -77,26 +53,20 @@ class Messages:
         return self.statuses[-1] if self.statuses else None
 
     def failure(self) -> str | None:
-        """The connector's own account of its failure (its last TRACE error), one line."""
+        """Its last TRACE error in one line: the root cause (first exception of a chained trace)."""
         if not self.errors:
             return None
         error = self.errors[-1]
-        causes = [
-            match.groups()
-            for line in (error.get("stack_trace") or "").splitlines()
-            if (match := _ROOT_CAUSE.match(line.strip()))
-        ]
-        if causes:  # the first exception of a chained traceback is the root cause
-            kind, text = causes[0]
-            return f"{text} ({kind.rsplit('.', 1)[-1]})"
+        for line in (error.get("stack_trace") or "").splitlines():
+            if match := _ROOT_CAUSE.match(line.strip()):
+                return f"{match[2]} ({match[1].rsplit('.', 1)[-1]})"
         return error.get("internal_message") or error.get("message") or "no message"
 
 
 def read_messages(conn: Any, path: Path) -> Messages:
     """The non-record messages of the connector output at `path`."""
     rows = conn.execute(
-        f"""select type, log.level, log.message, trace.type, trace.error,
-       trace.stream_status.status
+        f"""select type, log.level, log.message, trace.type, trace.error, trace.stream_status.status
 from read_ndjson({sql_string(str(path))}, columns = {_MESSAGE_COLUMNS}, ignore_errors = true,
                  maximum_object_size = {MAXIMUM_OBJECT_BYTES})
 where type is distinct from 'RECORD'"""  # a literal: binding a value imports pandas
@@ -115,27 +85,20 @@ where type is distinct from 'RECORD'"""  # a literal: binding a value imports pa
 def records_to_parquet(
     conn: Any, path: Path, columns: Sequence[tuple[str, str]], parquet: Path
 ) -> int:
-    """Write the connector's records at `path` to `parquet`; return how many.
-
-    `columns`: (field name in the records, column name in the table) in table order,
-    every one text; then Airbyte's own columns, as its destinations write them: a
-    time-ordered id, the record's extraction time (UTC) and the (empty) change log.
-    """
+    """Write the connector's records at `path` to `parquet`, return how many: `columns` (field,
+    table column) as text, then Airbyte's own columns as its destinations write them."""
     fields = ", ".join(f"{sql_identifier(name)} VARCHAR" for name, _ in columns)
     record_type = sql_string(f"STRUCT(stream VARCHAR, emitted_at BIGINT, data STRUCT({fields}))")
-    selected = ",\n       ".join(
+    selected = ", ".join(
         f"record.data.{sql_identifier(name)} as {sql_identifier(column)}"
         for name, column in columns
     )
     [(rows,)] = conn.execute(
-        f"""copy (
-select {selected},
-       cast(uuidv7() as varchar) as _airbyte_raw_id,
+        f"""copy (select {selected}, cast(uuidv7() as varchar) as _airbyte_raw_id,
        make_timestamp(record.emitted_at * 1000) as _airbyte_extracted_at,
        cast('{{"changes": []}}' as json) as _airbyte_meta
 from read_ndjson({sql_string(str(path))}, columns = {{type: 'VARCHAR', record: {record_type}}},
                  maximum_object_size = {MAXIMUM_OBJECT_BYTES})
-where type = 'RECORD'
-) to {sql_string(str(parquet))} ({PARQUET_COPY_OPTIONS})"""
+where type = 'RECORD') to {sql_string(str(parquet))} ({PARQUET_COPY_OPTIONS})"""
     ).fetchall()
     return int(rows)

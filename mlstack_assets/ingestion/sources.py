@@ -1,7 +1,5 @@
 """A raw source as configured (its registry entry and URL), and how the connector reads it."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,20 +14,11 @@ from mlstack_assets.sources import SOURCES, source
 
 HTTP_TIMEOUT_SECONDS = 30
 
-# pandas options for the File source's CSV reader. By default pandas guesses each column's
-# type per 10,000-row chunk: `7.4` turns an id column into floats (later cast to 7), `1e3`
-# becomes 1000, `007` becomes 7, and the words `NA`, `null` or `NaN` become NULL. Read as
-# text, every field lands in staging exactly as the file spells it; only an empty field is
-# NULL. The audit then checks the text (e.g. ids are integers) and the dbt staging models
-# cast it, so a value that does not fit fails loudly instead of changing quietly.
+# pandas options for the File source's CSV reader: every field as text, as the file spells it
+# (only an empty field is NULL), not typed by a guess per 10,000-row chunk (`7.4` would make an
+# id column floats, `1e3` 1000, `007` 7, `NA`/`null`/`NaN` NULL). The audit checks the text and
+# dbt staging casts it, so a value that does not fit fails loudly instead of changing quietly.
 READER_OPTIONS = {"dtype": "str", "keep_default_na": False, "na_values": [""]}
-
-
-class SourceError(RuntimeError):
-    """A source could not be read; the message names the source and the cause."""
-
-    def __init__(self, source: SourceSpec, cause: str):
-        super().__init__(f"source '{source.name}' ({source.url}): {cause}")
 
 
 @dataclass(frozen=True)
@@ -52,19 +41,22 @@ class SourceSpec:
         return Path(self.url)
 
     def connector_config(self) -> dict:
-        """source-file config as the lesson sets it (CSV, HTTPS public web or local file),
-        with every field read as text (`READER_OPTIONS`)."""
-        if self.is_remote:
-            provider = {"storage": "HTTPS", "user_agent": False}
-        else:
-            provider = {"storage": "local"}
+        """source-file config as the lesson sets it (CSV, HTTPS or local), fields as text."""
+        remote = {"storage": "HTTPS", "user_agent": False}
         return {
             "dataset_name": self.name,
             "format": "csv",
             "url": self.url,
-            "provider": provider,
+            "provider": remote if self.is_remote else {"storage": "local"},
             "reader_options": json.dumps(READER_OPTIONS),
         }
+
+
+class SourceError(RuntimeError):
+    """A source could not be read; the message names the source and the cause."""
+
+    def __init__(self, source: SourceSpec, cause: str):
+        super().__init__(f"source '{source.name}' ({source.url}): {cause}")
 
 
 def source_specs(settings: Settings) -> list[SourceSpec]:

@@ -1,18 +1,11 @@
-"""The lake under the warehouse: immutable Parquet files, each with a JSON manifest.
-
-`MLSTACK_LAKE` is a local folder (default `.mlstack/lake`) or `gs://bucket/prefix`. Both
-are reached through fsspec (the local filesystem, or gcsfs), so every operation has one
-implementation. Layout:
+"""The lake under the warehouse: immutable Parquet files with JSON manifests, through fsspec in a
+folder (`MLSTACK_LAKE`, default `.mlstack/lake`) or `gs://bucket/prefix`. An entry exists once its
+`manifest.json`, written last, does:
 
     <lake>/staging/raw_<source>/extracted_at=<UTC>/   data.parquet + manifest.json
     <lake>/production/<table>/version=<UTC>/          manifest.json (+ data.parquet)
     <lake>/production/<table>/current.json
-
-An entry (a checkpoint or a version) exists once its `manifest.json` does: it is written
-last, and readers skip a directory without one (a writer that was killed).
 """
-
-from __future__ import annotations
 
 import contextlib
 import hashlib
@@ -25,12 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 CHUNK = 1 << 20
 MANIFEST = "manifest.json"
 DATA = "data.parquet"
-GCS_TIMEOUT_SECONDS = 120  # a bound on every Cloud Storage request (gcsfs has none)
 
 
 class LakeError(RuntimeError):
@@ -45,13 +37,16 @@ def streamed_sha256(chunks: Iterable[bytes]) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """A local file's sha256, streamed."""
+    with Path(path).open("rb") as handle:
+        return streamed_sha256(iter(lambda: handle.read(CHUNK), b""))
+
+
 def utc_label(moment: datetime | None = None) -> str:
     """`20261201T214011.123456Z`: sortable, unique to the microsecond, safe in any path."""
-    return (
-        (moment or datetime.now(timezone.utc))
-        .astimezone(timezone.utc)
-        .strftime("%Y%m%dT%H%M%S.%fZ")
-    )
+    moment = moment or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 class Lake:
@@ -59,30 +54,20 @@ class Lake:
 
     def __init__(self, root: str):
         self.root = str(root).rstrip("/")
+        self.is_gcs = self.root.startswith("gs://")
 
     def __repr__(self) -> str:
         return f"Lake({self.root!r})"
 
-    @property
-    def is_gcs(self) -> bool:
-        return self.root.startswith("gs://")
-
     @cached_property
     def fs(self) -> Any:
         """The fsspec filesystem behind the lake (gcsfs honours STORAGE_EMULATOR_HOST)."""
-        if self.is_gcs:
-            import gcsfs
-
-            # no listings cache: other processes (steps, runs, BigQuery's extract jobs) write
-            # the lake too, and a cached listing hides what they added since
-            return gcsfs.GCSFileSystem(
-                requests_timeout=GCS_TIMEOUT_SECONDS,
-                timeout=GCS_TIMEOUT_SECONDS,
-                use_listings_cache=False,
-            )
         import fsspec
 
-        return fsspec.filesystem("file")
+        if not self.is_gcs:
+            return fsspec.filesystem("file")
+        # bounded requests (gcsfs has no bound); no listings cache: others write the lake too
+        return fsspec.filesystem("gcs", requests_timeout=120, timeout=120, use_listings_cache=False)
 
     def uri(self, key: str) -> str:
         """Where `key` is: a local path, or a `gs://` URI (what DuckDB and BigQuery read)."""
@@ -92,17 +77,14 @@ class Lake:
         return self.fs.exists(self.uri(key))
 
     def make_new_directory(self, key: str) -> None:
-        """Claim `key` for a new entry; `LakeError` if it exists. Locally `mkdir` is the
-        claim; Cloud Storage has no directories, so the key must hold no object yet."""
-        taken = f"{self.uri(key)} exists already; the lake never overwrites"
-        if self.is_gcs:
-            if self.fs.exists(self.uri(key)):
-                raise LakeError(taken)
-            return
+        """Claim `key` for a new entry or raise `LakeError` (Cloud Storage: no object there yet)."""
         try:
-            Path(self.uri(key)).mkdir(parents=True)
+            if not self.is_gcs:
+                Path(self.uri(key)).mkdir(parents=True)
+            elif self.exists(key):
+                raise FileExistsError(key)
         except FileExistsError:
-            raise LakeError(taken) from None
+            raise LakeError(f"{self.uri(key)} exists already; the lake never overwrites") from None
 
     def put_file(self, local: Path, key: str) -> None:
         """Move (a local lake) or upload (Cloud Storage) a finished local file to `key`."""
@@ -115,11 +97,10 @@ class Lake:
         os.replace(partial, target)
 
     def write_json(self, key: str, document: dict[str, Any]) -> None:
-        """Write a small JSON document whole: readers see the old one or the new one (one
-        Cloud Storage object write is atomic; locally a temporary file is renamed)."""
+        """Write a small JSON document whole: readers see the old one or the new one."""
         data = (json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode()
         target = self.uri(key)
-        if self.is_gcs:
+        if self.is_gcs:  # one object write is atomic
             self.fs.pipe_file(target, data)
             return
         Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -129,22 +110,18 @@ class Lake:
 
     def read_json(self, key: str) -> dict[str, Any] | None:
         try:
-            with self.fs.open(self.uri(key), "rb") as handle:
-                return json.loads(handle.read())
+            return json.loads(self.fs.cat_file(self.uri(key)))
         except FileNotFoundError:
             return None
 
     def directories(self, key: str) -> list[str]:
         """The names of the directories directly under `key`, sorted ([] when none)."""
         try:
-            entries = self.fs.ls(self.uri(key), detail=True)
+            found = self.fs.ls(self.uri(key), detail=True)
         except FileNotFoundError:
             return []
-        return sorted(
-            entry["name"].rstrip("/").rsplit("/", 1)[-1]
-            for entry in entries
-            if entry.get("type") == "directory"
-        )
+        paths = [entry["name"].rstrip("/") for entry in found if entry.get("type") == "directory"]
+        return sorted(path.rsplit("/", 1)[-1] for path in paths)
 
     def remove(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -153,16 +130,12 @@ class Lake:
     def modified(self, key: str) -> float | None:
         """When `key` was last written (epoch seconds), or None."""
         try:
-            info = self.fs.info(self.uri(key))
+            mtime = self.fs.info(self.uri(key)).get("mtime")  # a datetime on Cloud Storage
         except FileNotFoundError:
             return None
-        for field in ("mtime", "updated", "created"):
-            value = info.get(field)
-            if isinstance(value, int | float):
-                return float(value)
-            if value is not None:
-                return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-        return None
+        if isinstance(mtime, datetime):
+            return mtime.timestamp()
+        return None if mtime is None else float(mtime)
 
     def sha256(self, uri: str) -> str:
         """The sha256 of the file at `uri` (a key of this lake, or a path or URI it holds)."""
@@ -171,8 +144,7 @@ class Lake:
             return streamed_sha256(iter(lambda: handle.read(CHUNK), b""))
 
     def attach(self, conn: Any) -> None:
-        """Let a DuckDB connection read this lake's `gs://` URIs (through gcsfs: DuckDB's
-        httpfs cannot reach a Cloud Storage emulator). Nothing to do for a folder."""
+        """Let DuckDB read `gs://` URIs through gcsfs (its httpfs cannot reach an emulator)."""
         if self.is_gcs:
             conn.register_filesystem(self.fs)
 
@@ -181,6 +153,7 @@ class Lake:
 class Entry:
     """A directory of the lake with a manifest and the Parquet file it describes."""
 
+    error: ClassVar[type[LakeError]] = LakeError  # what `verify` raises
     lake: Lake
     key: str
     manifest: dict[str, Any]
@@ -201,13 +174,13 @@ class Entry:
         return int(self.manifest["rows"])
 
     def verify(self, what: str) -> None:
-        """`LakeError` unless the data file is there and is the one the manifest describes."""
+        """Raise unless the data file is there and is the one the manifest describes."""
         try:
             found = self.lake.sha256(self.data_uri)
         except FileNotFoundError:
-            raise LakeError(f"{what}: its data file {self.data_uri} is missing") from None
+            raise self.error(f"{what}: its data file {self.data_uri} is missing") from None
         if found != self.manifest["sha256"]:
-            raise LakeError(
+            raise self.error(
                 f"{what}: {self.data_uri} has sha256 {found}, its manifest says"
                 f" {self.manifest['sha256']}: the file was changed after it was written"
             )
@@ -220,9 +193,3 @@ def entries(lake: Lake, prefix: str, partition: str) -> Iterator[tuple[str, dict
             manifest = lake.read_json(f"{prefix}/{name}/{MANIFEST}")
             if manifest is not None:
                 yield f"{prefix}/{name}", manifest
-
-
-def file_sha256(path: Path) -> str:
-    """A local file's sha256, streamed."""
-    with Path(path).open("rb") as handle:
-        return streamed_sha256(iter(lambda: handle.read(CHUNK), b""))

@@ -1,14 +1,6 @@
-"""Raw checkpoints: every extract as it arrived, before anything audits it.
-
-`<lake>/staging/raw_<source>/extracted_at=<UTC>/` holds `data.parquet` (the connector's
-rows with Airbyte's `_airbyte_*` columns) and `manifest.json` (source URL and sha256,
-connector and version, rows, columns and types, the file's sha256, the run, and the
-audit's outcome once known). The data file is written once and never changed. A raw
-table's version is the checkpoint it was published from, so pruning never removes a
-checkpoint that a version of its table points at.
-"""
-
-from __future__ import annotations
+"""Raw checkpoints: every extract as it arrived (`data.parquet`, never changed) before any audit,
+and its `manifest.json` (source URL and sha256, connector, rows, columns, sha256, run, audit).
+Pruning keeps every checkpoint a version points at: a raw table's version is its checkpoint."""
 
 import secrets
 import time
@@ -18,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from mlstack_assets.lake import DATA, MANIFEST, Entry, Lake, entries, file_sha256, utc_label
+from mlstack_assets.lake.versions import versions
 
 PARTITION = "extracted_at="
-# a checkpoint directory without a manifest (a writer killed mid-way) older than this goes
-INCOMPLETE_AFTER_SECONDS = 3600.0
+INCOMPLETE_AFTER_SECONDS = 3600.0  # then a directory without a manifest is a killed writer's
 
 
 def staging_key(source: str) -> str:
@@ -55,15 +47,9 @@ def claim_checkpoint(lake: Lake, source: str, extracted_at: datetime) -> str:
 def complete_checkpoint(
     lake: Lake, key: str, extracted_at: datetime, sha256: str, manifest: dict[str, Any]
 ) -> Checkpoint:
-    """Write the manifest of the checkpoint at `key`, whose data file is in place: from now
-    on the checkpoint exists for every reader."""
-    document = {
-        **manifest,
-        "extracted_at": extracted_at.astimezone(timezone.utc).isoformat(),
-        "data": DATA,
-        "sha256": sha256,
-        "audit": None,
-    }
+    """Write the manifest of the checkpoint at `key`, its data in place: now it exists."""
+    document = {**manifest, "extracted_at": extracted_at.astimezone(timezone.utc).isoformat()}
+    document |= {"data": DATA, "sha256": sha256, "audit": None}  # audit: until record_audit
     lake.write_json(f"{key}/{MANIFEST}", document)
     return Checkpoint(lake, key, document)
 
@@ -82,13 +68,8 @@ def record_audit(
     checkpoint: Checkpoint, passed: bool, failed_checks: list[str], published: bool, run_id: str
 ) -> Checkpoint:
     """Fill in the manifest's audit outcome (the data file is not touched)."""
-    audit = {
-        "passed": passed,
-        "failed_checks": failed_checks,
-        "published": published,
-        "run_id": run_id,
-        "at": datetime.now(timezone.utc).isoformat(),
-    }
+    audit = {"passed": passed, "failed_checks": failed_checks, "published": published}
+    audit |= {"run_id": run_id, "at": datetime.now(timezone.utc).isoformat()}
     document = {**checkpoint.manifest, "audit": audit}
     checkpoint.lake.write_json(f"{checkpoint.key}/{MANIFEST}", document)
     return Checkpoint(checkpoint.lake, checkpoint.key, document)
@@ -100,36 +81,26 @@ def checkpoints(lake: Lake, source: str) -> list[Checkpoint]:
 
 
 def prune(
-    lake: Lake,
-    source: str,
-    keep: int,
-    log: Callable[[str], None],
-    now: float | None = None,
+    lake: Lake, source: str, keep: int, log: Callable[[str], None], now: float | None = None
 ) -> list[str]:
-    """Keep the `keep` newest checkpoints of `source`, the newest published one and every one
-    a version of the table points at (a raw version is its checkpoint); remove the rest, and
-    the directories a killed writer left without a manifest. Returns the removed ids."""
-    from mlstack_assets.lake.versions import versions
-
+    """Remove all but the newest `keep`, the published one and those versions point at (and what
+    killed writers left); returns the removed ids."""
     now = time.time() if now is None else now
     complete = checkpoints(lake, source)
-    versioned = {version.id for version in versions(lake, source)}
-    published = next(
-        (c.id for c in complete if (c.manifest.get("audit") or {}).get("published")), None
-    )
-    removed = [c for c in complete[keep:] if c.id not in versioned and c.id != published]
+    published = [c.id for c in complete if (c.manifest.get("audit") or {}).get("published")]
+    kept = {version.id for version in versions(lake, source)} | set(published[:1])
+    removed = [c for c in complete[keep:] if c.id not in kept]
     for checkpoint in removed:
         lake.remove(checkpoint.key)
     complete_keys = {c.key for c in complete}
     abandoned = []
     for name in lake.directories(staging_key(source)):
         key = f"{staging_key(source)}/{name}"
-        if not name.startswith(PARTITION) or key in complete_keys:
-            continue
-        written = lake.modified(f"{key}/{DATA}") or lake.modified(key)
-        if written is not None and now - written > INCOMPLETE_AFTER_SECONDS:
-            lake.remove(key)
-            abandoned.append(name)
+        if name.startswith(PARTITION) and key not in complete_keys:
+            written = lake.modified(f"{key}/{DATA}") or lake.modified(key)
+            if written is not None and now - written > INCOMPLETE_AFTER_SECONDS:
+                lake.remove(key)
+                abandoned.append(name)
     if removed or abandoned:
         log(
             f"lake: removed {len(removed)} old checkpoints of {source}"

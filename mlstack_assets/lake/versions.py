@@ -1,32 +1,18 @@
-"""Versions of the published tables: every publish kept, any one restorable or readable.
-
-`<lake>/production/<table>/version=<id>/manifest.json` records each publish: the version
-id (a UTC label), when, the run, the rows and columns, the checks that passed, the sha256
-of its Parquet file and the versions of the tables it was built from (`inputs`,
-transitively: an ML table names the labeled_projects and raw versions behind it). A
-derived table's data is `data.parquet` beside its manifest; a raw table's version is the
-checkpoint it was published from (nothing is copied). `current.json` names the version
-the published table holds. Retention keeps the newest versions of a table, its current
-one, and every version a current table was built from.
-"""
-
-from __future__ import annotations
+"""Versions of the published tables: every publish kept, any one restorable or readable. A
+version's manifest has its run, rows, columns, checks passed, sha256 and `inputs` (what it was
+built from, transitively); `current.json` names the one the table holds. Retention keeps the
+newest, the current one and every one a current one was built from."""
 
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from mlstack_assets.lake import DATA, MANIFEST, Entry, Lake, LakeError, entries
+from mlstack_assets.settings import load_settings
 from mlstack_assets.sources import source_names
 
-# every table with versions: the raw tables, dbt's mart and the ML tables
-VERSIONED_TABLES = (
-    *source_names(),
-    "labeled_projects",
-    "ml_dataset",
-    "ml_splits",
-    "tag_distribution",
-)
+_ML_TABLES = ("ml_dataset", "ml_splits", "tag_distribution")
+VERSIONED_TABLES = (*source_names(), "labeled_projects", *_ML_TABLES)  # raw, dbt's mart, ML
 PARTITION = "version="
 CURRENT = "current.json"
 
@@ -42,21 +28,14 @@ def table_key(table: str) -> str:
 class Version(Entry):
     """One published version of a table, as its manifest describes it."""
 
-    @property
-    def table(self) -> str:
-        return self.manifest["table"]
+    error = VersionError
 
     @property
     def inputs(self) -> dict[str, str]:
         return dict(self.manifest.get("inputs") or {})
 
     def verify(self, what: str = "") -> None:
-        try:
-            super().verify(what or f"{self.table} version {self.id}")
-        except VersionError:
-            raise
-        except LakeError as error:
-            raise VersionError(str(error)) from None
+        super().verify(what or f"{self.manifest['table']} version {self.id}")
 
 
 def versions(lake: Lake, table: str) -> list[Version]:
@@ -77,18 +56,17 @@ def current_version(lake: Lake, table: str) -> Version | None:
 def find_version(lake: Lake, table: str, version_id: str) -> Version:
     """The version with this id, or the one whose id starts with it (a unique prefix)."""
     every = versions(lake, table)
-    matching = [v for v in every if v.id == version_id] or [
-        v for v in every if v.id.startswith(version_id)
-    ]
-    if len(matching) == 1:
-        return matching[0]
+    exact = [v for v in every if v.id == version_id]
+    matching = exact or [v for v in every if v.id.startswith(version_id)]
     if not matching:
         known = ", ".join(v.id for v in every[:5]) or "none yet"
         raise VersionError(f"{table} has no version {version_id!r} (newest: {known})")
-    raise VersionError(
-        f"{version_id!r} matches {len(matching)} versions of {table}:"
-        f" {', '.join(v.id for v in matching[:5])}; give more of the id"
-    )
+    if len(matching) > 1:
+        raise VersionError(
+            f"{version_id!r} matches {len(matching)} versions of {table}:"
+            f" {', '.join(v.id for v in matching[:5])}; give more of the id"
+        )
+    return matching[0]
 
 
 def lineage(lake: Lake, inputs: dict[str, str]) -> dict[str, str]:
@@ -120,43 +98,23 @@ def claim_version(lake: Lake, table: str, version_id: str) -> str:
 def record_version(
     lake: Lake, key: str, table: str, sha256: str, manifest: dict[str, Any], data: str = DATA
 ) -> Version:
-    """Write the manifest of the version at `key`, whose data is in place: from now on the
-    version exists. `data`: its Parquet file beside the manifest, or a checkpoint's URI."""
-    document = {
-        **manifest,
-        "version": key.rsplit(PARTITION, 1)[-1],
-        "table": table,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "data": data,
-        "sha256": sha256,
-    }
+    """Write the manifest once the data (`data`: beside it, or a checkpoint) is in place."""
+    created_at = datetime.now(timezone.utc).isoformat()
+    document = {**manifest, "version": key.rsplit(PARTITION, 1)[-1], "table": table}
+    document |= {"created_at": created_at, "data": data, "sha256": sha256}
     lake.write_json(f"{key}/{MANIFEST}", document)
     return Version(lake, key, document)
 
 
 def make_current(lake: Lake, table: str, version_id: str, **details: Any) -> None:
     """The published table now holds `version_id` (after a publish or a restore)."""
-    lake.write_json(
-        f"{table_key(table)}/{CURRENT}",
-        {"version": version_id, "since": datetime.now(timezone.utc).isoformat(), **details},
-    )
-
-
-def protected(lake: Lake) -> dict[str, set[str]]:
-    """Per table, the versions retention keeps whatever their age: each table's current one
-    and every version a current one was built from."""
-    keep: dict[str, set[str]] = {}
-    for table in VERSIONED_TABLES:
-        current = current_version_id(lake, table)
-        if current is not None:
-            for name, version_id in current_versions(lake, [table]).items():
-                keep.setdefault(name, set()).add(version_id)
-    return keep
+    pointer = {"version": version_id, "since": datetime.now(timezone.utc).isoformat(), **details}
+    lake.write_json(f"{table_key(table)}/{CURRENT}", pointer)
 
 
 def prune_versions(lake: Lake, table: str, keep: int, log: Callable[[str], None]) -> list[str]:
-    """Keep the newest `keep` versions of `table` and every protected one; remove the rest."""
-    must_keep = protected(lake).get(table, set())
+    """Remove all but the newest `keep`, the current one and those a current one was built from."""
+    must_keep = {current_versions(lake, [other]).get(table) for other in VERSIONED_TABLES}
     removed = [v.id for v in versions(lake, table)[keep:] if v.id not in must_keep]
     for version_id in removed:
         lake.remove(f"{table_key(table)}/{PARTITION}{version_id}")
@@ -166,29 +124,17 @@ def prune_versions(lake: Lake, table: str, keep: int, log: Callable[[str], None]
 
 
 def read_version(table: str, version: str | None = None, lake: str | None = None) -> Any:
-    """A published version of `table` as a pandas DataFrame, read from the lake.
-
-    `version`: an id (or a unique prefix) as `mlstack versions` lists them; None for the
-    current one. `lake`: the lake's root (default: `MLSTACK_LAKE`). Needs neither Dagster
-    nor the warehouse: this is how training code gets the exact data a run was built from.
-    The file is checked against its manifest's sha256 first.
-
-        from mlstack_assets.lake.versions import read_version
-        splits = read_version("ml_splits", "20261201T214011")
-    """
+    """A version of `table` (id or unique prefix; None: the current one) as a pandas DataFrame,
+    sha256 checked, from the lake (default `MLSTACK_LAKE`) without Dagster or the warehouse: how
+    training code gets a run's exact data, e.g. `read_version("ml_splits", "20261201T214011")`."""
     import duckdb
 
-    if lake is None:
-        from mlstack_assets.settings import load_settings
-
-        lake = load_settings().lake
-    store = Lake(lake)
+    store = Lake(load_settings().lake if lake is None else lake)
     chosen = find_version(store, table, version) if version else current_version(store, table)
     if chosen is None:
         raise VersionError(f"{table} has no current version in {store.root}")
     chosen.verify()
     with duckdb.connect() as conn:
         store.attach(conn)
-        return conn.execute(
-            "select * from read_parquet(?, hive_partitioning = false)", [chosen.data_uri]
-        ).df()
+        query = "select * from read_parquet(?, hive_partitioning = false)"
+        return conn.execute(query, [chosen.data_uri]).df()

@@ -2,41 +2,41 @@
 
 import base64
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mlstack_assets.ml.sql import SPLITS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def distribution_table(counts: list[tuple[str, str, int]]) -> pd.DataFrame:
     """(split, tag, rows) triples → one row per tag, a column per split, and the total."""
     frame = pd.DataFrame(counts, columns=["split", "tag", "row_count"])
     table = frame.pivot_table(
-        index="tag", columns="split", values="row_count", aggfunc="sum", fill_value=0
+        "row_count", index="tag", columns="split", aggfunc="sum", fill_value=0
     )
     table = table.reindex(columns=list(SPLITS), fill_value=0).astype("int64")
     table["total"] = table.sum(axis=1)
     return table.sort_values("total", ascending=False).reset_index()
 
 
-def render(table: pd.DataFrame, path: Path):
-    """Draw the grouped bar chart, save it as PNG at `path`, and return the figure."""
+def render(table: pd.DataFrame, path: Path) -> "Figure":
+    """Draw the grouped bar chart, save it as PNG at `path`, and return the matplotlib figure."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display: pyplot is imported only after this
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(9, 4.5), dpi=100)
     width = 0.8 / len(SPLITS)
-    positions = range(len(table))
     for offset, split in enumerate(SPLITS):
-        bars = axes.bar(
-            [p + (offset - 1) * width for p in positions], table[split], width, label=split
-        )
-        axes.bar_label(bars, fontsize=7, padding=1)
-    axes.set_xticks(list(positions), table["tag"], rotation=20, ha="right")
-    axes.set_ylabel("projects")
-    axes.set_title("Projects per tag and split")
+        left = [position + (offset - 1) * width for position in range(len(table))]
+        axes.bar_label(axes.bar(left, table[split], width, label=split), fontsize=7, padding=1)
+    axes.set_xticks(list(range(len(table))), table["tag"], rotation=20, ha="right")
+    axes.set(ylabel="projects", title="Projects per tag and split")
     axes.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

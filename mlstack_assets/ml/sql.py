@@ -1,119 +1,80 @@
-"""The SQL behind the ML assets, as small pure functions (one place per dialect detail).
-
-Everything runs in the warehouse: text normalization, filtering, and a stratified split
-that is deterministic for a seed (rows are ordered by md5(seed:id) within each tag).
-DuckDB and BigQuery differ only in a few spellings (`warehouse/dialect.py`).
+"""The SQL of the ML assets: text normalization, filtering, and a stratified split that is
+deterministic for a seed (md5(seed:id) orders each tag's rows), all run in the warehouse.
+DuckDB and BigQuery differ only in the spellings of `warehouse/dialect.py`.
 """
 
 from collections.abc import Sequence
 
-from mlstack_assets.warehouse.dialect import SqlDialect, sql_dialect
+from mlstack_assets.warehouse.dialect import sql_dialect, sql_string
+
+SPLITS = ("train", "validation", "test")
+# true for train, validation and test; false or null for anything else
+IN_SPLITS = f"split in ({', '.join(sql_string(split) for split in SPLITS)})"
+# rows per split as the columns train, validation, test of an aggregate query
+SPLIT_COLUMNS = ", ".join(
+    f"count(case when split = {sql_string(split)} then 1 end) as {split}" for split in SPLITS
+)
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _text(dialect: SqlDialect) -> str:
-    joined = "coalesce(title, '') || ' ' || coalesce(description, '')"
-    return f"trim({dialect.collapse_whitespace.format(expr=joined)})"
-
-
-def _blank(dialect: SqlDialect) -> str:
-    """No text at all: only what RE2's `\\s` matches is left (checked with a plain trim,
-    which is cheaper than running the regex on every row)."""
+def _known_and_blank(warehouse: str, known_tags: Sequence[str]) -> tuple[str, str]:
+    """Known tag; no text (a plain trim of RE2's `\\s`: cheaper than a regex on every row)."""
+    known = f"tag in ({', '.join(sql_string(tag) for tag in known_tags)})"
     joined = "coalesce(title, '') || coalesce(description, '')"
-    return f"trim({joined}, {dialect.whitespace}) = ''"
-
-
-def _known(tags: Sequence[str]) -> str:
-    return f"tag in ({', '.join(_literal(tag) for tag in tags)})"
+    return known, f"trim({joined}, {sql_dialect(warehouse).whitespace}) = ''"
 
 
 def ml_dataset_sql(source: str, warehouse: str, known_tags: Sequence[str]) -> str:
     """One row per project: id, created_on, text (title + description, spaces collapsed), tag."""
-    dialect = sql_dialect(warehouse)
-    return f"""select id, created_on, {_text(dialect)} as text, tag
+    known, blank = _known_and_blank(warehouse, known_tags)
+    joined = "coalesce(title, '') || ' ' || coalesce(description, '')"
+    text = sql_dialect(warehouse).collapse_whitespace.format(expr=joined)
+    return f"""select id, created_on, trim({text}) as text, tag
 from {source}
-where {_known(known_tags)} and not ({_blank(dialect)})"""
+where {known} and not ({blank})"""
 
 
 def exclusions_sql(source: str, warehouse: str, known_tags: Sequence[str]) -> str:
     """Rows in, and rows left out of the dataset for each reason (never dropped silently)."""
-    dialect = sql_dialect(warehouse)
+    known, blank = _known_and_blank(warehouse, known_tags)
     return f"""select
     count(*) as labeled_rows,
-    count(case when tag is null or not ({_known(known_tags)}) then 1 end) as unknown_or_missing_tag,
-    count(case when {_known(known_tags)} and {_blank(dialect)} then 1 end) as empty_text
+    count(case when tag is null or not ({known}) then 1 end) as unknown_or_missing_tag,
+    count(case when {known} and {blank} then 1 end) as empty_text
 from {source}"""
 
 
 def ml_splits_sql(
     source: str, warehouse: str, seed: int, validation_fraction: float, test_fraction: float
 ) -> str:
-    """Stratified split: within each tag, round(n * fraction) rows for validation and test,
-    the rest for train; which rows is decided by md5(seed:id), so a seed always gives the
-    same split. A tag with at least round-up-to-one rows per fraction is in every split."""
+    """Per tag, round(n * fraction) rows for validation and test, picked by md5(seed:id)."""
     dialect = sql_dialect(warehouse)
-    key = dialect.md5_hex.format(
-        expr=f"{_literal(f'{seed}:')} || cast(id as {dialect.string_type})"
-    )
-    return f"""with
-
-ranked as (
-    select
-        id, created_on, text, tag,
+    seeded_id = f"{sql_string(f'{seed}:')} || cast(id as {dialect.string_type})"
+    key = dialect.md5_hex.format(expr=seeded_id)
+    return f"""with ranked as (
+    select id, created_on, text, tag,
         row_number() over (partition by tag order by {key}, id) as position,
-        count(*) over (partition by tag) as tag_rows
+        round(count(*) over (partition by tag) * {validation_fraction}) as validation_rows,
+        round(count(*) over (partition by tag) * {test_fraction}) as test_rows
     from {source}
-),
-
-sized as (
-    select
-        *,
-        round(tag_rows * {validation_fraction}) as validation_rows,
-        round(tag_rows * {test_fraction}) as test_rows
-    from ranked
 )
-
-select
-    id, created_on, text, tag,
+select id, created_on, text, tag,
     case
         when position <= validation_rows then 'validation'
         when position <= validation_rows + test_rows then 'test'
         else 'train'
     end as split
-from sized"""
+from ranked"""
 
 
 def split_counts_sql(source: str) -> str:
     """Rows per split and tag, from a table or a parenthesized query."""
-    return f"""select split, tag, count(*) as row_count
-from {source}
-group by split, tag
-order by tag, split"""
-
-
-SPLITS = ("train", "validation", "test")
-
-
-def split_count(split: str, column: str = "split") -> str:
-    return f"count(case when {column} = {_literal(split)} then 1 end)"
-
-
-def in_splits(column: str = "split") -> str:
-    """True for train, validation and test; false or null for anything else."""
-    return f"{column} in ({', '.join(_literal(split) for split in SPLITS)})"
+    return f"""select split, tag, count(*) as row_count from {source}
+group by split, tag order by tag, split"""
 
 
 def tag_distribution_sql(source: str) -> str:
-    """One row per tag: its rows in each split, and their total. A row whose split is none
-    of the three is in no column (the tag_distribution check catches it)."""
-    per_split = ",\n    ".join(f"{split_count(split)} as {split}" for split in SPLITS)
-    return f"""select
-    tag,
-    {per_split},
-    count(case when {in_splits()} then 1 end) as total
+    """Rows per tag and split; a row in no split is in no column (the check catches it)."""
+    return f"""select tag, {SPLIT_COLUMNS}, count(case when {IN_SPLITS} then 1 end) as total
 from {source}
 group by tag
 order by total desc, tag"""

@@ -1,12 +1,6 @@
-"""One outcome type for every check that audits a table before it is published.
-
-A GX expectation (raw tables, labeled_projects), a dbt test (dbt's models), an ML table's
-SQL check and the volume guard all become a `CheckOutcome`; an `Audit` is the outcomes
-of one publish and maps to Dagster's asset check results and to the one failure report
-format. `publish.py` publishes only an audit that passed.
-"""
-
-from __future__ import annotations
+"""One outcome type for every check that audits a table before it is published (GX, dbt, ML
+checks, the volume guard), so that one `Audit` maps to Dagster's check results and to the one
+failure report. `publish.py` publishes only an audit that passed."""
 
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,11 +29,9 @@ class CheckOutcome:
     @property
     def warning(self) -> str | None:
         """What to log as a warning: a failed warn-only check, or a notice."""
-        if not self.passed and not self.blocking:
-            return self.summary
-        return self.notice
+        return self.summary if not self.passed and not self.blocking else self.notice
 
-    def with_metadata(self, **metadata: Any) -> CheckOutcome:
+    def with_metadata(self, **metadata: Any) -> "CheckOutcome":
         return replace(self, metadata={**self.metadata, **metadata})
 
     def result(self) -> AssetCheckResult:
@@ -53,7 +45,6 @@ class CheckOutcome:
         )
 
     def line(self, with_asset: bool) -> str:
-        """The failure report's line for this check."""
         asset = f"{self.asset_key.to_user_string()}: " if with_asset else ""
         label = f" [{self.label}]" if self.label else ""
         return f"- {asset}{self.name}{label}: {self.summary}"
@@ -66,7 +57,7 @@ class Audit:
     outcomes: list[CheckOutcome] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # e.g. dbt build itself failed
 
-    def __add__(self, other: Audit) -> Audit:
+    def __add__(self, other: "Audit") -> "Audit":
         return Audit([*self.outcomes, *other.outcomes], [*self.errors, *other.errors])
 
     @property
@@ -93,18 +84,12 @@ class Audit:
         return [f"{o.name}: {o.warning}" for o in self.outcomes if o.warning]
 
     def report(self, name_assets: bool | None = None) -> str:
-        """One line per blocking failure: the check, what it is, counts and examples;
-        then the checks that could not run, one line per reason; then build errors.
-        Each line names its asset when `name_assets` (default: when there are several)."""
-        several = (
-            len({o.asset_key for o in self.outcomes}) > 1 if name_assets is None else name_assets
-        )
-        failed = self.blocking_failures
-        lines = [o.line(several) for o in failed if o.evaluated]
-        reasons: dict[str, list[str]] = {}
-        for outcome in failed:
-            if not outcome.evaluated:
-                reasons.setdefault(outcome.summary, []).append(outcome.name)
+        """Blocking failures, then the checks that could not run (a line per reason), then build
+        errors; lines name their asset if `name_assets` (default: when there are several)."""
+        several = len({o.asset_key for o in self.outcomes}) > 1
+        several = several if name_assets is None else name_assets
+        lines = [o.line(several) for o in self.blocking_failures if o.evaluated]
+        skipped = [o for o in self.blocking_failures if not o.evaluated]
+        reasons = {o.summary: [s.name for s in skipped if s.summary == o.summary] for o in skipped}
         lines += [f"- {reason}: {', '.join(names)}" for reason, names in reasons.items()]
-        lines += [f"- {error}" for error in self.errors]
-        return "\n".join(lines)
+        return "\n".join([*lines, *(f"- {error}" for error in self.errors)])

@@ -1,10 +1,5 @@
-"""Great Expectations suites, versioned as JSON beside this module (GX Core 1.x format).
-
-Each expectation carries `meta.check`, the name of the Dagster asset check that reports
-it, and a GX `severity`: `critical` expectations block (a failure stops the publish and
-everything downstream), `warning` ones are reported and let the data through. Reading a
-suite is plain JSON, so defining the checks does not import Great Expectations (slow).
-"""
+"""GX Core 1.x suites, versioned and read as plain JSON (GX is slow to import). `meta.check`
+names each expectation's asset check; `critical` ones block the publish, `warning` ones do not."""
 
 import json
 from dataclasses import dataclass
@@ -14,7 +9,10 @@ from typing import Any
 
 from dagster import AssetCheckSpec, AssetKey
 
-SUITES_DIR = Path(__file__).parent / "suites"
+# the expectations about the table itself, which still mean something when it is empty
+TABLE_EXPECTATIONS = ("expect_table_row_count_to_be_between", "expect_table_columns_to_match_set")
+
+SUITES_DIR = Path(__file__).parent / "suites"  # one `<source or model>.json` each
 
 
 @dataclass(frozen=True)
@@ -26,26 +24,21 @@ class Expectation:
 
     @property
     def columns(self) -> list[str]:
-        """The columns the expectation reads (its kwargs, or `meta.columns` for a query)."""
+        """The columns it reads (`meta.columns` for a query): without them it cannot run."""
         kwargs = self.config["kwargs"]
         named = [kwargs[key] for key in ("column", "column_A", "column_B") if key in kwargs]
         return [*named, *kwargs.get("column_list", []), *self.config["meta"].get("columns", [])]
 
     @property
     def reads_rows(self) -> bool:
-        """False for the expectations about the table itself (its row count, its columns)."""
-        return self.config["type"] not in (
-            "expect_table_row_count_to_be_between",
-            "expect_table_columns_to_match_set",
-        )
+        return self.config["type"] not in TABLE_EXPECTATIONS
 
     @property
     def label(self) -> str:
         """e.g. `expect_column_values_to_be_unique(column=id)`."""
-        kwargs = ", ".join(
-            f"{key}={value}" for key, value in self.config["kwargs"].items() if key != "type_list"
-        )
-        return f"{self.config['type']}({kwargs})"
+        kwargs = self.config["kwargs"].items()
+        arguments = ", ".join(f"{key}={value}" for key, value in kwargs if key != "type_list")
+        return f"{self.config['type']}({arguments})"
 
 
 @dataclass(frozen=True)
@@ -66,9 +59,6 @@ class Suite:
             for expectation in self.expectations
         ]
 
-    def expectation(self, check_name: str) -> Expectation:
-        return next(e for e in self.expectations if e.check_name == check_name)
-
 
 @cache
 def load_suite(name: str) -> Suite:
@@ -86,8 +76,7 @@ def load_suite(name: str) -> Suite:
 
 
 def known_tags() -> list[str]:
-    """The classes the model learns: the set the GX suites and dbt's accepted_values test
-    warn about (one list, in the labeled_projects suite)."""
-    return list(
-        load_suite("labeled_projects").expectation("tag_is_known").config["kwargs"]["value_set"]
-    )
+    """The classes the model learns: one list, which GX and dbt's accepted_values warn about."""
+    suite = load_suite("labeled_projects")
+    known = next(e for e in suite.expectations if e.check_name == "tag_is_known")
+    return list(known.config["kwargs"]["value_set"])

@@ -197,3 +197,78 @@ def test_dbt_connects_where_settings_point(
 
     credentials = profile.credentials
     assert {key: str(getattr(credentials, key)) for key in expected} == expected
+
+
+THIRD_SOURCE = """
+import json, shutil, sys
+from pathlib import Path
+import mlstack_assets.sources as registry
+registry.SOURCES = (*registry.SOURCES, registry.Source("authors", sys.argv[1]))
+import mlstack_assets.quality.suites as suites
+copies = Path(sys.argv[2])
+shutil.copytree(suites.SUITES_DIR, copies)
+(copies / "authors.json").write_text(json.dumps({"name": "authors", "expectations": [{
+    "type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1},
+    "meta": {"check": "row_count_is_positive"}, "description": "Rows > 0."}]}))
+suites.SUITES_DIR = copies
+from mlstack_assets.automation.freshness import FRESHNESS_ASSETS
+from mlstack_assets.definitions import build_definitions
+from mlstack_assets.lake.versions import VERSIONED_TABLES
+from mlstack_assets.publish import VOLUME_GUARDED
+from mlstack_assets.settings import Settings
+defs = build_definitions()
+graph = defs.resolve_asset_graph()
+sensor = defs.resolve_sensor_def("source_change_sensor")
+from dagster import DagsterInstance, build_sensor_context
+with DagsterInstance.ephemeral() as instance, build_sensor_context(
+    instance=instance, repository_def=defs.get_repository_def()
+) as context:
+    [request] = sensor.evaluate_tick(context).run_requests  # the first tick: all changed
+print(json.dumps({
+    "assets": sorted(k.to_user_string() for k in graph.get_all_asset_keys()),
+    "checks": sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys),
+    "raw_step": sorted(k.to_user_string() for k in defs.resolve_assets_def("authors").keys),
+    "sensor": sorted(k.to_user_string() for k in request.asset_selection),
+    "versioned": list(VERSIONED_TABLES),
+    "guarded": list(VOLUME_GUARDED),
+    "fresh": [k.to_user_string() for k in FRESHNESS_ASSETS],
+    "variables": sorted(f.alias for f in Settings.model_fields.values()),
+}))
+"""
+
+
+def test_a_third_source_is_one_registry_entry_and_its_suite(tmp_path: Path):
+    """Every list of sources derives from `sources.SOURCES`: registering one more (with its
+    suite) gives it a URL setting, an observed file, a raw asset in the raw step, its checks,
+    the sensor, versions, the volume guard and freshness."""
+    from tests.support.fixture_data import write_csv, write_projects, write_tags
+
+    authors = write_csv(tmp_path / "authors.csv", ["id", "name"], [(6, "Ada")])
+    env = {
+        **os.environ,
+        "MLSTACK_PROJECTS_URL": str(write_projects(tmp_path / "projects.csv")),
+        "MLSTACK_TAGS_URL": str(write_tags(tmp_path / "tags.csv")),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", THIRD_SOURCE, str(authors), str(tmp_path / "suites")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    found = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    assert {"authors", "authors_csv"} <= set(found["assets"])
+    assert found["raw_step"] == ["authors", "projects", "tags"]
+    assert {"authors:row_count_is_positive", "authors:row_drop_within_limit"} <= set(
+        found["checks"]
+    )
+    assert "authors:dbt_source_freshness" in found["checks"]
+    assert "authors" in found["sensor"]
+    assert "authors" in found["versioned"] and "authors" in found["guarded"]
+    assert "authors" in found["fresh"]
+    assert {"MLSTACK_AUTHORS_URL", "MLSTACK_AIRBYTE_AUTHORS_CONNECTION_ID"} <= set(
+        found["variables"]
+    )
