@@ -98,7 +98,7 @@ def main() -> None:
         )
         assert validation.audit.passed, validation.audit.report()
         audited = time.perf_counter()
-        warehouse.publish(spec.name)
+        warehouse.publish_relations(warehouse.staging_dataset, [spec.name])
         seconds["extract_load"] += synced - started
         seconds["audit"] += audited - synced
         seconds["publish"] += time.perf_counter() - audited

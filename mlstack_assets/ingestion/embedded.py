@@ -1,28 +1,14 @@
 """Embedded Airbyte: the File source connector, run by mlstack on this machine, no server.
 
-Each source's extract runs in a thread of the raw step, all of them at once, so the
-connectors (child processes) read concurrently while the step imports what its audit
-needs. One extract, with no warehouse and no lock:
-
-1. the local copy: a local path as is; an HTTPS source downloaded (`download.py`: stall
-   timeout, deadline, bounded retries), because the connector has no read timeout;
-2. the header, read by DuckDB (`strict_csv.read_header`), which gives the configured
-   catalog: every column text, as mlstack's reader options read it;
-3. the pinned `source-file` connector's `read`, its stdout (the Airbyte protocol) to
-   `records.jsonl`: a child that dies with its thread, bounded by
-   `MLSTACK_CONNECTOR_TIMEOUT_SECONDS`. This is how the Airbyte platform runs connectors;
-4. DuckDB reads that output (`protocol.py`): the connector's errors and stream status,
-   then its records into `data.parquet` with Airbyte's `_airbyte_*` columns;
-5. DuckDB reads the source file strictly and compares it with `data.parquet`, record for
-   record and field for field (`strict_csv.py`);
-6. `data.parquet` becomes an immutable checkpoint in the lake, with its manifest.
-
-Each extract works in a private directory, `<connector_dir>/syncs/<source>-<pid>-<random>`,
-removed when it is done; a process killed mid-sync leaves its directory behind, and the
-next extract on the machine removes those of processes that no longer run.
+Every selected source's extract runs at once, each in a thread of the raw step, with no
+warehouse and no lock: the local copy (an HTTPS source downloaded, since the connector has
+no read timeout), the header read by DuckDB (the configured catalog: every column text),
+the pinned connector's `read` with its stdout (the Airbyte protocol) to a file, as the
+Airbyte platform runs connectors, DuckDB reading that output into Parquet and comparing it
+with its own strict read of the file, and the Parquet file kept as a checkpoint. Each
+extract works in `<connector_dir>/syncs/<source>-<pid>-<random>`, removed when done; the
+next extract removes those of processes that no longer run.
 """
-
-from __future__ import annotations
 
 import dataclasses
 import json
@@ -50,16 +36,15 @@ from mlstack_assets.lake.checkpoints import write_checkpoint
 from mlstack_assets.processes import child_command, pid_alive
 from mlstack_assets.warehouse.duckdb import limit_memory
 
+CONNECTOR = "the Airbyte File source connector"
+
 
 def prune_stale(root: Path, log: Callable[[str], None]) -> list[Path]:
     """Remove the sync directories of processes that no longer run; return them."""
     removed = []
     for directory in root.glob("*-*-*") if root.is_dir() else []:
-        try:
-            pid = int(directory.name.split("-")[-2])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not pid_alive(pid):
+        pid = directory.name.split("-")[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory)
     if removed:
@@ -69,17 +54,16 @@ def prune_stale(root: Path, log: Callable[[str], None]) -> list[Path]:
 
 
 def normalized_name(name: str) -> str:
-    """The column name Airbyte's destinations give a field: lower case, every character but
-    letters and digits as `_`, a leading digit prefixed with `_`."""
+    """The column name Airbyte's destinations give a field: lower case, `_` for every other
+    character than letters and digits, `_` before a leading digit."""
     result = re.sub(r"[^A-Za-z0-9]", "_", name.lower())
     return f"_{result}" if result[:1].isdigit() else result
 
 
 def extract_connection(memory_limit: str, workdir: Path) -> Any:
-    """The extract's own DuckDB (in memory, spilling into its directory), under the memory
-    cap, on one thread: the records keep the file's order, and with two threads DuckDB held
-    what one read ahead of the other (a 1M-row extract beside another source's connector ran
-    out of 128MB). The connector, not DuckDB, is what an extract waits for."""
+    """The extract's own in-memory DuckDB, capped, spilling into its directory, on one
+    thread: with two, DuckDB held what one read ahead of the other (a 1M-row extract beside
+    another source's connector ran out of 128MB); the connector is what an extract waits for."""
     import duckdb
 
     conn = duckdb.connect()
@@ -91,23 +75,16 @@ def extract_connection(memory_limit: str, workdir: Path) -> Any:
 
 def connector_failed(returncode: int, messages: protocol.Messages) -> str | None:
     """Why the connector's run does not count as a finished sync, or None."""
-    cause = messages.failure()
-    if cause is not None:
-        return f"the Airbyte File source connector failed: {cause}"
-    status = messages.last_status or "none"
+    last = f"(its last stream status: {messages.last_status or 'none'})"
+    if messages.failure() is not None:
+        return f"{CONNECTOR} failed: {messages.failure()}"
     if returncode < 0:
-        name = signal.Signals(-returncode).name
-        return (
-            f"the Airbyte File source connector was killed by {name} before it finished"
-            f" (its last stream status: {status})"
-        )
+        killer = signal.Signals(-returncode).name
+        return f"{CONNECTOR} was killed by {killer} before it finished {last}"
     if returncode != 0:
-        return f"the Airbyte File source connector exited with code {returncode} and no error"
-    if status != "COMPLETE":
-        return (
-            "the Airbyte File source connector ended without reporting its stream complete"
-            f" (its last stream status: {status})"
-        )
+        return f"{CONNECTOR} exited with code {returncode} and no error"
+    if messages.last_status != "COMPLETE":
+        return f"{CONNECTOR} ended without reporting its stream complete {last}"
     return None
 
 
@@ -127,54 +104,44 @@ class EmbeddedAirbyte(AirbyteLoader):
         syncs = Path(self.connector_dir) / "syncs"
         syncs.mkdir(parents=True, exist_ok=True)
         prune_stale(syncs, log.info)
-        running = []
-        for spec in specs:  # all of them now: the connectors read while the step goes on
-            workdir = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{os.getpid()}-", dir=syncs))
-            running.append(_Extract(self, spec, workdir, run_id, log))
-        return self._results(running)
+        # every one now: the connectors read while the step goes on
+        running = [_Extract(self, spec, syncs, run_id, log) for spec in specs]
+        return _results(running)
 
-    @staticmethod
-    def _results(running: list[_Extract]) -> Iterator[tuple[SourceSpec, Extracted | SourceError]]:
-        try:
-            for extract in running:
-                yield extract.spec, extract.result()
-        finally:  # the step is done with them, or stopped early: nothing runs on
-            for extract in running:
-                extract.stop()
+
+def _results(running: list["_Extract"]) -> Iterator[tuple[SourceSpec, Extracted | SourceError]]:
+    try:
+        for extract in running:
+            yield extract.spec, extract.outcome.result()
+    finally:  # done with them, or stopped early: nothing runs on
+        for extract in running:
+            extract.stop()
 
 
 class _Extract:
-    """One source's extract, in a thread of its own (a daemon: it never keeps a process
-    alive), its connector killed when the step stops it."""
+    """One source's extract in a daemon thread (it never keeps a process alive); its
+    connector is killed when the step stops it."""
 
     def __init__(
-        self, loader: EmbeddedAirbyte, spec: SourceSpec, workdir: Path, run_id: str, log: Any
+        self, loader: EmbeddedAirbyte, spec: SourceSpec, syncs: Path, run_id: str, log: Any
     ):
-        self.loader, self.spec, self.workdir, self.run_id, self.log = (
-            loader,
-            spec,
-            workdir,
-            run_id,
-            log,
-        )
+        self.loader, self.spec, self.run_id, self.log = loader, spec, run_id, log
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{os.getpid()}-", dir=syncs))
         self.connector: subprocess.Popen | None = None
         self.stopped = threading.Event()
         self.outcome: Future = Future()
+        self.outcome.add_done_callback(lambda _: self._remove_workdir_once_stopped())
         threading.Thread(target=self._run, name=f"extract-{spec.name}", daemon=True).start()
-
-    def result(self) -> Extracted | SourceError:
-        return self.outcome.result()
 
     def stop(self) -> None:
         self.stopped.set()
         if self.connector is not None and self.connector.poll() is None:
             self.connector.kill()
-        if self.outcome.done():
+        self._remove_workdir_once_stopped()
+
+    def _remove_workdir_once_stopped(self) -> None:
+        if self.stopped.is_set() and self.outcome.done():
             shutil.rmtree(self.workdir, ignore_errors=True)
-        else:  # the thread removes it once it ends
-            self.outcome.add_done_callback(
-                lambda _: shutil.rmtree(self.workdir, ignore_errors=True)
-            )
 
     def _run(self) -> None:
         try:
@@ -184,16 +151,12 @@ class _Extract:
         except Exception as error:  # a time-out, the lake, DuckDB on the connector's output
             self.log.debug(f"extract of {self.spec.name} failed: {error!r}")
             text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-            detail = (
-                text[:300]
-                if isinstance(error, TimeoutError)
-                else f"{type(error).__name__}: {text[:300]}"
-            )
-            self.outcome.set_result(SourceError(self.spec, detail))
+            if not isinstance(error, TimeoutError):  # a time-out's message says it all
+                text = f"{type(error).__name__}: {text[:300]}"
+            self.outcome.set_result(SourceError(self.spec, text[:330]))
 
     def _extract(self) -> Extracted:
-        spec, loader, workdir = self.spec, self.loader, self.workdir
-        seconds: dict[str, float] = {}
+        spec, loader, seconds = self.spec, self.loader, {}
         clock = time.perf_counter()
 
         def lap(name: str) -> None:
@@ -201,8 +164,8 @@ class _Extract:
             seconds[name] = round(time.perf_counter() - clock, 3)
             clock = time.perf_counter()
 
+        path = self.workdir / "source.csv" if spec.is_remote else local_file(spec)
         if spec.is_remote:
-            path = workdir / "source.csv"
             size = download(
                 spec,
                 path,
@@ -212,13 +175,10 @@ class _Extract:
                 deadline=loader.source_deadline_seconds,
                 stopped=self.stopped,
             )
-            self.log.info(
-                f"downloaded {spec.url} ({size:,} bytes) in {time.perf_counter() - clock:.2f} s"
-            )
-        else:
-            path = local_file(spec)
+            took = time.perf_counter() - clock
+            self.log.info(f"downloaded {spec.url} ({size:,} bytes) in {took:.2f} s")
         lap("download")
-        conn = extract_connection(loader.memory_limit, workdir)
+        conn = extract_connection(loader.memory_limit, self.workdir)
         try:
             header = strict_csv.read_header(conn, path)
         except strict_csv.CsvError as error:
@@ -235,39 +195,7 @@ class _Extract:
         extracted_at = datetime.now(timezone.utc)
         returncode = self._run_connector(dataclasses.replace(spec, url=str(path)), header)
         lap("connector")
-        records = workdir / "records.jsonl"
-        messages = protocol.read_messages(conn, records)
-        for level, message in messages.logs:
-            self.log.debug(f"connector {level}: {message}")
-        failed = connector_failed(returncode, messages)
-        if failed is not None:
-            stderr = (workdir / "connector.stderr").read_text(errors="replace").splitlines()
-            if stderr:
-                self.log.debug("connector stderr (last lines):\n" + "\n".join(stderr[-20:]))
-            # DuckDB names the line the connector stumbled on, when there is one
-            _, rejected, first = strict_csv.strict_rejects(conn, path, header)
-            if rejected:
-                described = strict_csv.describe_rejects(rejected, first, header)
-                raise SourceError(spec, f"{described} ({failed})")
-            raise SourceError(spec, failed)
-        parquet = workdir / "data.parquet"
-        synced = protocol.records_to_parquet(
-            conn, records, list(zip(header, columns, strict=True)), parquet
-        )
-        lap("records")
-        comparison = strict_csv.compare(conn, path, header, parquet, columns)
-        lap("verify")
-        if comparison.reject_count:
-            raise SourceError(
-                spec,
-                strict_csv.describe_rejects(comparison.reject_count, comparison.rejects, header),
-            )
-        if comparison.differing:
-            raise SourceError(
-                spec,
-                "the connector's records differ from the file: "
-                + strict_csv.describe_differences(comparison, header),
-            )
+        parquet, synced, comparison = self._verified_records(conn, returncode, path, header, lap)
         types = conn.execute(
             "select column_name, column_type"
             f" from (describe select * from read_parquet('{parquet}'))"
@@ -298,10 +226,46 @@ class _Extract:
             },
         )
 
+    def _verified_records(
+        self, conn: Any, returncode: int, path: Path, header: list[str], lap: Callable
+    ) -> tuple[Path, int, strict_csv.Comparison]:
+        """The connector's records as Parquet, once its messages say it finished and DuckDB's
+        strict read of the file agrees with them: the file, its rows, the comparison."""
+        spec, records = self.spec, self.workdir / "records.jsonl"
+        messages = protocol.read_messages(conn, records)
+        for level, message in messages.logs:
+            self.log.debug(f"connector {level}: {message}")
+        failed = connector_failed(returncode, messages)
+        if failed is not None:
+            stderr = (self.workdir / "connector.stderr").read_text(errors="replace").splitlines()
+            if stderr:
+                self.log.debug("connector stderr (last lines):\n" + "\n".join(stderr[-20:]))
+            # DuckDB names the line the connector stumbled on, when there is one
+            _, rejected, first = strict_csv.strict_rejects(conn, path, header)
+            if rejected:
+                failed = f"{strict_csv.describe_rejects(rejected, first, header)} ({failed})"
+            raise SourceError(spec, failed)
+        parquet = self.workdir / "data.parquet"
+        columns = [normalized_name(name) for name in header]
+        fields = list(zip(header, columns, strict=True))
+        synced = protocol.records_to_parquet(conn, records, fields, parquet)
+        lap("records")
+        comparison = strict_csv.compare(conn, path, header, parquet, columns)
+        lap("verify")
+        if comparison.reject_count:
+            raise SourceError(
+                spec,
+                strict_csv.describe_rejects(comparison.reject_count, comparison.rejects, header),
+            )
+        if comparison.differing:
+            differences = strict_csv.describe_differences(comparison, header)
+            raise SourceError(spec, f"the connector's records differ from the file: {differences}")
+        return parquet, synced, comparison
+
     def _run_connector(self, local: SourceSpec, header: list[str]) -> int:
         """The connector's `read` of the local copy, its stdout to `records.jsonl`; its exit
         code (negative: the signal that killed it)."""
-        workdir = self.workdir
+        workdir, timeout = self.workdir, self.loader.connector_timeout_seconds
         executable = ensure_connector(Path(self.loader.connector_dir))
         (workdir / "config.json").write_text(json.dumps(local.connector_config()))
         catalog = protocol.configured_catalog(local.name, header)
@@ -314,20 +278,16 @@ class _Extract:
         ):
             if self.stopped.is_set():
                 raise SourceError(self.spec, "stopped before the connector started")
+            command = child_command(str(executable), *args)
             self.connector = subprocess.Popen(
-                child_command(str(executable), *args),
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
+                command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err
             )
             try:
-                return self.connector.wait(timeout=self.loader.connector_timeout_seconds)
+                return self.connector.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.connector.kill()
                 self.connector.wait()
                 raise TimeoutError(
-                    "the Airbyte File source connector did not finish reading in"
-                    f" {self.loader.connector_timeout_seconds:g} s"
+                    f"{CONNECTOR} did not finish reading in {timeout:g} s"
                     " (MLSTACK_CONNECTOR_TIMEOUT_SECONDS)"
                 ) from None

@@ -1,13 +1,12 @@
 """dbt's models as Dagster assets, with write-audit-publish, in four named pieces.
 
-One multi-asset for the whole dbt project (dagster-dbt respects test failures only within
-one definition): 1. build (`build.py`: `dbt build` into `<dataset>_audit`, the profile's
-schema), 2. audit (`audit.py`: dbt's tests and each model's GX suite, there), 3. publish
-(`publish.py`: every model at once, a version of labeled_projects in the lake, views
-reading the published tables), 4. each model's Output with its metadata. A failed audit
-fails the step with one report and the published tables keep their content. dbt sources
-carry `meta.dagster.asset_key`, so the raw tables are the staging models' upstream. A run
-that selects only checks runs them on the published tables (`published_checks.py`).
+One multi-asset for the whole dbt project (dagster-dbt respects test failures only within one
+definition): 1. build (`build.py`: `dbt build` into `<dataset>_audit`, the profile's schema),
+2. audit (`audit.py`: dbt's tests and each model's GX suite, there), 3. publish (`publish.py`:
+every model at once, a version of labeled_projects in the lake, views reading the published
+tables), 4. each model's Output with its metadata. A failed audit fails the step with one report;
+the published tables keep their content. dbt sources carry `meta.dagster.asset_key`: the raw
+tables are the staging models' upstream. Checks run alone run on the published tables.
 """
 
 import json
@@ -15,49 +14,29 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from dagster import (
-    AssetExecutionContext,
-    AssetKey,
-    AssetsDefinition,
-    AssetSpec,
-    AutomationCondition,
-    Config,
-    DataVersion,
-    Definitions,
-    MetadataValue,
-    Output,
-    multi_asset,
-)
+import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject, dbt_assets
 from pydantic import Field
 
+from mlstack_assets import publish
 from mlstack_assets.compat import InstalledDbtCliResource
 from mlstack_assets.lake import Lake
 from mlstack_assets.lake.versions import current_versions
-from mlstack_assets.publish import (
-    VOLUME_GUARDED,
-    AuditFailed,
-    Candidate,
-    policy,
-    publish_audited,
-    volume_check_spec,
-)
+from mlstack_assets.quality.outcomes import CheckOutcome
 from mlstack_assets.quality.suites import load_suite
+from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import Settings
 from mlstack_assets.sources import source_names
 from mlstack_assets.transform.audit import audit_build
-from mlstack_assets.transform.build import DbtBuild, run_build
+from mlstack_assets.transform.build import DbtBuild, fail_if_upstream_missing, run_build
 from mlstack_assets.transform.dbt_child import dbt_child_executable
 from mlstack_assets.transform.project import dbt_project, dbt_vars_args
-from mlstack_assets.transform.published_checks import checks_on_published
-from mlstack_assets.transform.source_freshness import build_source_freshness_check
-from mlstack_assets.transform.upstream import fail_if_upstream_missing
 from mlstack_assets.warehouse import Warehouse
 
 TRANSFORM_GROUP = "transform"
-RELATION_METADATA = "relation"  # `view` or `table`: the run summary shows views as views
-GX_SUITE_META = "great_expectations_suite"  # dbt `meta` naming the GX suite of a model
 OWNER = "team:mlstack"
+FRESHNESS_CHECK = "dbt_source_freshness"
+UNIQUE_ID = "dagster_dbt/unique_id"  # a dbt asset's or test's node in the manifest
 
 
 class MlstackDbtTranslator(DagsterDbtTranslator):
@@ -70,7 +49,7 @@ class MlstackDbtTranslator(DagsterDbtTranslator):
 
     def get_asset_spec(
         self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
-    ) -> AssetSpec:
+    ) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         if unique_id.startswith("source."):
             return spec  # sources are the raw assets, defined by the ingestion area
@@ -78,16 +57,16 @@ class MlstackDbtTranslator(DagsterDbtTranslator):
             group_name=TRANSFORM_GROUP,
             owners=[OWNER],
             # a raw asset materialized by hand brings its dbt dependents up to date
-            automation_condition=AutomationCondition.eager(),
+            automation_condition=dg.AutomationCondition.eager(),
         )
         node = manifest["nodes"][unique_id]
-        if GX_SUITE_META in node.get("config", {}).get("meta", {}):
+        if "great_expectations_suite" in node.get("config", {}).get("meta", {}):
             spec = spec.merge_attributes(kinds={"great_expectations"})
         published = ".".join(p for p in (node.get("database"), self.dataset, node["alias"]) if p)
         return spec.replace_attributes(metadata={**spec.metadata, "dagster/table_name": published})
 
 
-class DbtConfig(Config):
+class DbtConfig(dg.Config):
     """Per-run choices of the dbt step."""
 
     allow_row_drop: bool = Field(
@@ -98,118 +77,145 @@ class DbtConfig(Config):
 
 
 def _outputs(
-    built: DbtBuild, warehouse: Warehouse, published: dict[AssetKey, dict], seconds: dict
-) -> Iterator[Output]:
-    """The fourth piece: each model's Output, with dagster-dbt's metadata (schema and
-    lineage of the audit relation: the same as the published one), its row count, and the
-    publish's (the published table, its version); the step's stages on the first."""
-    timings = {"seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()})}
+    built: DbtBuild, warehouse: Warehouse, published: dict[dg.AssetKey, dict], seconds: dict
+) -> Iterator[dg.Output]:
+    """Each model's Output: dagster-dbt's metadata (the audit relation's schema and lineage, as
+    published), its row count, the publish's (table, version); the step's stages on the first."""
+    timings = {"seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in seconds.items()})}
     for position, model in enumerate(built.models):
         metadata = {**model.output.metadata, **published[model.key]}
-        metadata[RELATION_METADATA] = "view" if model.is_view else "table"
+        metadata["relation"] = "view" if model.is_view else "table"  # the run summary shows it
         if not model.is_view:
             metadata["dagster/row_count"] = warehouse.row_count(warehouse.dataset, model.alias)
         version = published[model.key].get("version")
-        yield Output(
+        yield dg.Output(
             value=None,
             output_name=model.output.output_name,
             metadata={**metadata, **(timings if position == 0 else {})},
-            data_version=DataVersion(version) if version else None,
+            data_version=dg.DataVersion(version) if version else None,
         )
 
 
-def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinition:
+def _dbt_results(dbt: Any, args: list[str], artifact: str) -> dict[str, dict[str, Any]]:
+    """Each node's result in `artifact` of a dbt command whose failures are check results."""
+    invocation = dbt.cli(args, raise_on_error=False)
+    invocation.wait()
+    return {r["unique_id"]: r for r in invocation.get_artifact(artifact)["results"]}
+
+
+def build_dbt_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefinition:
     """One multi-asset for every dbt model: write (dbt build in the audit schema), audit
     (dbt's tests and the GX suite, there), publish (all models at once, atomically)."""
-    translator = MlstackDbtTranslator(
-        settings.dataset,
-        settings=DagsterDbtTranslatorSettings(
-            enable_asset_checks=True, enable_code_references=True
-        ),
-    )
+    options = DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)
+    translator = MlstackDbtTranslator(settings.dataset, settings=options)
 
-    # dagster-dbt's own specs for the project, its tests as checks; the GX suites and the
-    # volume guard join them on the one multi-asset below (`@dbt_assets` takes no others)
+    # dagster-dbt's specs, its tests as checks; the GX suites and the volume guard join them on
+    # the one multi-asset below (`@dbt_assets` takes no others)
     @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator)
     def dbt_specs(): ...
 
     specs, dbt_check_specs = list(dbt_specs.specs), list(dbt_specs.check_specs)
     suites = {s.key: load_suite(s.key.path[-1]) for s in specs if "great_expectations" in s.kinds}
+    guarded = [s.key for s in specs if s.key.path[-1] in publish.VOLUME_GUARDED]
     manifest = json.loads(project.manifest_path.read_text())
-    aliases = {
-        s.key: manifest["nodes"][s.metadata["dagster_dbt/unique_id"]]["alias"] for s in specs
-    }
+    nodes = manifest["nodes"]
+    model_ids = {s.key: s.metadata[UNIQUE_ID] for s in specs}
     # every node an asset stands for: the models, and the sources (the raw assets)
-    keys_by_unique_id = {
+    keys_by_id = {
         unique_id: translator.get_asset_spec(manifest, unique_id, project).key
-        for unique_id in [
-            *manifest["sources"],
-            *(s.metadata["dagster_dbt/unique_id"] for s in specs),
-        ]
+        for unique_id in [*manifest["sources"], *model_ids.values()]
     }
     build_args = ["build", *dbt_vars_args(settings)]
 
-    @multi_asset(
+    def checks_on_published(
+        context: dg.AssetExecutionContext, dbt: InstalledDbtCliResource, warehouse: Warehouse
+    ) -> Iterator[dg.AssetCheckResult]:
+        """The selected checks run alone: `dbt test` with the models resolved to `<dataset>` (the
+        profile's schema var) and the GX suites on the published tables; nothing is built.
+        dagster-dbt's own subsetting looks every check up as a dbt test: `KeyError` on GX ones."""
+        selected = set(context.selected_asset_check_keys)
+        tests = {s.metadata[UNIQUE_ID]: s for s in dbt_check_specs if s.key in selected}
+        with warehouse.session(purpose="run the selected checks on the published tables"):
+            fqns = [".".join(nodes[test_id]["fqn"]) for test_id in tests]
+            published = dbt_vars_args(settings, audit_dataset=settings.dataset)  # what they check
+            args = ["test", "--select", *fqns, *published]
+            results = _dbt_results(dbt, args, "run_results.json") if tests else {}
+            for test_id, spec in tests.items():
+                result = results.get(test_id, {"status": "error", "message": "dbt did not run it"})
+                metadata = {"status": result["status"], "table": f"{settings.dataset} (published)"}
+                if result.get("failures") is not None:
+                    metadata["dagster_dbt/failed_row_count"] = result["failures"]
+                yield CheckOutcome(
+                    spec.asset_key,
+                    spec.name,
+                    passed=result["status"] == "pass",
+                    summary=result.get("message") or result["status"],
+                    blocking=nodes[test_id]["config"].get("severity", "").lower() != "warn",
+                    metadata=metadata,
+                ).result()
+            for key, suite in suites.items():
+                wanted = {c.name for c in selected if c.asset_key == key}
+                wanted &= {e.check_name for e in suite.expectations}
+                if wanted:
+                    alias = nodes[model_ids[key]]["alias"]
+                    validation = validate_table(
+                        warehouse, warehouse.dataset, alias, suite, settings.data_docs_dir, key
+                    )
+                    yield from (r for r in validation.audit.results() if r.check_name in wanted)
+
+    @dg.multi_asset(
         name="dbt_models",
         specs=specs,
         check_specs=[
             *dbt_check_specs,
             *(check for key, suite in suites.items() for check in suite.check_specs(key)),
-            *(volume_check_spec(s.key) for s in specs if s.key.path[-1] in VOLUME_GUARDED),
+            *map(publish.volume_check_spec, guarded),
         ],
         can_subset=True,
         allow_arbitrary_check_specs=True,
     )
     def dbt_models(
-        context: AssetExecutionContext,
+        context: dg.AssetExecutionContext,
         config: DbtConfig,
         dbt: InstalledDbtCliResource,
         warehouse: Warehouse,
     ):
         """`dbt build` into the audit schema, its tests and GX suites there, then publish."""
         if not context.selected_asset_keys:  # checks only (the UI's "Execute")
-            yield from checks_on_published(
-                context, dbt, warehouse, settings, dbt_check_specs, suites, aliases, manifest
-            )
+            yield from checks_on_published(context, dbt, warehouse)
             return
         with warehouse.session(purpose="build, audit and publish the dbt models"):
-            fail_if_upstream_missing(
-                context.selected_asset_keys, manifest, keys_by_unique_id, warehouse
-            )
+            fail_if_upstream_missing(context.selected_asset_keys, manifest, keys_by_id, warehouse)
             started = time.perf_counter()
             built = run_build(context, dbt, build_args)  # 1. build
-            seconds = {"transform": built.seconds}
+            seconds = {"transform": time.perf_counter() - started}
             deps = context.assets_def.asset_deps
             audit = audit_build(built, warehouse, suites, settings.data_docs_dir, deps)  # 2.
             seconds["checks"] = time.perf_counter() - started - seconds["transform"]
             raw = current_versions(Lake(settings.lake), source_names())
+            schema, dataset = warehouse.audit_dataset, warehouse.dataset
+            views = {
+                m.key: m.published_sql(built.manifest, schema, dataset)
+                for m in built.models
+                if m.is_view
+            }
             candidates = [
-                Candidate(
-                    model.key,
-                    model.alias,
-                    warehouse.audit_dataset,
-                    view_sql=model.published_sql(
-                        built.manifest, warehouse.audit_dataset, warehouse.dataset
-                    )
-                    if model.is_view
-                    else None,
-                    inputs=raw,
-                )
-                for model in built.models
+                publish.Candidate(m.key, m.alias, schema, view_sql=views.get(m.key), inputs=raw)
+                for m in built.models
             ]
             names = ", ".join(sorted(model.key.to_user_string() for model in built.models))
             try:  # 3. publish (or not)
-                audit, published = publish_audited(
+                audit, published = publish.publish_audited(
                     f"dbt models {names or '(none built)'}",
                     candidates,
                     audit,
                     warehouse,
-                    policy(settings, config.allow_row_drop),
+                    publish.policy(settings, config.allow_row_drop),
                     context.run_id,
                     context.log.warning,
                     name_assets=True,  # one step, several models: each line names its model
                 )
-            except AuditFailed as failed:
+            except publish.AuditFailed as failed:
                 yield from failed.audit.results()
                 raise failed.failure from None
             seconds["publish"] = time.perf_counter() - started - sum(seconds.values())
@@ -222,16 +228,86 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> AssetsDefinitio
     return dbt_models
 
 
-def build_transform_definitions(settings: Settings) -> Definitions:
+PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def _threshold_seconds(threshold: Mapping[str, Any] | None) -> float | None:
+    """dbt's `{count, period}` in seconds; None when not set."""
+    if not threshold or threshold.get("count") is None:
+        return None
+    return float(threshold["count"]) * PERIOD_SECONDS[threshold["period"]]
+
+
+def freshness_status(age: float, freshness: Mapping[str, Any]) -> str:
+    """dbt's verdict for a source extracted `age` seconds ago: error, warn or pass."""
+    for status in ("error", "warn"):
+        limit = _threshold_seconds(freshness.get(f"{status}_after"))
+        if limit is not None and age > limit:
+            return status
+    return "pass"
+
+
+def build_source_freshness_check(project: DbtProject, settings: Settings) -> dg.AssetsDefinition:
+    """dbt's source freshness (`loaded_at_field: _airbyte_extracted_at`, `warn_after` the Dagster
+    freshness window), as dbt evaluates it: one `max(loaded_at_field)` query per table, here in
+    the warehouse rather than a second dbt process (4 s a run for two rows of SQL). It warns."""
+    manifest = json.loads(project.manifest_path.read_text())
+    sources = {s["name"]: s for s in manifest["sources"].values() if s["name"] in source_names()}
+
+    @dg.multi_asset_check(
+        name=FRESHNESS_CHECK,
+        specs=[
+            dg.AssetCheckSpec(
+                FRESHNESS_CHECK,
+                asset=dg.AssetKey(source),
+                description="dbt source freshness: extracted (_airbyte_extracted_at) within"
+                " MLSTACK_FRESHNESS_MAX_AGE_HOURS (warns; does not block).",
+            )
+            for source in source_names()
+        ],
+        can_subset=True,
+    )
+    def dbt_source_freshness(context: dg.AssetCheckExecutionContext, warehouse: Warehouse):
+        selected = sorted(key.asset_key.path[-1] for key in context.selected_asset_check_keys)
+        for name in selected:
+            source, age, newest = sources[name], None, None
+            column = source["loaded_at_field"]
+            seconds = warehouse.dialect.seconds_since.format(expr=f"max({column})")
+            try:
+                with warehouse.session(purpose=f"check the freshness of {name}"):
+                    [(newest, age)] = warehouse.query(
+                        f"select max({column}), {seconds} from {source['relation_name']}"
+                    )
+                status, error = ("error", f"no {column} in {name}") if age is None else ("", "")
+            except Exception as failure:  # a table that is not there: dbt's runtime error
+                status, error = "error", str(failure).strip().splitlines()[0]
+            status = status or freshness_status(float(age), source["freshness"])
+            extracted = f"; extracted {age / 3600:.1f} h ago" if age is not None else ""
+            yield dg.AssetCheckResult(
+                asset_key=dg.AssetKey(name),
+                check_name=FRESHNESS_CHECK,
+                passed=status == "pass",
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"dbt source freshness: {status}{extracted}"
+                + (f"; {error}" if error else ""),
+                metadata={
+                    "status": status,
+                    "max_loaded_at": str(newest or ""),
+                    "age_hours": round(age / 3600, 3) if age is not None else -1,
+                    "warn_after_hours": settings.freshness_max_age_hours,
+                },
+            )
+
+    return dbt_source_freshness
+
+
+def build_transform_definitions(settings: Settings) -> dg.Definitions:
     """The dbt project (staging views, labeled_projects), its tests as checks, and dbt's
     source freshness as a check of the raw tables."""
     project = dbt_project(settings)
-    return Definitions(
+    dbt = InstalledDbtCliResource(project_dir=project, dbt_executable=dbt_child_executable())
+    return dg.Definitions(
         assets=[build_dbt_assets(project, settings)],
-        asset_checks=[build_source_freshness_check(settings)],
-        resources={
-            "dbt": InstalledDbtCliResource(
-                project_dir=project, dbt_executable=dbt_child_executable()
-            )
-        },
+        asset_checks=[build_source_freshness_check(project, settings)],
+        resources={"dbt": dbt},
     )

@@ -1,22 +1,17 @@
 """The dbt step's first piece: `dbt build` into the audit schema, and what it built.
 
-`dbt build` writes every model into `<dataset>_audit` (the profile's schema, from the dbt
-var `audit_dataset`) and runs dbt's unit and data tests there. Its events come through
-dagster-dbt's own stream, with the column schemas and column-level lineage the models'
-`log_column_metadata` post-hook logs; `run_build` returns a `DbtBuild`: the models built
-(each with its manifest node and compiled SQL), dbt's check results and dbt's error.
+`dbt build` writes every model into `<dataset>_audit` (the profile's schema, the dbt var
+`audit_dataset`) and runs dbt's unit and data tests there; its events come through dagster-dbt's
+stream, with the column schemas and lineage of the models' `log_column_metadata` post-hook.
 """
 
-from __future__ import annotations
-
-import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckResult, AssetKey, MetadataValue, Output
+from dagster import AssetCheckResult, AssetKey, Failure, MetadataValue, Output
 
-COLUMN_LINEAGE = "dagster/column_lineage"
+from mlstack_assets.warehouse import Warehouse
 
 
 @dataclass(frozen=True)
@@ -36,25 +31,16 @@ class BuiltModel:
     def is_view(self) -> bool:
         return self.node.get("config", {}).get("materialized", "view") == "view"
 
-    @property
-    def lineage(self) -> Any:
-        metadata = self.output.metadata.get(COLUMN_LINEAGE)
-        return metadata.value if metadata is not None else None
-
     def published_sql(self, manifest: dict[str, Any], audit: str, dataset: str) -> str:
-        """A view's SELECT reading the published relations: each model it refs is named in
-        dbt's compiled SQL by its relation in the audit schema (the manifest's
-        `relation_name`, as dbt quotes it), which becomes the same relation in `dataset`.
-        Sources are read from the published dataset already."""
+        """A view's SELECT reading the published relations: each model it refs (its quoted
+        `relation_name` in the audit schema) becomes the same relation in `dataset`."""
         sql = self.compiled_sql
         for parent_id in self.node.get("depends_on", {}).get("nodes", []):
             relation = manifest["nodes"].get(parent_id, {}).get("relation_name")
             if not relation:
-                continue
-            published = relation
-            for quote in ('"', "`"):
-                published = published.replace(f"{quote}{audit}{quote}", f"{quote}{dataset}{quote}")
-            sql = sql.replace(relation, published)
+                continue  # a source: read from the published dataset already
+            published = relation.replace(f'"{audit}"', f'"{dataset}"')
+            sql = sql.replace(relation, published.replace(f"`{audit}`", f"`{dataset}`"))
         return sql
 
 
@@ -66,39 +52,71 @@ class DbtBuild:
     checks: list[AssetCheckResult]
     manifest: dict[str, Any]
     error: Exception | None
-    seconds: float
 
     @property
     def lineage(self) -> dict[AssetKey, Any]:
-        return {m.key: m.lineage for m in self.models if m.lineage is not None}
+        found = {m.key: m.output.metadata.get("dagster/column_lineage") for m in self.models}
+        return {key: lineage.value for key, lineage in found.items() if lineage is not None}
 
 
-def _compiled_sql(node: dict[str, Any], target_path: Path) -> str:
-    compiled = target_path / "compiled" / node["package_name"] / node["original_file_path"]
-    return compiled.read_text().strip() if compiled.exists() else ""
+def fail_if_upstream_missing(
+    selected: Collection[AssetKey],
+    manifest: Mapping[str, Any],
+    keys_by_unique_id: Mapping[str, AssetKey],
+    warehouse: Warehouse,
+) -> None:
+    """Fail before dbt starts, naming what to materialize first, if a relation the selected models
+    read is missing (sources in `<dataset>`, other models in the audit): not a dbt Catalog Error."""
+    ids_by_key = {key: unique_id for unique_id, key in keys_by_unique_id.items()}
+    missing: dict[AssetKey, str] = {}
+    for key in selected:
+        node = manifest["nodes"].get(ids_by_key.get(key, ""), {})
+        for parent_id in node.get("depends_on", {}).get("nodes", []):
+            parent_key = keys_by_unique_id.get(parent_id)
+            if parent_key is None or parent_key in selected or parent_key in missing:
+                continue
+            parent = manifest["sources"].get(parent_id) or manifest["nodes"][parent_id]
+            if parent_id.startswith("source."):
+                schema, name = warehouse.dataset, parent.get("identifier") or parent["name"]
+            else:
+                schema, name = warehouse.audit_dataset, parent.get("alias") or parent["name"]
+            if warehouse.table_columns(schema, name) is None:
+                missing[parent_key] = f"{schema}.{name}"
+    if not missing:
+        return
+    wanted = ", ".join(sorted(k.to_user_string() for k in selected))
+    needed = ", ".join(f"{key.to_user_string()} ({where})" for key, where in missing.items())
+    first = sorted(selected, key=str)[0].to_user_string()
+    raise Failure(
+        description=f"{wanted}: nothing was built: the upstream {needed} does not exist yet."
+        f" Materialize it first, or with its upstream: --select '+{first}'"
+        f" (dg launch --assets '+{first}')",
+        metadata={"missing_upstream": sorted(k.to_user_string() for k in missing)},
+        allow_retries=False,
+    )
 
 
 def run_build(context: Any, dbt: Any, args: list[str]) -> DbtBuild:
     """`dbt build` with `args`, for the models this run selects; what it built."""
-    started = time.perf_counter()
     invocation = dbt.cli(args, context=context, raise_on_error=False)
     events = list(invocation.stream())
-    manifest = invocation.manifest
     models = []
     for event in events:
         unique_id = event.metadata.get("unique_id") if isinstance(event, Output) else None
-        node = manifest["nodes"].get(unique_id.value if unique_id else "", {})
+        node = invocation.manifest["nodes"].get(unique_id.value if unique_id else "", {})
         if node.get("resource_type") != "model":
             continue
-        sql = _compiled_sql(node, invocation.target_path)
-        if sql:  # the SQL dbt ran for the model (what the warehouse executed)
-            compiled = MetadataValue.md(f"```sql\n{sql}\n```")
-            event = event.with_metadata({**event.metadata, "compiled_sql": compiled})
+        path = invocation.target_path / "compiled" / node["package_name"]
+        compiled = path / node["original_file_path"]
+        sql = compiled.read_text().strip() if compiled.exists() else ""
+        if sql:  # the SQL the warehouse executed for the model
+            event = event.with_metadata(
+                {**event.metadata, "compiled_sql": MetadataValue.md(f"```sql\n{sql}\n```")}
+            )
         models.append(BuiltModel(context.asset_key_for_output(event.output_name), event, node, sql))
     return DbtBuild(
         models=models,
         checks=[e for e in events if isinstance(e, AssetCheckResult)],
-        manifest=manifest,
+        manifest=invocation.manifest,
         error=invocation.get_error(),
-        seconds=time.perf_counter() - started,
     )

@@ -1,12 +1,9 @@
 """`mlstack-dbt`: dbt, started so that it dies with the Dagster process that started it.
 
-dagster-dbt runs `dbt build` as a child process; when the Dagster step is killed, the
-child lived on, kept the DuckDB file locked and kept writing, with no run tracking it.
-This launcher asks to die with its parent (`mlstack_assets/processes.py`), then replaces
-itself with the dbt installed beside this Python.
+dagster-dbt runs dbt as a child process; when the Dagster step was killed, the child lived on,
+kept the DuckDB file locked and kept writing. This launcher asks to die with its parent
+(`mlstack_assets/processes.py`), then replaces itself with the dbt installed beside this Python.
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -14,18 +11,16 @@ from pathlib import Path
 
 from mlstack_assets.processes import die_with_parent
 
-EXECUTABLE = "mlstack-dbt"
-
 
 def dbt_child_executable() -> str:
     """The launcher's path, for `DbtCliResource(dbt_executable=...)`."""
-    return str(Path(sys.executable).parent / EXECUTABLE)
+    return str(Path(sys.executable).parent / "mlstack-dbt")
 
 
 def main() -> None:
     die_with_parent()
-    dbt = Path(sys.executable).parent / "dbt"
-    os.execv(str(dbt), [str(dbt), *sys.argv[1:]])
+    dbt = str(Path(sys.executable).parent / "dbt")
+    os.execv(dbt, [dbt, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

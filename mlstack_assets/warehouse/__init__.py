@@ -1,19 +1,12 @@
-"""The warehouse behind every asset: DuckDB by default, BigQuery in production.
+"""The warehouse behind every asset, DuckDB by default, BigQuery in production: `Warehouse` is
+what the pipeline asks of one, and nothing about any one tool. Which warehouse, with which
+executor and IO manager, `deployment.warehouse_deployment` decides."""
 
-`Warehouse` is what the pipeline asks of a warehouse, and nothing about any one tool:
-inspect a table, load a checkpoint into staging, build an audit table, publish atomically,
-export a relation to the lake and restore one from it, its SQL spellings (`dialect`), a
-session for a unit of work (`session(purpose)`), and its SQLAlchemy URL for the tools that
-read it that way (GX). Which warehouse, with which executor and IO manager, is decided in
-one place: `deployment.warehouse_deployment`.
-"""
-
-from __future__ import annotations
-
+from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dagster import ConfigurableResource
 
@@ -40,10 +33,29 @@ class Warehouse(ConfigurableResource):
     """What the pipeline asks of a warehouse, whichever it is."""
 
     dataset: str
+    kind: ClassVar[str]  # "duckdb" or "bigquery", which names its SQL spellings (`dialect`)
 
-    @property
-    def kind(self) -> str:
-        raise NotImplementedError
+    @abstractmethod  # the SQL name of `<schema>.<table>`
+    def qualified(self, schema: str, table: str) -> str: ...
+    @abstractmethod  # run SQL; for small results (counts, aggregates, a few rows)
+    def query(self, sql: str) -> list[tuple]: ...
+    @abstractmethod  # column names and types, or None when the table does not exist
+    def table_columns(self, schema: str, table: str) -> TableColumns | None: ...
+    @abstractmethod  # create the dataset (a schema in DuckDB) unless it exists
+    def ensure_dataset(self, dataset: str) -> None: ...
+    @abstractmethod  # replace `<staging>.<table>` by the checkpoint's Parquet file, in one step
+    def stage_checkpoint(self, table: str, checkpoint: "Checkpoint") -> None: ...
+    @abstractmethod  # write `<schema>.<table>` to the lake as the Parquet file `data_key` (new)
+    def export_relation(self, schema: str, table: str, lake: "Lake", data_key: str) -> Exported: ...
+    @abstractmethod  # replace `<dataset>.<table>` by the Parquet file at `uri`, atomically
+    def restore_table(self, table: str, uri: str, lake: "Lake") -> None: ...
+    @abstractmethod  # its SQLAlchemy URL, for the tools that read it that way (GX)
+    def sqlalchemy_url(self, schema: str) -> str: ...
+
+    @abstractmethod  # replace tables by `<source_schema>`'s, (re)create views: atomically as it can
+    def publish_relations(
+        self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
+    ) -> None: ...
 
     @property
     def dialect(self) -> SqlDialect:
@@ -59,60 +71,19 @@ class Warehouse(ConfigurableResource):
 
     @contextmanager
     def session(self, purpose: str = "") -> Iterator[None]:
-        """One unit of work whose reads and writes must be seen together, as a database
-        transaction is: the caller names it, the warehouse takes what that needs. Sessions
-        nest. DuckDB holds its file lock for the session (`purpose` is what a process waiting
-        for it is told); BigQuery holds nothing: each job is atomic, a session of several
-        is not isolated (docs/architecture.md)."""
+        """A unit of work whose reads and writes are seen together; nests. DuckDB holds its lock
+        (`purpose` tells waiters); BigQuery nothing: a session of atomic jobs is not isolated."""
         yield
-
-    def qualified(self, schema: str, table: str) -> str:
-        raise NotImplementedError
-
-    def query(self, sql: str) -> list[tuple]:
-        """Run SQL in the warehouse; for small results (counts, aggregates, a few rows)."""
-        raise NotImplementedError
-
-    def table_columns(self, schema: str, table: str) -> TableColumns | None:
-        """Column names and types, or None when the table does not exist."""
-        raise NotImplementedError
 
     def row_count(self, schema: str, table: str) -> int:
         return self.query(f"select count(*) from {self.qualified(schema, table)}")[0][0]
 
-    def ensure_dataset(self, dataset: str) -> None:
-        raise NotImplementedError
-
-    def stage_checkpoint(self, table: str, checkpoint: Checkpoint) -> None:
-        """Replace `<staging>.<table>` by the checkpoint's Parquet file, in one step."""
-        raise NotImplementedError
-
-    def export_relation(self, schema: str, table: str, lake: Lake, data_key: str) -> Exported:
-        """Write `<schema>.<table>` to the lake as the Parquet file `data_key` (a new key)."""
-        raise NotImplementedError
-
-    def restore_table(self, table: str, uri: str, lake: Lake) -> None:
-        """Replace `<dataset>.<table>` by the Parquet file at `uri`, atomically."""
-        raise NotImplementedError
-
-    def publish_relations(
-        self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
-    ) -> None:
-        """Replace `<dataset>.<table>` by `<source_schema>.<table>` for each table and
-        (re)create each view in `<dataset>` from its SQL, as atomically as the warehouse
-        can: DuckDB in one transaction, BigQuery one atomic job per relation."""
-        raise NotImplementedError
-
     def build_audit_table(self, table: str, sql: str) -> str:
-        """Build `<audit>.<table>` from `sql`, replacing any earlier one; its SQL name.
-        Nothing published is touched."""
+        """Build (or replace) `<audit>.<table>` from `sql`, touching nothing published; its name."""
         self.ensure_dataset(self.audit_dataset)
         name = self.qualified(self.audit_dataset, table)
         self.query(f"create or replace table {name} as\n{sql}")
         return name
-
-    def sqlalchemy_url(self, schema: str) -> str:
-        raise NotImplementedError
 
     def prepare_sqlalchemy_engine(self, engine: Any) -> None:
         """Set up what every connection of a tool's SQLAlchemy `engine` must have."""

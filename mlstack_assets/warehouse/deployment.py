@@ -1,17 +1,6 @@
-"""One bundle per warehouse: its resources and its executor, decided together.
-
-Like the per-deployment resources of hooli-data-eng-pipelines and dagster-open-platform,
-`warehouse_deployment(settings)` is the one place that says, for the configured warehouse:
-
-- **DuckDB**, one file that takes one writer process at a time: a run's steps execute in
-  one process, one after the other (Dagster's in-process executor: a process per step
-  would add a process start and a code-location load to every step for no parallel
-  write), and every user of the file holds its lock (`warehouse/duckdb.py`), which queues
-  concurrent runs and `mlstack rollback`, bounded and saying for whom.
-- **BigQuery**, a service: steps run in parallel processes, nothing is locked.
-"""
-
-from __future__ import annotations
+"""A warehouse's resources and executor, decided together (as in hooli-data-eng-pipelines). DuckDB
+takes one writer process: a run's steps run in one (a process per step adds a start and a code
+load to each, for no parallel write), queueing on the file's lock. BigQuery: parallel, no lock."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -36,14 +25,12 @@ class WarehouseDeployment:
 
 
 def warehouse_deployment(settings: Settings) -> WarehouseDeployment:
-    """The configured warehouse's bundle (BigQuery's client libraries, slow to import, are
-    imported only when it is chosen)."""
+    """The configured warehouse's bundle; BigQuery's slow client libraries imported only then."""
     if settings.warehouse == "bigquery":
         from mlstack_assets.warehouse.bigquery import build_bigquery_resources
 
-        return WarehouseDeployment(
-            "bigquery", build_bigquery_resources(settings), multiprocess_executor
-        )
+        resources = build_bigquery_resources(settings)
+        return WarehouseDeployment("bigquery", resources, multiprocess_executor)
     from mlstack_assets.warehouse.duckdb import build_duckdb_resources
 
     return WarehouseDeployment("duckdb", build_duckdb_resources(settings), in_process_executor)

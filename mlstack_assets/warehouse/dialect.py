@@ -1,8 +1,4 @@
-"""The SQL details that differ between DuckDB and BigQuery, and quoting for both.
-
-Callers (the ML SQL, the GX suites' `{try_cast}`) ask `Warehouse.dialect` or name the
-warehouse kind; this module is the one place that knows the spellings.
-"""
+"""The SQL spellings that differ between DuckDB and BigQuery (`Warehouse.dialect`), and quoting."""
 
 from dataclasses import dataclass
 
@@ -24,6 +20,7 @@ class SqlDialect:
     md5_hex: str  # format with {expr}
     string_type: str
     whitespace: str  # a string literal of RE2's `\s`: space, \t, \n, \f, \r
+    seconds_since: str  # seconds from timestamp {expr} to now
 
 
 DIALECTS = {
@@ -33,6 +30,7 @@ DIALECTS = {
         md5_hex="md5({expr})",
         string_type="varchar",
         whitespace="E' \\t\\n\\f\\r'",
+        seconds_since="epoch(current_timestamp) - epoch({expr})",
     ),
     "bigquery": SqlDialect(
         try_cast="safe_cast",
@@ -40,6 +38,7 @@ DIALECTS = {
         md5_hex="to_hex(md5({expr}))",
         string_type="string",
         whitespace="' \\t\\n\\f\\r'",
+        seconds_since="timestamp_diff(current_timestamp(), {expr}, millisecond) / 1000",
     ),
 }
 

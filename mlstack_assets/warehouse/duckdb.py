@@ -1,18 +1,7 @@
-"""DuckDB: one file that takes one writer process at a time, behind one file lock.
-
-DuckDB lets one process open a database file for writing; a second writer (or a reader)
-fails with "Could not set lock on file". Every user of the file in mlstack holds
-`<file>.lock` first (`duckdb_file_lock`), so concurrent runs, `mlstack rollback` and the
-IO manager queue instead of failing. This is the only mechanism: a run's steps execute in
-one process, one after the other, and the kernel drops a killed holder's lock at once,
-so a killed run never holds anyone up.
-
-Nothing waits for ever or in silence: the holder writes who it is into the lock file (pid,
-Dagster run and step, what for, since when); a waiter says whom it waits for (at once,
-then every `LOG_EVERY_SECONDS`) and gives up past `MLSTACK_LOCK_TIMEOUT_SECONDS`.
-"""
-
-from __future__ import annotations
+"""DuckDB: one file, one writer process at a time, so every user of it (runs, `mlstack rollback`,
+the IO manager) holds `<file>.lock` first and queues; the kernel drops a killed holder's lock.
+The holder writes there who it is (pid, run, step, what for, since when); a waiter says whom it
+waits for, at once then every `LOG_EVERY_SECONDS`, up to `MLSTACK_LOCK_TIMEOUT_SECONDS`."""
 
 import fcntl
 import json
@@ -22,26 +11,25 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from dagster import IOManager, get_dagster_logger
+from dagster import IOManager, OpExecutionContext, get_dagster_logger
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from mlstack_assets.lake import file_sha256
-from mlstack_assets.processes import pid_alive
+from mlstack_assets.processes import fail_orphaned_runs, pid_alive
 from mlstack_assets.settings import Settings
 from mlstack_assets.warehouse import Exported, TableColumns, Warehouse
 from mlstack_assets.warehouse.dialect import sql_identifier, sql_string
 
-# DuckDB's Parquet writer holds a whole row group in memory (122,880 rows by default, about
-# 37 MB of text for 300-byte rows); beside the JSON reader's buffers that ran a 600,000-row
-# extract out of the default 128MB. 16,384 rows keep it a few MB, and readers split work by
-# row group, so DuckDB and BigQuery read these files no slower.
+# DuckDB's Parquet writer holds a row group in memory: 122,880 rows by default ran a 600,000-row
+# extract out of 128MB; 16,384 keep it a few MB, and readers split work by row group as fast.
 PARQUET_COPY_OPTIONS = "format parquet, row_group_size 16384"
 LOCK_TIMEOUT_SECONDS = 900.0
+Say = Callable[[str], None]
 
 
 class WarehouseLockTimeout(TimeoutError):
@@ -49,47 +37,28 @@ class WarehouseLockTimeout(TimeoutError):
 
 
 def limit_memory(conn: Any, memory_limit: str) -> None:
-    """Cap DuckDB's working memory (`MLSTACK_DUCKDB_MEMORY_LIMIT`). A SET, not a connect
-    option: a second connection to the file in one process with another configuration
-    (GX's) would be refused."""
+    """By a SET, not a connect option, which would refuse GX's connection (another config)."""
     conn.execute(f"set memory_limit = {sql_string(memory_limit)}")
-
-
-def _current_step() -> dict[str, str]:
-    """The Dagster run and step this process executes, when it executes one."""
-    try:
-        from dagster import OpExecutionContext
-
-        context = OpExecutionContext.get()
-        return {"run_id": context.run_id, "step": context.op.name}
-    except Exception:  # outside a step (scripts, tests, the CLI): the pid says enough
-        return {}
 
 
 def describe_holder(info: dict[str, Any]) -> str:
     """One line about whoever holds (or last held) a lock file, from what it wrote there."""
     if not info:
         return "an unknown process (it wrote no details: not mlstack, or just starting)"
-    parts = [f"pid {info.get('pid', '?')}"]
-    if info.get("host") and info.get("host") != socket.gethostname():
-        parts.append(f"on {info['host']}")
-    if info.get("run_id"):
-        parts.append(f"run {str(info['run_id'])[:8]}")
-    if info.get("step"):
-        parts.append(f"step {info['step']}")
-    if info.get("purpose"):
-        parts.append(f"({info['purpose']})")
-    if info.get("since"):
-        parts.append(f"for {time.time() - float(info['since']):.0f} s")
-    return " ".join(parts)
+    host = info.get("host")
+    parts = [
+        f"pid {info.get('pid', '?')}",
+        f"on {host}" if host and host != socket.gethostname() else "",
+        f"run {str(info['run_id'])[:8]}" if info.get("run_id") else "",
+        f"step {info['step']}" if info.get("step") else "",
+        f"({info['purpose']})" if info.get("purpose") else "",
+        f"for {time.time() - float(info['since']):.0f} s" if info.get("since") else "",
+    ]
+    return " ".join(part for part in parts if part)
 
 
 class ProcessFileLock:
-    """An exclusive `flock` on a file, held by one process at a time, re-entrant inside it.
-
-    Plain `fcntl.flock` rather than `filelock`: filelock truncates the lock file as soon as
-    it wins the lock, before its caller can read the details a killed holder left there.
-    """
+    """A `flock`, re-entrant in the process (`filelock` would erase a killed holder's details)."""
 
     POLL_SECONDS = 0.2
     LOG_EVERY_SECONDS = 10.0
@@ -110,27 +79,24 @@ class ProcessFileLock:
 
     @contextmanager
     def hold(
-        self,
-        timeout: float = LOCK_TIMEOUT_SECONDS,
-        purpose: str = "",
-        log: Callable[[str], None] | None = None,
+        self, timeout: float = LOCK_TIMEOUT_SECONDS, purpose: str = "", log: Say | None = None
     ) -> Iterator[None]:
         """Hold the lock; wait at most `timeout` seconds for another process to release it."""
         say = log or get_dagster_logger().info
         started = time.monotonic()
-        said = [None]  # when the last "waiting" line was said (seconds into the wait)
+        doing = f" to {purpose}" if purpose else ""
+        said: list[float] = []  # when "waiting" lines were said (seconds into the wait)
 
         def waiting(holder: str) -> None:
             waited = time.monotonic() - started
-            doing = f" to {purpose}" if purpose else ""
             if waited >= timeout:
                 raise WarehouseLockTimeout(
                     f"gave up waiting{doing} for the warehouse {self.path.with_suffix('')}:"
                     f" its lock {self.path} is held by {holder}; waited {waited:.0f} s"
                     f" (MLSTACK_LOCK_TIMEOUT_SECONDS={timeout:g})"
                 )
-            if said[0] is None or waited - said[0] >= self.LOG_EVERY_SECONDS:
-                said[0] = waited
+            if not said or waited - said[-1] >= self.LOG_EVERY_SECONDS:
+                said.append(waited)
                 say(
                     f"waiting{doing} for the warehouse lock {self.path}: held by {holder};"
                     f" waited {waited:.0f} s of at most {timeout:g} s"
@@ -141,7 +107,7 @@ class ProcessFileLock:
         try:
             if self._depth == 0:
                 self._acquire(purpose, waiting, say)
-                if said[0] is not None:
+                if said:
                     waited = time.monotonic() - started
                     say(f"got the warehouse lock {self.path} after {waited:.1f} s")
             self._depth += 1
@@ -149,27 +115,20 @@ class ProcessFileLock:
                 yield
             finally:
                 self._depth -= 1
-                if self._depth == 0:
-                    # empty after a release: details left in it mean the holder was killed
-                    self._handle.seek(0)
-                    self._handle.truncate()
+                if self._depth == 0:  # emptied: details left in it mean the holder was killed
+                    self._handle.truncate(0)
                     self._handle.close()  # closing releases the flock
-                    self._handle = None
         finally:
             self._thread_lock.release()
 
-    def _acquire(
-        self, purpose: str, waiting: Callable[[str], None], say: Callable[[str], None]
-    ) -> None:
+    def _acquire(self, purpose: str, waiting: Say, say: Say) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+")  # not "w": that would erase the holder's details
         try:
             while True:
-                try:
+                with suppress(BlockingIOError):  # held by another process: say so, and poll
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
-                except BlockingIOError:
-                    pass  # held by another process: say so (outside this handler) and poll
                 waiting(describe_holder(self.holder()))
                 time.sleep(self.POLL_SECONDS)
         except BaseException:
@@ -181,10 +140,12 @@ class ProcessFileLock:
                 f"the warehouse lock {self.path} was left by {describe_holder(left)}, which"
                 " ended without releasing it (killed?); the system dropped its lock"
             )
-        info = {"pid": os.getpid(), "host": socket.gethostname(), **_current_step()}
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({**info, "purpose": purpose, "since": time.time()}))
+        mine = {"pid": os.getpid(), "host": socket.gethostname()}
+        with suppress(Exception):  # outside a step (scripts, tests, the CLI) the pid says enough
+            context = OpExecutionContext.get()
+            mine.update(run_id=context.run_id, step=context.op.name)
+        handle.truncate(0)  # "a+" writes at the end, here its start
+        handle.write(json.dumps({**mine, "purpose": purpose, "since": time.time()}))
         handle.flush()
         self._handle = handle
 
@@ -203,44 +164,28 @@ def duckdb_file_lock(database: str | Path) -> ProcessFileLock:
 class DuckDBWarehouse(Warehouse):
     """A DuckDB file; publishing is one `CREATE OR REPLACE TABLE` transaction."""
 
+    kind: ClassVar[str] = "duckdb"
     duckdb: DuckDBResource
     lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
     memory_limit: str = "128MB"
 
-    @property
-    def kind(self) -> str:
-        return "duckdb"
-
-    @property
-    def path(self) -> str:
-        return self.duckdb.database
-
     def setup_for_execution(self, context: Any) -> None:
-        """A run on this machine starts by failing the runs a killed process left STARTED
-        (`processes.fail_orphaned_runs`): nothing else ever would."""
-        from mlstack_assets.processes import fail_orphaned_runs
-
+        """Fail the runs a killed process left STARTED (`processes.fail_orphaned_runs`)."""
         if context.instance is not None:
             for line in fail_orphaned_runs(context.instance):
                 context.log.info(f"mlstack: {line}")
 
     @contextmanager
     def session(self, purpose: str = "") -> Iterator[None]:
-        with duckdb_file_lock(self.path).hold(self.lock_timeout_seconds, purpose):
+        with duckdb_file_lock(self.duckdb.database).hold(self.lock_timeout_seconds, purpose):
             yield
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        """A connection to the file, holding its lock, closed whatever happens (dagster-duckdb
-        closes it only when the body succeeds: after a failed statement the file stayed open
-        and the next connection with another configuration was refused)."""
-        with self.session():
-            conn = self.duckdb.get_connection().__enter__()
-            try:
-                limit_memory(conn, self.memory_limit)
-                yield conn
-            finally:
-                conn.close()
+        """Holding the lock, closed even after a failed statement (dagster-duckdb's stays open)."""
+        with self.session(), closing(self.duckdb.get_connection().__enter__()) as conn:
+            limit_memory(conn, self.memory_limit)
+            yield conn
 
     def qualified(self, schema: str, table: str) -> str:
         return f"{sql_identifier(schema)}.{sql_identifier(table)}"
@@ -260,7 +205,7 @@ class DuckDBWarehouse(Warehouse):
     def ensure_dataset(self, dataset: str) -> None:
         self.query(f"create schema if not exists {sql_identifier(dataset)}")
 
-    def _replace_from_parquet(self, schema: str, table: str, uri: str, lake: Any) -> None:
+    def _load(self, schema: str, table: str, uri: str, lake: Any) -> None:
         """One transaction: readers see the table before or after, never between."""
         with self.connection() as conn:
             lake.attach(conn)  # a gs:// file is read through gcsfs
@@ -271,21 +216,18 @@ class DuckDBWarehouse(Warehouse):
             )
 
     def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
-        self._replace_from_parquet(
-            self.staging_dataset, table, checkpoint.data_uri, checkpoint.lake
-        )
+        self._load(self.staging_dataset, table, checkpoint.data_uri, checkpoint.lake)
 
     def restore_table(self, table: str, uri: str, lake: Any) -> None:
-        self._replace_from_parquet(self.dataset, table, uri, lake)
+        self._load(self.dataset, table, uri, lake)
 
     def export_relation(self, schema: str, table: str, lake: Any, data_key: str) -> Exported:
         with tempfile.TemporaryDirectory(prefix="mlstack-export-") as workdir:
             parquet = Path(workdir) / "data.parquet"
-            with self.connection() as conn:
-                [(rows,)] = conn.execute(
-                    f"copy (select * from {self.qualified(schema, table)})"
-                    f" to {sql_string(str(parquet))} ({PARQUET_COPY_OPTIONS})"
-                ).fetchall()
+            [(rows,)] = self.query(
+                f"copy (select * from {self.qualified(schema, table)})"
+                f" to {sql_string(str(parquet))} ({PARQUET_COPY_OPTIONS})"
+            )
             sha256 = file_sha256(parquet)
             lake.put_file(parquet, data_key)
         columns = [list(column) for column in self.table_columns(schema, table) or []]
@@ -299,31 +241,26 @@ class DuckDBWarehouse(Warehouse):
             conn.execute("begin transaction")
             try:
                 for name, sql in (views or {}).items():
-                    conn.execute(
-                        f"create or replace view {self.qualified(self.dataset, name)} as {sql}"
-                    )
+                    view = self.qualified(self.dataset, name)
+                    conn.execute(f"create or replace view {view} as {sql}")
                 for table in tables:
-                    conn.execute(
-                        f"create or replace table {self.qualified(self.dataset, table)} as"
-                        f" select * from {self.qualified(source_schema, table)}"
-                    )
+                    source = self.qualified(source_schema, table)
+                    target = self.qualified(self.dataset, table)
+                    conn.execute(f"create or replace table {target} as select * from {source}")
                 conn.execute("commit")
             except Exception:
                 conn.execute("rollback")
                 raise
 
     def sqlalchemy_url(self, schema: str) -> str:
-        return f"duckdb:///{self.path}"
+        return f"duckdb:///{self.duckdb.database}"
 
     def prepare_sqlalchemy_engine(self, engine: Any) -> None:
-        """`limit_memory` on every connection the engine hands out (on checkout, not on
-        connect: a pooled connection made before the hook is covered too)."""
-        import sqlalchemy
+        """`limit_memory` on checkout, not connect: a connection pooled before is covered too."""
+        from sqlalchemy import event
 
         memory_limit = self.memory_limit
-        sqlalchemy.event.listen(
-            engine, "checkout", lambda conn, *_: limit_memory(conn, memory_limit)
-        )
+        event.listen(engine, "checkout", lambda conn, *_: limit_memory(conn, memory_limit))
 
 
 class _HoldingTheLock(IOManager):
@@ -342,9 +279,7 @@ class _HoldingTheLock(IOManager):
 
 
 class LockingDuckDBPandasIOManager(DuckDBPandasIOManager):
-    """dagster-duckdb's pandas IO manager (a published table as a DataFrame:
-    `Definitions.load_asset_value`), queueing on the warehouse lock instead of retrying in
-    silence for 100 s as dagster-duckdb does when the file is busy."""
+    """dagster-duckdb's pandas IO manager, queueing on the lock (not retrying 100 s in silence)."""
 
     lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
 

@@ -66,6 +66,7 @@ def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path):
     report = json.loads((results / "latest.json").read_text())
     assert {run["variant"] for run in report["runs"]} == {
         "mlstack",
+        "mlstack_run",
         "baseline",
         "limit",
         "airbyte_floor",
@@ -86,6 +87,9 @@ def test_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path):
             "ml",
         }
     assert {"local", "https_etag"} == set(report["sensor_tick"])
+    assert report["definitions_load"]["median_s"] > 0
+    for variant in ("mlstack", "mlstack_run"):
+        assert any(r["variant"] == variant and r["largest_process_mb"] > 0 for r in report["runs"])
     assert (results / "time_vs_size.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 200 | mlstack |" in completed.stdout
     assert any(line.startswith("extract_load at 200 rows") for line in report["targets"])
