@@ -1,8 +1,7 @@
 """mlstack: two raw CSV sources to a validated, ML-ready table, as Dagster assets.
 
-`defs` (what `dagster ... -m mlstack_assets` loads) is built on first access, so that
-importing a submodule (settings, the connector installer, tests) does not load the
-whole code location.
+`defs` (what `dagster ... -m mlstack_assets` loads) is built on first access: importing a
+submodule (settings, the connector installer, tests) does not load the code location.
 """
 
 from typing import Any

@@ -1,26 +1,22 @@
 """`mlstack run`, `versions`, `rollback`, `airbyte-setup`.
 
-`mlstack run` materializes the graph in this process (the run is recorded in the Dagster
-instance like any other: the UI shows it) and shows it as it goes: one line per step as it
-starts and as it finishes (a live display on a terminal), then the rows and checks per
-table, and on failure the failed step, its checks and its message (the traceback with
-`--verbose`). Everything Dagster, dbt and the connector print goes to a log file under
-`.mlstack/logs/`. What it shows is read from the run's events in the instance
-(`runs.RunProgress`), as anyone else reads them.
+`mlstack run` materializes the graph in this process, as a run in the Dagster instance, and
+shows it from the run's events (`runs.RunProgress`): a line per step, then rows and checks per
+table, failed steps' messages. What Dagster, dbt and the connector print goes to a log file.
 """
-
-from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
 import sys
 import threading
 import time
+import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -48,10 +44,8 @@ def _bin(name: str) -> str:
 
 def run_config(allow_row_drop: bool) -> dict[str, Any]:
     """The run config that lets the volume guard pass a deliberate shrink."""
-    if not allow_row_drop:
-        return {}
     allowed = {"config": {"allow_row_drop": True}}
-    return {"ops": {name: allowed for name in ("airbyte_sync", "dbt_models")}}
+    return {"ops": dict.fromkeys(("airbyte_sync", "dbt_models"), allowed)} if allow_row_drop else {}
 
 
 def launch_command(selection: str = "*", allow_row_drop: bool = False) -> list[str]:
@@ -76,31 +70,18 @@ def dg_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ display
 
-SYMBOLS = {
-    "utf": {"start": "▸", "ok": "✓", "failed": "✗", "skipped": "·"},
-    "ascii": {"start": "->", "ok": "ok", "failed": "FAILED", "skipped": "--"},
-}
-
 
 def symbols_for(stream: TextIO) -> dict[str, str]:
-    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
-    return SYMBOLS["utf" if encoding.startswith("utf") else "ascii"]
+    """Step marks: Unicode where the stream's encoding has them, ASCII elsewhere."""
+    if (getattr(stream, "encoding", None) or "").lower().replace("-", "").startswith("utf"):
+        return {"start": "▸", "ok": "✓", "failed": "✗", "skipped": "·"}
+    return {"start": "->", "ok": "ok", "failed": "FAILED", "skipped": "--"}
 
 
-def step_line(step: StepProgress, symbols: dict[str, str], started: bool = False) -> str:
-    """The line for a step that started, or that finished (with rows, checks, seconds)."""
-    if started:
-        return f"  {symbols['start']} {step.key}"
-    detail = step.outcome()
-    seconds = f"{step.seconds:.1f} s"
-    return f"  {symbols[step.status]} {step.key:<28} {detail + ', ' if detail else ''}{seconds}"
-
-
-def live_display_wanted(stream: TextIO, environ: dict[str, str] | os._Environ) -> bool:
+def live_display_wanted(stream: TextIO, environ: Mapping[str, str]) -> bool:
     """A live display on a terminal; plain lines in a pipe, a file or CI (`CI` set)."""
-    if environ.get("CI", "").strip().lower() not in ("", "0", "false"):
-        return False
-    return environ.get("TERM", "") != "dumb" and stream.isatty()
+    ci = environ.get("CI", "").strip().lower() not in ("", "0", "false")
+    return not ci and environ.get("TERM", "") != "dumb" and stream.isatty()
 
 
 class PlainDisplay:
@@ -109,7 +90,7 @@ class PlainDisplay:
     def __init__(self, stream: TextIO) -> None:
         self.stream, self.symbols = stream, symbols_for(stream)
 
-    def __enter__(self) -> PlainDisplay:
+    def __enter__(self) -> "PlainDisplay":
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -120,8 +101,14 @@ class PlainDisplay:
 
     def update(self, changes: list[tuple[str, StepProgress]]) -> None:
         for change, step in changes:
-            note = f"    {step.message}" if change == "note" else None
-            self.print(note or step_line(step, self.symbols, started=change == "start"))
+            if change == "note":
+                self.print(f"    {step.message}")
+            elif change == "start":
+                self.print(f"  {self.symbols['start']} {step.key}")
+            else:  # finished: rows, checks, seconds
+                detail = f"{outcome}, " if (outcome := step.outcome()) else ""
+                mark = self.symbols[step.status]
+                self.print(f"  {mark} {step.key:<28} {detail}{step.seconds:.1f} s")
 
     def tick(self, running: list[StepProgress], waiting: str) -> None:
         pass
@@ -138,7 +125,7 @@ class LiveDisplay(PlainDisplay):
         console = Console(file=stream, highlight=False)
         self.view = Live(console=console, refresh_per_second=4, transient=True)
 
-    def __enter__(self) -> LiveDisplay:
+    def __enter__(self) -> "LiveDisplay":
         self.view.start()
         return self
 
@@ -162,10 +149,10 @@ class LiveDisplay(PlainDisplay):
 
 
 def format_summary(summary: RunSummary, elapsed: float, verbose: bool = False) -> str:
+    """The run's status, rows and checks per asset, and its failed steps' messages."""
     lines = [f"mlstack run {summary.run_id[:8]}: {summary.status} in {elapsed:.1f} s", ""]
     lines.append(f"{'asset':<28}{'rows':>8}  checks")
-    for key in sorted(summary.assets):
-        asset = summary.assets[key]
+    for key, asset in sorted(summary.assets.items()):
         checks = f"{len(asset.passed)} passed"
         if asset.warned:
             checks += f", {len(asset.warned)} warned ({', '.join(asset.warned)})"
@@ -178,12 +165,11 @@ def format_summary(summary: RunSummary, elapsed: float, verbose: bool = False) -
         lines.append(f"{key:<28}{rows:>8}  {checks}".rstrip())
     if summary.step_failures:
         lines += ["", "failed steps:"]
-        for failure in summary.step_failures:
-            first, *rest = failure.message.splitlines() or [""]
-            lines.append(f"  {failure.step}: {first}")
-            lines += [f"    {line}" for line in rest]
-            if verbose and failure.traceback:
-                lines += [f"    {line}" for line in failure.traceback.rstrip().splitlines()]
+    for failure in summary.step_failures:
+        first, *rest = failure.message.splitlines() or [""]
+        lines.append(f"  {failure.step}: {first}")
+        rest += failure.traceback.rstrip().splitlines() if verbose else []
+        lines += [f"    {line}" for line in rest]
     return "\n".join(lines)
 
 
@@ -192,18 +178,12 @@ def format_summary(summary: RunSummary, elapsed: float, verbose: bool = False) -
 
 def _shown(path: Path) -> str:
     """`path` relative to the working directory when it is below it (shorter to read)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    path, here = path.resolve(), Path.cwd().resolve()
+    return str(path.relative_to(here) if path.is_relative_to(here) else path)
 
 
 class Stopped(Exception):
-    """`mlstack run` received SIGINT or SIGTERM."""
-
-    def __init__(self, number: int):
-        super().__init__(signal.Signals(number).name)
-        self.number, self.name = number, signal.Signals(number).name
+    """`mlstack run` received SIGINT or SIGTERM (its one argument, a `signal.Signals`)."""
 
 
 @contextmanager
@@ -211,7 +191,7 @@ def stopped_by_signals() -> Iterator[None]:
     """SIGINT (Ctrl-C) and SIGTERM raise `Stopped` in the body."""
 
     def handler(number: int, _frame: Any) -> None:
-        raise Stopped(number)
+        raise Stopped(signal.Signals(number))
 
     previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
@@ -222,27 +202,25 @@ def stopped_by_signals() -> Iterator[None]:
 
 
 @contextmanager
-def output_to(log: Path) -> Iterator[tuple[TextIO, TextIO]]:
+def output_to(log: Path) -> Iterator[TextIO]:
     """Send everything this process and its children print to `log`; yield the terminal's
-    stdout and stderr, for what mlstack itself shows."""
+    stdout, for what mlstack itself shows."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     encoding = sys.stdout.encoding or "utf-8"
     terminal = os.fdopen(os.dup(saved[0]), "w", encoding=encoding, buffering=1)
-    errors = os.fdopen(os.dup(saved[1]), "w", encoding=encoding, buffering=1)
     with log.open("ab") as file:
         os.dup2(file.fileno(), 1)
         os.dup2(file.fileno(), 2)
     try:
-        yield terminal, errors
+        yield terminal
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         terminal.flush()
-        errors.flush()
 
 
 def execute(run_id: str, selection: str, allow_row_drop: bool, outcome: dict[str, Any]) -> None:
@@ -253,10 +231,9 @@ def execute(run_id: str, selection: str, allow_row_drop: bool, outcome: dict[str
         from mlstack_assets.definitions import build_definitions
 
         defs = build_definitions()
-        graph = defs.resolve_asset_graph()
         # a Dagster selection, or a comma list of them (as `dagster asset materialize` takes)
         parts = [part.strip() for part in selection.split(",")]
-        keys = list(AssetSelection.from_coercible(parts).resolve(graph))
+        keys = list(AssetSelection.from_coercible(parts).resolve(defs.resolve_asset_graph()))
         with DagsterInstance.get() as instance:
             result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
                 instance=instance,
@@ -267,16 +244,13 @@ def execute(run_id: str, selection: str, allow_row_drop: bool, outcome: dict[str
             )
         outcome["success"] = result.success
     except BaseException as error:  # a bad selection, definitions that do not load
-        import traceback
-
         traceback.print_exc()  # into the log file
         outcome["error"] = f"{type(error).__name__}: {error}"
 
 
 def follow(worker: threading.Thread, instance: Any, run_id: str, display: Any) -> RunProgress:
     """Show the run's steps until the worker is done."""
-    progress = RunProgress(instance, run_id)
-    started = False
+    progress, started = RunProgress(instance, run_id), False
     while True:
         done = not worker.is_alive()
         if not started and instance.get_run_by_id(run_id) is not None:
@@ -292,22 +266,20 @@ def follow(worker: threading.Thread, instance: Any, run_id: str, display: Any) -
 
 
 def run(args: argparse.Namespace) -> int:
+    """`mlstack run`: materialize `--select` here, showing its steps, then a summary."""
     ensure_dagster_home()
-    settings = load_settings()
-    logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    selection = getattr(args, "select", None) or "*"
-    allow = getattr(args, "allow_row_drop", False)
-    shown = f"materialize --select '{selection}'" + (" (allow_row_drop)" if allow else "")
-    print(f"mlstack run: {shown}  (full log: {_shown(log)})", flush=True)
     from dagster import DagsterInstance
 
     from mlstack_assets.processes import fail_orphaned_runs
 
-    run_id, outcome = str(uuid.uuid4()), {}
-    started = time.time()
-    with DagsterInstance.get() as instance, output_to(log) as (out, _):
+    settings = load_settings()
+    log = settings.home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    selection, allow = args.select or "*", args.allow_row_drop
+    shown = f"materialize --select '{selection}'" + (" (allow_row_drop)" if allow else "")
+    print(f"mlstack run: {shown}  (full log: {_shown(log)})", flush=True)
+    run_id, outcome, started = str(uuid.uuid4()), {}, time.time()
+    with DagsterInstance.get() as instance, output_to(log) as out:
         for line in fail_orphaned_runs(instance):
             print(line, file=out, flush=True)
         worker = threading.Thread(
@@ -319,22 +291,21 @@ def run(args: argparse.Namespace) -> int:
                 worker.start()
                 progress = follow(worker, instance, run_id, display)
         except Stopped as stop:
-            run = instance.get_run_by_id(run_id)
+            name, run = stop.args[0].name, instance.get_run_by_id(run_id)
             if run is not None and not run.is_finished:
-                instance.report_run_canceled(run, message=f"stopped by mlstack run ({stop.name})")
+                instance.report_run_canceled(run, message=f"stopped by mlstack run ({name})")
                 print(f"run {run_id[:8]}: marked canceled", file=out)
-            print(f"mlstack run: stopped by {stop.name}", file=out, flush=True)
+            print(f"mlstack run: stopped by {name}", file=out, flush=True)
             # what the run started (connectors, dbt) dies with this process
-            os._exit(128 + stop.number)
+            os._exit(128 + stop.args[0])
         elapsed = time.time() - started
         if instance.get_run_by_id(run_id) is None:
             print(f"\nmlstack run: Dagster started no run: {outcome.get('error')}", file=out)
             print(f"\nfull log: {_shown(log)}", file=out)
             return 1
-        skipped = progress.not_run()
-        if skipped:
-            symbol = symbols_for(out)["skipped"]
-            print(f"  {symbol} not run (upstream failed): {', '.join(skipped)}", file=out)
+        if skipped := progress.not_run():
+            mark = display.symbols["skipped"]
+            print(f"  {mark} not run (upstream failed): {', '.join(skipped)}", file=out)
         summary = summarize_run(instance, run_id)
         print("\n" + format_summary(summary, elapsed, verbose=args.verbose), file=out)
         where = f"{settings.warehouse} {settings.warehouse_location}, dataset {settings.dataset}"
@@ -360,8 +331,7 @@ def versions(args: argparse.Namespace) -> int:
         return 2
     settings = load_settings()
     lake = Lake(settings.lake)
-    listed = versions_of(lake, args.table)
-    current = current_version_id(lake, args.table)
+    listed, current = versions_of(lake, args.table), current_version_id(lake, args.table)
     if args.json:
         documents = [{**v.manifest, "current": v.id == current} for v in listed]
         print(json.dumps(documents, indent=2, sort_keys=True))
@@ -382,32 +352,21 @@ def versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def downstream_of(table: str) -> list[str]:
-    """The assets that depend on `table`, to rebuild after it was restored."""
-    from dagster import AssetKey, AssetSelection
-
-    from mlstack_assets.definitions import build_definitions
-
-    graph = build_definitions().resolve_asset_graph()
-    keys = AssetSelection.assets(AssetKey(table)).downstream().resolve(graph)
-    return sorted(key.to_user_string() for key in keys if key != AssetKey(table))
-
-
 def rollback(args: argparse.Namespace) -> int:
     """`mlstack rollback <table> --to <version>`: restore, record, and optionally rebuild
     what depends on it."""
     ensure_dagster_home()
-    from dagster import DagsterInstance
+    from dagster import AssetKey, AssetSelection, DagsterInstance
 
+    from mlstack_assets.definitions import build_definitions
     from mlstack_assets.lake.restore import restore
     from mlstack_assets.lake.versions import VersionError
     from mlstack_assets.warehouse.deployment import warehouse_deployment
 
     settings = load_settings()
     try:
-        restored = restore(
-            args.table, args.to, settings.lake, warehouse_deployment(settings).warehouse
-        )
+        warehouse = warehouse_deployment(settings).warehouse
+        restored = restore(args.table, args.to, settings.lake, warehouse)
     except VersionError as error:
         print(f"mlstack rollback: {error}", file=sys.stderr)
         return 1
@@ -417,7 +376,9 @@ def rollback(args: argparse.Namespace) -> int:
         f"{args.table}: restored version {restored.version.id} ({restored.version.rows} rows;"
         f" it held {restored.previous or 'no version'}); recorded in the Dagster instance"
     )
-    downstream = downstream_of(args.table)
+    below = AssetSelection.assets(AssetKey(args.table)).downstream(include_self=False)
+    graph = build_definitions().resolve_asset_graph()
+    downstream = sorted(key.to_user_string() for key in below.resolve(graph))
     if not args.with_downstream:
         if downstream:
             print(f"stale now (rebuild with --with-downstream): {', '.join(downstream)}")
@@ -427,6 +388,7 @@ def rollback(args: argparse.Namespace) -> int:
 
 
 def airbyte_setup(_: argparse.Namespace) -> int:
+    """`mlstack airbyte-setup`: create or update the Airbyte server's objects."""
     from mlstack_assets.ingestion.airbyte_setup import AirbyteSetup, AirbyteSetupError
 
     settings = load_settings()
@@ -442,6 +404,7 @@ def airbyte_setup(_: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The `mlstack` command: parse, check the settings, run the subcommand, exit with it."""
     parser = argparse.ArgumentParser(prog="mlstack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="materialize every asset and print a summary")
@@ -472,7 +435,15 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as error:
         print(f"mlstack: {error}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(args.func(args))
+    code = args.func(args)
+    if args.func is run:
+        # the run is recorded and its output written; tearing down an interpreter that holds
+        # Dagster, dbt and GX (freeing every module) took 2 s after the last line: skip it
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

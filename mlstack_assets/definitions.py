@@ -1,7 +1,5 @@
 """Assembles the code location: each area contributes its own small `Definitions`."""
 
-from __future__ import annotations
-
 import warnings
 
 from dagster import BetaWarning, Definitions, PreviewWarning
@@ -15,13 +13,14 @@ from mlstack_assets.settings import Settings, load_settings
 from mlstack_assets.transform.assets import build_transform_definitions
 from mlstack_assets.warehouse.deployment import warehouse_deployment
 
-# mlstack uses beta dagster-airbyte / observable-source APIs on purpose; the warnings say
-# nothing a user of mlstack can act on, and they would greet every CLI call.
+# mlstack uses beta dagster-airbyte / observable-source APIs on purpose: their warnings say
+# nothing a user can act on, and would greet every CLI call.
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
+    """The whole code location for `settings` (default: this process's environment)."""
     settings = settings or load_settings()
     deployment = warehouse_deployment(settings)
     defs = Definitions.merge(

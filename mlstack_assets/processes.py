@@ -1,16 +1,11 @@
-"""Processes: children that die with their parent, and runs whose processes died.
+"""Children that die with their parent, and runs whose processes died.
 
-When a Dagster process is killed (SIGKILL, out of memory, a closed terminal), what it
-started lives on unless told otherwise: a `dbt build` kept writing the DuckDB file, a
-connector kept reading. Linux sends a process a chosen signal when the thread that
-started it ends (`PR_SET_PDEATHSIG`, kept across `exec`): a child asks for SIGKILL first
-thing, then replaces itself with the real program (`python -m mlstack_assets.processes
-<program> [args...]`, and `mlstack-dbt` for dbt). The kernel also drops a killed
-process's file locks; what it cannot end is the run a killed process left STARTED in the
-Dagster instance, which `fail_orphaned_runs` marks failed.
+A killed Dagster process's children live on (a `dbt build` kept writing the DuckDB file), so
+each child asks Linux for SIGKILL when its parent ends (`PR_SET_PDEATHSIG`, kept across `exec`)
+and then becomes the real program: `python -m mlstack_assets.processes <program> [args...]`
+(`mlstack-dbt` for dbt). What the kernel cannot end, a run left STARTED in the Dagster
+instance, `fail_orphaned_runs` marks failed.
 """
-
-from __future__ import annotations
 
 import ctypes
 import os
@@ -23,8 +18,7 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent ends; exit now if it already has.
-    Elsewhere the process simply runs."""
+    """Ask Linux to SIGKILL this process when its parent ends; exit now if it already has."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
@@ -41,8 +35,7 @@ def child_command(program: str, *args: str) -> list[str]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Is a process with this pid running on this machine? (A zombie has ended: it only
-    waits for its parent to read its exit status.)"""
+    """Is a process with this pid running on this machine? (A zombie has ended.)"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -56,29 +49,22 @@ def pid_alive(pid: int) -> bool:
 
 
 def alive_since(pid: int, since: float) -> bool:
-    """Is `pid` running, and the process that was running at `since` (epoch seconds)? On
-    Linux a pid reused by a process started later is not the same process."""
+    """Is `pid` running, and started by `since` (epoch seconds), i.e. not a reused pid?"""
     if not pid_alive(pid):
         return False
     try:
         ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime")
-        )
+        boot = float(Path("/proc/stat").read_text().split("\nbtime ", 1)[1].split()[0])
         return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + 1
-    except (OSError, ValueError, IndexError, StopIteration):
+    except (OSError, ValueError, IndexError):
         return True
 
 
 def fail_orphaned_runs(instance: Any) -> list[str]:
-    """Mark failed the runs left STARTED or STARTING by processes that are gone.
+    """Mark failed the runs left STARTED or STARTING by processes that are gone; a line each.
 
-    Only for an instance kept on this machine (SQLite storage), where every event records
-    the pid of a local process: when none of them still runs, nothing will ever finish the
-    run. Runs on a shared instance are left to Dagster's run monitoring. One line per run.
-    """
+    Only on an instance kept here (SQLite), whose events' pids are local processes; a shared
+    instance is left to Dagster's run monitoring."""
     from dagster import DagsterRunStatus, RunsFilter
 
     from mlstack_assets.compat import runs_stored_in_sqlite
@@ -86,8 +72,8 @@ def fail_orphaned_runs(instance: Any) -> list[str]:
     if not runs_stored_in_sqlite(instance):
         return []
     lines = []
-    in_progress = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING]
-    for record in instance.get_run_records(filters=RunsFilter(statuses=in_progress)):
+    in_progress = RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])
+    for record in instance.get_run_records(filters=in_progress):
         run = record.dagster_run
         logs = instance.all_logs(run.run_id)
         pids = {e.dagster_event.pid for e in logs if e.dagster_event and e.dagster_event.pid}

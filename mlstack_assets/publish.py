@@ -1,7 +1,6 @@
 """The one audited publish, for raw tables, dbt's models and the ML tables alike: in one
 warehouse session, the volume guard, then either one failure report (nothing published) or a
-version of each table kept in the lake, the published tables replaced atomically, the new
-versions made current and old ones pruned."""
+version of each table kept in the lake and the published tables replaced atomically."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from mlstack_assets.lake import DATA, Lake, utc_label, versions
 from mlstack_assets.lake.checkpoints import Checkpoint, prune
 from mlstack_assets.lake.restore import path_metadata
 from mlstack_assets.quality.outcomes import Audit, CheckOutcome
+from mlstack_assets.settings import Settings
 from mlstack_assets.sources import source_names
 from mlstack_assets.warehouse import Warehouse
 
@@ -47,26 +47,15 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Policy:
-    """What a publish may do, from the settings and the run."""
+    """What a publish may do: the settings' lake, dataset and limits, and the run's say."""
 
-    lake: str
-    dataset: str
-    keep_versions: int
-    keep_checkpoints: int
-    max_row_drop_percent: float
+    settings: Settings
     allow_row_drop: bool = False
 
 
-def policy(settings: Any, allow_row_drop: bool = False) -> Policy:
+def policy(settings: Settings, allow_row_drop: bool = False) -> Policy:
     """The publish policy of these `Settings` for a run."""
-    return Policy(
-        lake=settings.lake,
-        dataset=settings.dataset,
-        keep_versions=settings.lake_keep_versions,
-        keep_checkpoints=settings.lake_keep_checkpoints,
-        max_row_drop_percent=settings.max_row_drop_percent,
-        allow_row_drop=allow_row_drop,
-    )
+    return Policy(settings, allow_row_drop)
 
 
 class AuditFailed(Exception):
@@ -84,7 +73,7 @@ def volume_outcome(candidate: Candidate, rows: int, lake: Lake, policy: Policy) 
     if current is None:
         summary = f"{rows} rows; no published version to compare with yet"
         return outcome(True, summary, metadata={"rows": rows})
-    before, limit = current.rows, policy.max_row_drop_percent
+    before, limit = current.rows, policy.settings.max_row_drop_percent
     drop = 100.0 * (before - rows) / before if before else 0.0
     metadata = {"rows": rows, "published_rows": before, "published_version": current.id}
     metadata |= {"drop_percent": round(drop, 2), "max_row_drop_percent": limit}
@@ -135,7 +124,7 @@ def publish_audited(
     """Publish `candidates` if `audit` and the volume guard pass, else raise `AuditFailed`."""
     # one session: nobody publishes between guard and replace, or sees rows and pointer differ
     with warehouse.session(purpose=f"publish {subject}"):
-        lake = Lake(policy.lake)
+        lake, dataset = Lake(policy.settings.lake), policy.settings.dataset
         for candidate in candidates:
             if candidate.table in VOLUME_GUARDED and candidate.view_sql is None:
                 rows = warehouse.row_count(candidate.schema, candidate.table)
@@ -143,17 +132,18 @@ def publish_audited(
         for warning in audit.warnings():
             log(warning)
         if not audit.passed:
-            published = [f"{policy.dataset}.{c.table}" for c in candidates]
+            published = [f"{dataset}.{c.table}" for c in candidates]
             audited = [f"{c.schema}.{c.table}" for c in candidates]
             audited += [c.checkpoint.uri for c in candidates if c.checkpoint is not None]
             description = failure_description(subject, audit, published, audited, name_assets)
             failed = MetadataValue.json(audit.failed_checks)
             details = {"audited_relations": MetadataValue.json(audited), "failed_checks": failed}
             raise AuditFailed(audit, Failure(description, metadata=details, allow_retries=False))
-        kept = {}  # a version of each table, recorded before the publish
-        for candidate in candidates:
-            if candidate.view_sql is None and candidate.table in versions.VERSIONED_TABLES:
-                kept[candidate.key] = _keep_version(candidate, audit, warehouse, lake, run_id)
+        kept = {  # a version of each table, recorded before the publish
+            c.key: _keep_version(c, audit, warehouse, lake, run_id)
+            for c in candidates
+            if c.view_sql is None and c.table in versions.VERSIONED_TABLES
+        }
         for schema in dict.fromkeys(c.schema for c in candidates):
             group = [c for c in candidates if c.schema == schema]
             warehouse.publish_relations(
@@ -163,16 +153,16 @@ def publish_audited(
             )
         metadata = {}
         for candidate in candidates:
+            table, version = candidate.table, kept.get(candidate.key)
             entry: dict[str, Any] = {
-                "dagster/table_name": f"{policy.dataset}.{candidate.table}",
-                "audited_relation": f"{candidate.schema}.{candidate.table}",
+                "dagster/table_name": f"{dataset}.{table}",
+                "audited_relation": f"{candidate.schema}.{table}",
             }
-            version = kept.get(candidate.key)
             if version is not None:
-                versions.make_current(lake, candidate.table, version.id, run_id=run_id)
-                versions.prune_versions(lake, candidate.table, policy.keep_versions, log)
+                versions.make_current(lake, table, version.id, run_id=run_id)
+                versions.prune_versions(lake, table, policy.settings.lake_keep_versions, log)
                 if candidate.checkpoint is not None:
-                    prune(lake, candidate.table, policy.keep_checkpoints, log)
+                    prune(lake, table, policy.settings.lake_keep_checkpoints, log)
                 entry |= {
                     "version": version.id,
                     "version_path": path_metadata(version.data_uri),

@@ -1,12 +1,5 @@
-"""What a run did, read from its events in the Dagster instance: one reader for all.
-
-`RunProgress` reads a run's events, as they come or all at once, into its steps (start,
-end, rows, checks, failure) and its assets (rows, check outcomes). `mlstack run` follows a
-run with it, and `summarize_run` (the summary `mlstack run` prints, the alerts send) reads
-a finished run with it: both say the same thing about a run.
-"""
-
-from __future__ import annotations
+"""What a run did, read from its events in the Dagster instance: one reader for all, so
+`mlstack run` (following a run with `RunProgress`), its summary and the alerts agree."""
 
 import time
 from collections import defaultdict
@@ -20,8 +13,10 @@ STEP_ENDS = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "failed", "STEP_SKIPPED": "sk
 
 @dataclass
 class AssetSummary:
+    """An asset's rows (a view has none of its own) and its checks by outcome."""
+
     rows: int | None = None
-    view: bool = False  # a view: no rows of its own
+    view: bool = False
     passed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
@@ -29,17 +24,18 @@ class AssetSummary:
 
 @dataclass
 class StepFailure:
+    """A failed step (or `run`), the assets it was to materialize, and why."""
+
     step: str
     assets: list[str]
     message: str
     traceback: str = ""
 
-    def __str__(self) -> str:
-        return f"{self.step}: {self.message}"
-
 
 @dataclass
 class RunSummary:
+    """A finished run: its status, its assets and its failed steps."""
+
     run_id: str
     status: str
     assets: dict[str, AssetSummary]
@@ -51,7 +47,7 @@ class RunSummary:
 
     @property
     def failures(self) -> list[str]:
-        return [str(failure) for failure in self.step_failures]
+        return [f"{failure.step}: {failure.message}" for failure in self.step_failures]
 
     @property
     def failed_checks(self) -> list[str]:
@@ -97,9 +93,8 @@ class StepProgress:
             parts = [f"{self.rows[self.key]} rows"]
         else:
             parts = [f"{asset} {rows} rows" for asset, rows in self.rows.items()]
-        total = sum(len(names) for names in self.checks.values())
         passed, warned, failed = (self.checks[k] for k in ("passed", "warned", "failed"))
-        if total:
+        if total := len(passed) + len(warned) + len(failed):
             text = f"{len(passed)}/{total} checks passed"
             text += f", {len(warned)} warned" if warned else ""
             text += f", {len(failed)} failed: {', '.join(failed)}" if failed else ""
@@ -153,29 +148,22 @@ class RunProgress:
         elif kind == "STEP_START":
             self.steps[key] = StepProgress(key, started=entry.timestamp)
             return [("start", self.steps[key])]
-        elif kind in (*STEP_ENDS, "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"):
-            return self._step_event(self.steps.setdefault(key, StepProgress(key)), entry)
-        return []
-
-    def _step_event(self, step: StepProgress, entry: Any) -> list[tuple[str, StepProgress]]:
-        event, kind = entry.dagster_event, entry.dagster_event.event_type_value
+        if kind not in (*STEP_ENDS, "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"):
+            return []
+        step = self.steps.setdefault(key, StepProgress(key))
         if kind == "ASSET_MATERIALIZATION":
             materialization = event.step_materialization_data.materialization
-            name = materialization.asset_key.to_user_string()
-            rows = materialization.metadata.get("dagster/row_count")
-            relation = materialization.metadata.get("relation")
-            if rows is not None:
+            name, metadata = materialization.asset_key.to_user_string(), materialization.metadata
+            if (rows := metadata.get("dagster/row_count")) is not None:
                 step.rows[name] = self.assets[name].rows = rows.value
-            self.assets[name].view = relation is not None and relation.value == "view"
+            self.assets[name].view = getattr(metadata.get("relation"), "value", None) == "view"
         elif kind == "ASSET_CHECK_EVALUATION":
-            evaluation = event.event_specific_data
-            outcome = "warned" if evaluation.severity.value == "WARN" else "failed"
-            outcome = "passed" if evaluation.passed else outcome
-            step.checks[outcome].append(evaluation.check_name)
-            getattr(self.assets[evaluation.asset_key.to_user_string()], outcome).append(
-                evaluation.check_name
-            )
-        elif kind in STEP_ENDS:
+            check = event.event_specific_data
+            outcome = "warned" if check.severity.value == "WARN" else "failed"
+            outcome = "passed" if check.passed else outcome
+            step.checks[outcome].append(check.check_name)
+            getattr(self.assets[check.asset_key.to_user_string()], outcome).append(check.check_name)
+        else:
             step.finished, step.status = entry.timestamp, STEP_ENDS[kind]
             if kind == "STEP_FAILURE":
                 step.message, trace = failure_message(event.step_failure_data.error)

@@ -1,18 +1,13 @@
-"""The one place that reads the environment: pydantic-settings, variables `MLSTACK_<FIELD>`.
+"""The one place that reads the environment (pydantic-settings; `docs/configuration.md`).
 
-Each setting's default, type and check is stated once, as a field of `Settings`, read from
-the variable its alias names. `load_settings()` turns pydantic's errors into one line per
-bad value naming the variable, its value and what is expected, never a secret's value.
-`docs/configuration.md` lists every variable; a test checks it does. Secrets are only
-checked for being set here: resources receive them as `dagster.EnvVar`, resolved at run
-time and never shown in the UI.
+A bad value is reported in one line: the variable, its value (never a secret's), what is
+expected. Secrets are only checked here; resources get them as `dagster.EnvVar`.
 """
-
-from __future__ import annotations
 
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
@@ -25,13 +20,6 @@ from mlstack_assets.sources import SOURCES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-SECRETS = (
-    "MLSTACK_SLACK_TOKEN",
-    "MLSTACK_ALERT_WEBHOOK_URL",
-    "MLSTACK_AIRBYTE_WORKSPACE_ID",
-    "MLSTACK_AIRBYTE_CLIENT_ID",
-    "MLSTACK_AIRBYTE_CLIENT_SECRET",
-)
 
 
 class SettingsError(ValueError):
@@ -48,24 +36,9 @@ def audit_dataset(dataset: str) -> str:
     return f"{dataset}_audit"
 
 
-def _checked(check: Any) -> AfterValidator:
-    """A check that returns the value it accepts, or raises ValueError(what is expected)."""
-    return AfterValidator(check)
-
-
-def _pattern(pattern: str, expected: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not re.fullmatch(pattern, value):
-            raise ValueError(expected)
-        return value
-
-    return _checked(check)
-
-
 def _resolve(path: str | Path) -> Path:
     """A relative path is relative to the repo root, wherever the process was started."""
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+    return REPO_ROOT / Path(path).expanduser()
 
 
 def _file(path: Path) -> Path:
@@ -80,13 +53,9 @@ def _folder(path: Path) -> Path:
     return path
 
 
-def _is_http_url(value: str) -> bool:
-    parsed = urlparse(value.strip())
-    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
-
-
 def _http_url(value: str) -> str:
-    if not _is_http_url(value):
+    parsed = urlparse(value.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError("must be an http:// or https:// URL")
     return value.strip().rstrip("/")
 
@@ -122,41 +91,38 @@ def _key_file(value: str) -> str:
     return value.strip()
 
 
-def _at_least_a_minute(hours: float) -> float:
-    if hours * 60 < 1:  # Dagster's floor for a freshness window
-        raise ValueError("must be a number of hours, at least 1/60")
-    return hours
+def _secret(check: Callable[[str], Any] = str, expected: str = "") -> BeforeValidator:
+    """Whether a secret is set; one `check` refuses is reported without its value."""
 
+    def is_set(value: Any) -> bool:
+        value = value.strip() if isinstance(value, str) else value
+        if isinstance(value, str) and value:
+            try:
+                check(value)
+            except ValueError:
+                raise ValueError(expected) from None
+        return bool(value)
 
-def _is_set(value: Any) -> bool:
-    return bool(value) if value is None or isinstance(value, bool) else bool(str(value).strip())
-
-
-def _secret(shape: Any, expected: str) -> BeforeValidator:
-    """Whether a secret is set, refusing one of the wrong shape without showing it."""
-
-    def check(value: Any) -> bool:
-        if _is_set(value) and not isinstance(value, bool) and not shape(str(value).strip()):
-            raise ValueError(expected)
-        return _is_set(value)
-
-    return BeforeValidator(check)
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        return bool(uuid.UUID(value))
-    except ValueError:
-        return False
+    return BeforeValidator(is_set)
 
 
 Choice = BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)
-HttpUrl = Annotated[str, _checked(_http_url)]
-Secret = Annotated[bool, BeforeValidator(_is_set)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Secret = Annotated[bool, _secret()]
 CRON_FIELD = r"[\d*?]+([-/,][\d*?]+)*|[A-Za-z]{3}(-[A-Za-z]{3})?"
-CRON = rf"@(hourly|daily|weekly|monthly|yearly|annually)|({CRON_FIELD})(\s+({CRON_FIELD})){{4}}"
-SIZE = r"(?i)\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)"
-GCP_PROJECT = r"([a-z][a-z0-9-]{4,28}[a-z0-9])?"
+CRON = rf"^(@(hourly|daily|weekly|monthly|yearly|annually)|({CRON_FIELD})(\s+({CRON_FIELD})){{4}})$"
+# what a variable's value must be when it fails its field's `pattern` or bound
+EXPECTED_OF = {
+    "MLSTACK_DATASET": "must be letters, digits and underscores",
+    "MLSTACK_DUCKDB_MEMORY_LIMIT": "must be a size such as 512MB or 2GB",
+    "MLSTACK_AIRBYTE_DUCKDB_DESTINATION_PATH": "must be a path under /local/"
+    " (Airbyte's DuckDB destination)",
+    "MLSTACK_DAILY_CRON": "must be a cron schedule such as '0 6 * * *'",
+    "MLSTACK_SLACK_CHANNEL": "must be a Slack channel such as #data-alerts",
+    "MLSTACK_BQ_PROJECT": "must be a Google Cloud project id (6-30 lowercase letters, digits, -)",
+    "MLSTACK_BQ_LOCATION": "must be a BigQuery location such as US or EU",
+    "MLSTACK_FRESHNESS_MAX_AGE_HOURS": "must be a number of hours, at least 1/60",
+}
 
 
 class _Settings(BaseSettings):
@@ -172,28 +138,28 @@ class _Settings(BaseSettings):
 
     # warehouse and lake
     warehouse: Annotated[Literal["duckdb", "bigquery"], Choice] = "duckdb"
-    duckdb_path: Annotated[Path, _checked(lambda p: _file(_resolve(p)))] = Path(
+    duckdb_path: Annotated[Path, AfterValidator(lambda p: _file(_resolve(p)))] = Path(
         ".mlstack/warehouse.duckdb"
     )
-    dataset: Annotated[
-        str, _pattern(r"[A-Za-z_]\w*", "must be letters, digits and underscores")
-    ] = "mlops_course"
-    lake: Annotated[str, _checked(_lake)] = ".mlstack/lake"
+    dataset: str = Field("mlops_course", pattern=r"^[A-Za-z_]\w*$")
+    lake: Annotated[str, AfterValidator(_lake)] = ".mlstack/lake"
     lake_keep_checkpoints: int = Field(10, ge=1)
     lake_keep_versions: int = Field(10, ge=1)
     max_row_drop_percent: float = Field(20.0, ge=0, le=100)
     # at 1M rows the run's process tree stays under 1 GB with it (docs/benchmark.md)
-    duckdb_memory_limit: Annotated[str, _pattern(SIZE, "must be a size such as 512MB or 2GB")] = (
-        "128MB"
+    duckdb_memory_limit: str = Field(
+        "128MB", pattern=r"(?i)^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
     )
     # Airbyte
     airbyte: Annotated[Literal["embedded", "server", "cloud"], Choice] = "embedded"
     airbyte_api_url: HttpUrl = "http://localhost:8000/api/public/v1"
     airbyte_config_api_url: HttpUrl = "http://localhost:8000/api/v1"
     airbyte_poll_interval: float = Field(10.0, gt=0, alias="MLSTACK_AIRBYTE_POLL_SECONDS")
-    airbyte_duckdb_destination: Annotated[
-        str, _pattern("/local/.*", "must be a path under /local/ (Airbyte's DuckDB destination)")
-    ] = Field("/local/mlstack/warehouse.duckdb", alias="MLSTACK_AIRBYTE_DUCKDB_DESTINATION_PATH")
+    airbyte_duckdb_destination: str = Field(
+        "/local/mlstack/warehouse.duckdb",
+        pattern="^/local/.*$",
+        alias="MLSTACK_AIRBYTE_DUCKDB_DESTINATION_PATH",
+    )
     # reading sources: every network read, lock and wait is bounded
     source_timeout_seconds: float = Field(60.0, gt=0)
     source_deadline_seconds: float = Field(1800.0, gt=0)
@@ -201,58 +167,47 @@ class _Settings(BaseSettings):
     connector_timeout_seconds: float = Field(3600.0, gt=0)
     lock_timeout_seconds: float = Field(900.0, gt=0)
     # automation and alerts
-    home: Annotated[Path, _checked(lambda p: _folder(_resolve(p)))] = Path(".mlstack")
+    home: Annotated[Path, AfterValidator(lambda p: _folder(_resolve(p)))] = Path(".mlstack")
     # Dagster resolves a relative DAGSTER_HOME against the working directory
     dagster_home_setting: Annotated[
-        Path | None, _checked(lambda p: p and _folder(p.expanduser().resolve()))
+        Path | None, AfterValidator(lambda p: p and _folder(p.expanduser().resolve()))
     ] = Field(None, alias="DAGSTER_HOME")
     sensor_interval_seconds: int = Field(60, ge=1)
     source_sensor: Annotated[Literal["on", "off"], Choice] = "on"
-    daily_cron: Annotated[str, _pattern(CRON, "must be a cron schedule such as '0 6 * * *'")] = (
-        "0 6 * * *"
-    )
-    freshness_max_age_hours: Annotated[float, _checked(_at_least_a_minute)] = 24.0
+    daily_cron: str = Field("0 6 * * *", pattern=CRON)
+    freshness_max_age_hours: float = Field(24.0, ge=1 / 60)  # Dagster's floor: a minute
     ui_url: HttpUrl = "http://127.0.0.1:3000"
-    slack_channel: Annotated[
-        str, _pattern(r"(#?[\w.-]+)?", "must be a Slack channel such as #data-alerts")
-    ] = ""
+    slack_channel: str = Field("", pattern=r"^(#?[\w.-]+)?$")
     slack_api_url: HttpUrl = "https://slack.com/api/"
-    # BigQuery; the key file's path, "" for application default credentials (only Google's
-    # clients read the key)
-    bigquery_project: Annotated[
-        str,
-        _pattern(
-            GCP_PROJECT, "must be a Google Cloud project id (6-30 lowercase letters, digits, -)"
-        ),
-    ] = Field("", alias="MLSTACK_BQ_PROJECT")
-    bigquery_location: Annotated[
-        str, _pattern(r"[A-Za-z][\w-]*", "must be a BigQuery location such as US or EU")
-    ] = Field("US", alias="MLSTACK_BQ_LOCATION")
-    google_credentials_path: Annotated[str, _checked(_key_file)] = Field(
+    # BigQuery; the key file's path, "" for application default credentials
+    bigquery_project: str = Field(
+        "", pattern=r"^([a-z][a-z0-9-]{4,28}[a-z0-9])?$", alias="MLSTACK_BQ_PROJECT"
+    )
+    bigquery_location: str = Field("US", pattern=r"^[A-Za-z][\w-]*$", alias="MLSTACK_BQ_LOCATION")
+    google_credentials_path: Annotated[str, AfterValidator(_key_file)] = Field(
         "", alias="GOOGLE_APPLICATION_CREDENTIALS"
     )
-    # whether the secrets are set (their values stay in the environment)
+    # the secrets: only whether each is set (their values stay in the environment)
     slack_token_set: Secret = Field(False, alias="MLSTACK_SLACK_TOKEN")
     alert_webhook: Annotated[
-        bool, _secret(_is_http_url, "must be an http:// or https:// URL (a secret: not shown)")
+        bool, _secret(_http_url, "must be an http:// or https:// URL (a secret: not shown)")
     ] = Field(False, alias="MLSTACK_ALERT_WEBHOOK_URL")
     airbyte_workspace_id_set: Annotated[
-        bool, _secret(_is_uuid, "must be an Airbyte workspace id (a UUID; not shown)")
+        bool, _secret(uuid.UUID, "must be an Airbyte workspace id (a UUID; not shown)")
     ] = Field(False, alias="MLSTACK_AIRBYTE_WORKSPACE_ID")
     airbyte_client_id_set: Secret = Field(False, alias="MLSTACK_AIRBYTE_CLIENT_ID")
     airbyte_client_secret_set: Secret = Field(False, alias="MLSTACK_AIRBYTE_CLIENT_SECRET")
 
     @model_validator(mode="after")
-    def _together(self) -> _Settings:
+    def _together(self) -> "_Settings":
         """What one setting needs of others."""
         if self.slack_channel and not self.slack_token_set:
             raise ValueError("MLSTACK_SLACK_CHANNEL is set but MLSTACK_SLACK_TOKEN is not")
-        needed = {
-            "MLSTACK_AIRBYTE_WORKSPACE_ID": self.airbyte_workspace_id_set,
-            "MLSTACK_AIRBYTE_CLIENT_ID": self.airbyte_client_id_set,
-            "MLSTACK_AIRBYTE_CLIENT_SECRET": self.airbyte_client_secret_set,
-        }
-        missing = [name for name, present in needed.items() if not present]
+        missing = [
+            f"MLSTACK_AIRBYTE_{name}"
+            for name in ("WORKSPACE_ID", "CLIENT_ID", "CLIENT_SECRET")
+            if not getattr(self, f"airbyte_{name.lower()}_set")
+        ]
         if self.airbyte != "embedded" and missing:
             raise ValueError(
                 f"MLSTACK_AIRBYTE={self.airbyte} needs {', '.join(missing)}"
@@ -313,25 +268,19 @@ class _Settings(BaseSettings):
 
 
 # one URL and one Airbyte connection per registered source (`sources.py`)
+SourceUrl = Annotated[str, AfterValidator(_source_url)]
+ConnectionId = Annotated[str, AfterValidator(_connection_id)]
 Settings = _create_model(
     "Settings",
     __base__=_Settings,
+    **{f"{s.name}_url": (SourceUrl, Field(s.default_url, alias=s.url_variable)) for s in SOURCES},
     **{
-        f"{s.name}_url": (
-            Annotated[str, _checked(_source_url)],
-            Field(s.default_url, alias=s.url_variable),
-        )
-        for s in SOURCES
-    },
-    **{
-        f"airbyte_{s.name}_connection_id": (
-            Annotated[str, _checked(_connection_id)],
-            Field("", alias=s.connection_variable),
-        )
+        f"airbyte_{s.name}_connection_id": (ConnectionId, Field("", alias=s.connection_variable))
         for s in SOURCES
     },
 )
-
+# the secrets are the fields that only record whether they are set
+SECRETS = tuple(f.alias for f in Settings.model_fields.values() if f.annotation is bool)
 EXPECTED = {
     "int_parsing": "must be a whole number",
     "float_parsing": "must be a number",
@@ -342,8 +291,7 @@ EXPECTED = {
 
 
 def _problem(error: dict[str, Any]) -> str:
-    """One line about one invalid value: the variable, its value (not a secret's), and what
-    is expected."""
+    """One line: the variable, its value (not a secret's), and what is expected."""
     message = str(error["msg"]).removeprefix("Value error, ")
     if not error["loc"]:  # a check across settings: its message names the variables
         return message
@@ -351,6 +299,8 @@ def _problem(error: dict[str, Any]) -> str:
     if error["type"] == "literal_error":
         choices = re.findall(r"'([^']*)'", str(error["ctx"]["expected"]))
         message = f"is not supported; use one of {', '.join(choices)}"
+    elif variable in EXPECTED_OF and not error["type"].endswith("_parsing"):
+        message = EXPECTED_OF[variable]
     elif error["type"] in EXPECTED:
         ctx = {key: f"{value:g}" for key, value in error.get("ctx", {}).items()}
         message = EXPECTED[error["type"]].format(**ctx)
@@ -364,12 +314,9 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        raise SettingsError(
-            "; ".join(_problem(e) for e in error.errors(include_url=False))
-        ) from None
+        raise SettingsError("; ".join(map(_problem, error.errors(include_url=False)))) from None
 
 
 def credential(name: str) -> str:
-    """A credential's value, for `mlstack airbyte-setup` only, which calls Airbyte's API
-    outside Dagster. Definitions never read one (`EnvVar`)."""
+    """A credential's value, for `mlstack airbyte-setup` only: definitions use `EnvVar`."""
     return os.environ.get(name, "").strip()

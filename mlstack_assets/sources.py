@@ -1,20 +1,14 @@
-"""The CSV sources mlstack reads: one entry each, and every list of sources derives from it.
+"""The CSV sources mlstack reads: every list of sources derives from `SOURCES`.
 
-Adding a source is one `Source` in `SOURCES`, its Great Expectations suite
-(`quality/suites/<name>.json`) and, for dbt to read it, its entry in
-`dbt_project/models/staging/_mlops_course__sources.yml` with a staging model. The settings
-(`MLSTACK_<NAME>_URL`, `MLSTACK_AIRBYTE_<NAME>_CONNECTION_ID`), the observed source file,
-the raw asset and its checks, the source-change sensor, the versioned tables, the volume
-guard, the freshness policies and dbt's source freshness all follow from this tuple.
+A new source also needs its suite (`quality/suites/<name>.json`) and, for dbt, an entry in
+`dbt_project/models/staging/_mlops_course__sources.yml` with a staging model.
 """
-
-from __future__ import annotations
 
 from dataclasses import dataclass
 
-LESSON_COMMIT = "e8dfdbe98f55cba8befaf8409e16e48fac2d26d8"
-LESSON_DATASETS_URL = (
-    f"https://raw.githubusercontent.com/GokuMohandas/Made-With-ML/{LESSON_COMMIT}/datasets"
+LESSON_DATASETS_URL = (  # Made-With-ML at the lesson's commit
+    "https://raw.githubusercontent.com/GokuMohandas/Made-With-ML"
+    "/e8dfdbe98f55cba8befaf8409e16e48fac2d26d8/datasets"
 )
 
 
@@ -43,6 +37,7 @@ SOURCES: tuple[Source, ...] = (
 
 
 def source_names() -> list[str]:
+    """The registered sources' names, in order."""
     return [source.name for source in SOURCES]
 
 

@@ -1,29 +1,16 @@
 """Failure alerts: one message per failed run, to Slack and/or a webhook, when configured.
 
-A failed blocking check fails its step (Dagster raises after the check results), so
-"a run failed" covers both a failed step and a failed blocking check: one run-failure
-sensor sends one message per failed run, naming the failed steps with their assets, the
-failed checks and a link to the run in the UI. Off by default: the sensor exists only
-when `MLSTACK_SLACK_CHANNEL` (with `MLSTACK_SLACK_TOKEN`) or `MLSTACK_ALERT_WEBHOOK_URL`
-is set. Both secrets reach the resources as `EnvVar`: resolved when the sensor runs,
-never shown in the UI, and never written to a log or an error message.
+A failed blocking check fails its step, so one run-failure sensor covers both. The secrets
+reach the resources as `EnvVar`: never shown in the UI, a log or an error message.
 """
 
-from __future__ import annotations
+from dataclasses import asdict, dataclass
 
-from dataclasses import dataclass
-
+import dagster as dg
 import requests
-from dagster import (
-    ConfigurableResource,
-    DefaultSensorStatus,
-    Definitions,
-    EnvVar,
-    RunFailureSensorContext,
-    run_failure_sensor,
-)
 from dagster_slack import SlackResource
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from mlstack_assets.runs import RunSummary, summarize_run
 from mlstack_assets.settings import Settings
@@ -47,6 +34,15 @@ class Alert:
     failed_checks: list[str]
     failures: list[str]
 
+    @classmethod
+    def of_run(cls, summary: RunSummary, job_name: str, ui_url: str) -> "Alert":
+        """The alert for a failed run: the assets of its failed steps and checks."""
+        failed = summary.failed_checks
+        assets = {asset for failure in summary.step_failures for asset in failure.assets}
+        assets |= {check.split(": ", 1)[0] for check in failed}
+        run_url = f"{ui_url}/runs/{summary.run_id}"
+        return cls(summary.run_id, job_name, run_url, sorted(assets), failed, summary.failures)
+
     @property
     def text(self) -> str:
         lines = [f"mlstack run {self.run_id[:8]} ({self.job_name}) failed: {self.run_url}"]
@@ -59,35 +55,12 @@ class Alert:
 
     def payload(self) -> dict:
         """The webhook body: the same text (Slack-compatible `text`), plus the fields."""
-        return {
-            "text": self.text,
-            "run_id": self.run_id,
-            "job_name": self.job_name,
-            "run_url": self.run_url,
-            "assets": self.assets,
-            "failed_checks": self.failed_checks,
-            "failures": self.failures,
-        }
-
-
-def build_alert(summary: RunSummary, job_name: str, ui_url: str) -> Alert:
-    failed_assets = sorted(
-        {asset for failure in summary.step_failures for asset in failure.assets}
-        | {check.split(": ", 1)[0] for check in summary.failed_checks}
-    )
-    return Alert(
-        run_id=summary.run_id,
-        job_name=job_name,
-        run_url=f"{ui_url}/runs/{summary.run_id}",
-        assets=failed_assets,
-        failed_checks=summary.failed_checks,
-        failures=summary.failures,
-    )
+        return {"text": self.text, **asdict(self)}
 
 
 class SlackAlerts(SlackResource):
-    """dagster-slack's resource and a channel; the Web API address is configurable only so
-    that a proxy (or the tests' loopback stand-in) can answer instead of slack.com."""
+    """dagster-slack's resource and a channel; the Web API address is configurable so that a
+    proxy (or the tests' loopback stand-in) can answer instead of slack.com."""
 
     channel: str
     api_url: str = WebClient.BASE_URL
@@ -96,8 +69,6 @@ class SlackAlerts(SlackResource):
         return WebClient(token=self.token, base_url=self.api_url, timeout=ALERT_TIMEOUT_SECONDS)
 
     def send(self, alert: Alert) -> None:
-        from slack_sdk.errors import SlackApiError
-
         try:
             self.get_client().chat_postMessage(channel=self.channel, text=alert.text)
         except SlackApiError as error:
@@ -117,7 +88,7 @@ def post_webhook(url: str, alert: Alert) -> None:
         raise AlertError(f"webhook answered HTTP {response.status_code}")
 
 
-class FailureAlerts(ConfigurableResource):
+class FailureAlerts(dg.ConfigurableResource):
     """The configured channels: Slack (dagster-slack) and/or a generic webhook."""
 
     slack: SlackAlerts | None = None
@@ -145,45 +116,36 @@ class FailureAlerts(ConfigurableResource):
         return sent
 
 
-def failure_alerts(settings: Settings) -> FailureAlerts | None:
-    """The configured alert channels, or None when alerts are off (the default)."""
-    if not (settings.slack_channel or settings.alert_webhook):
-        return None
-    return FailureAlerts(
-        slack=SlackAlerts(
-            token=EnvVar("MLSTACK_SLACK_TOKEN"),
-            channel=settings.slack_channel,
-            api_url=settings.slack_api_url + "/",  # slack_sdk joins method names onto it
-        )
-        if settings.slack_channel
-        else None,
-        webhook_url=EnvVar("MLSTACK_ALERT_WEBHOOK_URL") if settings.alert_webhook else None,
-    )
-
-
-def build_alert_definitions(settings: Settings) -> Definitions:
+def build_alert_definitions(settings: Settings) -> dg.Definitions:
     """The `alert_on_failure` sensor and its channels, or nothing when none is configured."""
-    alerts = failure_alerts(settings)
-    if alerts is None:
-        return Definitions()
+    slack = SlackAlerts(
+        token=dg.EnvVar("MLSTACK_SLACK_TOKEN"),
+        channel=settings.slack_channel,
+        api_url=settings.slack_api_url + "/",  # slack_sdk joins method names onto it
+    )
+    alerts = FailureAlerts(
+        slack=slack if settings.slack_channel else None,
+        webhook_url=dg.EnvVar("MLSTACK_ALERT_WEBHOOK_URL") if settings.alert_webhook else None,
+    )
+    if not alerts.channels:
+        return dg.Definitions()
 
-    @run_failure_sensor(
+    @dg.run_failure_sensor(
         name="alert_on_failure",
         description=(
             "Sends one message per failed run (a failed step or blocking check) to"
             f" {' and '.join(alerts.channels)}, naming assets and checks, with a link to the run."
         ),
-        default_status=DefaultSensorStatus.RUNNING,
+        default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         # runs launched from the CLI (`mlstack run`, `dg launch`) carry no code location:
         # watch every run of this instance, which is this project's
         monitor_all_code_locations=True,
     )
-    def alert_on_failure(context: RunFailureSensorContext, alerts: FailureAlerts) -> None:
+    def alert_on_failure(context: dg.RunFailureSensorContext, alerts: FailureAlerts) -> None:
         run = context.dagster_run
         summary = summarize_run(context.instance, run.run_id)
-        alert = build_alert(summary, run.job_name, settings.ui_url)
-        sent = alerts.send(alert)
+        sent = alerts.send(Alert.of_run(summary, run.job_name, settings.ui_url))
         context.log.info(f"alert for run {run.run_id[:8]} sent to {', '.join(sent)}")
 
-    return Definitions(sensors=[alert_on_failure], resources={"alerts": alerts})
+    return dg.Definitions(sensors=[alert_on_failure], resources={"alerts": alerts})

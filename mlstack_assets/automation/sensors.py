@@ -1,29 +1,13 @@
-"""Keep the graph current: rerun what depends on a source when that source changes.
+"""Rerun what depends on a source when that source changes.
 
-`source_change_sensor` (running by default) fingerprints each source every interval.
-When one changed, it requests a run of that raw asset and everything downstream of it,
-keyed by the new fingerprint so the same change never launches two runs, and records an
-observation of the source file (data version = fingerprint). When nothing changed it
-skips, saying what it checked. A source it cannot reach is reported in one line (in the
-tick's skip reason or log, and as an observation of that source's file asset naming the
-error), keeps its place in the cursor for the next tick, and does not stop the others
-from being checked: a change to one source is acted on while the other is down.
+A changed source gets one run (keyed by its fingerprint) of its raw asset and everything
+downstream, and an observation of its file. One it cannot reach is reported in one line and
+an observation, keeps its cursor for the next tick, and does not stop the others' checks.
 """
 
 import json
 
-from dagster import (
-    AssetKey,
-    AssetObservation,
-    AssetSelection,
-    DefaultSensorStatus,
-    RunRequest,
-    SensorDefinition,
-    SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
-    sensor,
-)
+import dagster as dg
 
 from mlstack_assets.ingestion.assets import source_file_key
 from mlstack_assets.ingestion.fingerprint import Fingerprint, fingerprint
@@ -33,27 +17,22 @@ from mlstack_assets.settings import Settings
 DATA_VERSION_TAG = "dagster/data_version"  # how an observation carries its data version
 
 
-def run_key(changes: dict[str, str]) -> str:
-    """The same set of source versions always gives the same key (Dagster runs a key once)."""
-    return "sources:" + ";".join(f"{name}={value}" for name, value in sorted(changes.items()))
+def build_source_change_sensor(settings: Settings, specs: list[SourceSpec]) -> dg.SensorDefinition:
+    """`source_change_sensor` over `specs`, running unless `MLSTACK_SOURCE_SENSOR=off`."""
+    files = {spec.name: source_file_key(spec) for spec in specs}
+    on = settings.source_sensor == "on"
 
-
-def build_source_change_sensor(settings: Settings, specs: list[SourceSpec]) -> SensorDefinition:
-    raw_assets = AssetSelection.assets(*(AssetKey(spec.name) for spec in specs))
-
-    @sensor(
+    @dg.sensor(
         name="source_change_sensor",
         description=(
             "Fingerprints projects.csv and tags.csv (ETag / Last-Modified / size+mtime, then a"
             " content hash) and reruns a changed source's raw asset and everything downstream."
         ),
         minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=DefaultSensorStatus.RUNNING
-        if settings.source_sensor == "on"
-        else DefaultSensorStatus.STOPPED,
-        target=raw_assets.downstream(),
+        default_status=dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED,
+        target=dg.AssetSelection.assets(*files).downstream(),
     )
-    def source_change_sensor(context: SensorEvaluationContext) -> SensorResult:
+    def source_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         previous = json.loads(context.cursor) if context.cursor else {}
         seen: dict[str, Fingerprint] = {}
         unreachable: dict[str, str] = {}
@@ -67,12 +46,8 @@ def build_source_change_sensor(settings: Settings, specs: list[SourceSpec]) -> S
         cursor = json.dumps(state)
         changed = {name: result.value for name, result in seen.items() if result.changed}
         problems = [
-            AssetObservation(
-                asset_key=source_file_key(spec),
-                metadata={"unreachable": unreachable[spec.name]},
-            )
-            for spec in specs
-            if spec.name in unreachable
+            dg.AssetObservation(asset_key=files[name], metadata={"unreachable": why})
+            for name, why in unreachable.items()
         ]
         down = "; ".join(f"{name} unreachable: {why}" for name, why in unreachable.items())
         if down:
@@ -80,25 +55,28 @@ def build_source_change_sensor(settings: Settings, specs: list[SourceSpec]) -> S
         if not changed:
             checked = "; ".join(f"{name}: {result.how}" for name, result in seen.items())
             reason = f"no source changed ({checked})" if checked else "no source checked"
-            return SensorResult(
-                skip_reason=SkipReason(reason + (f"; {down}" if down else "")),
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(reason + (f"; {down}" if down else "")),
                 cursor=cursor,
                 asset_events=problems,
             )
-        selection = AssetSelection.assets(*(AssetKey(name) for name in changed)).downstream()
+        selection = dg.AssetSelection.assets(*changed).downstream()
         keys = selection.resolve(context.repository_def.asset_graph)
         observations = [
-            AssetObservation(
-                asset_key=source_file_key(spec),
-                tags={DATA_VERSION_TAG: changed[spec.name]},
-                metadata={"fingerprint": changed[spec.name], "checked_by": seen[spec.name].how},
+            dg.AssetObservation(
+                asset_key=files[name],
+                tags={DATA_VERSION_TAG: value},
+                metadata={"fingerprint": value, "checked_by": seen[name].how},
             )
-            for spec in specs
-            if spec.name in changed
+            for name, value in changed.items()
         ]
         context.log.info(f"changed: {', '.join(sorted(changed))}; requesting {len(keys)} assets")
-        return SensorResult(
-            run_requests=[RunRequest(run_key=run_key(changed), asset_selection=sorted(keys))],
+        # the same source versions always give the same run key, and Dagster runs a key once
+        run_key = "sources:" + ";".join(
+            f"{name}={value}" for name, value in sorted(changed.items())
+        )
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=run_key, asset_selection=sorted(keys))],
             asset_events=observations + problems,
             cursor=cursor,
         )

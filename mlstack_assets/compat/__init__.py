@@ -1,12 +1,8 @@
 """The private APIs of dependencies that mlstack relies on, fenced in one place.
 
-Each entry says why no public API does, and `tests/unit/test_compat.py` fails when the
-dependency changes under it, by what mlstack relies on it doing, so that an upgrade shows
-what to revisit. `gx_duckdb.py` (a GX datasource for DuckDB) is a module of its own, so
-that GX is imported only when an audit runs.
+Each entry says why no public API does; `tests/unit/test_compat.py` fails when a dependency
+changes under it. `gx_duckdb.py` is a module of its own so that GX loads only for an audit.
 """
-
-from __future__ import annotations
 
 import time
 from collections.abc import Callable
@@ -21,14 +17,11 @@ from packaging.version import Version
 class InstalledDbtCliResource(DbtCliResource):
     """`DbtCliResource` that neither asks dbt its version nor opens dbt in this process.
 
-    Why private: `DbtCliResource.cli` runs `dbt --version` in a subprocess (a cached
-    property, 3 to 4 s a run here) and builds dbt's in-process adapter (1.2 to 1.8 s, and a
-    DuckDB connection this process must close) before it starts dbt, with no public switch
-    for either. The dbt it runs is the dbt-core installed beside this Python, whose version
-    is in the package metadata; the adapter serves only `fetch_row_counts` and
-    `fetch_column_metadata`, which mlstack does not call: the column schemas and lineage
-    come from dbt itself (the `log_column_metadata` post-hook, which `stream()` reads) and
-    the row counts from the warehouse.
+    Why private: `cli()` runs `dbt --version` in a subprocess (3 to 4 s a run) and builds an
+    in-process adapter (1.2 to 1.8 s, and a DuckDB connection to close), with no public switch.
+    The version is in dbt-core's package metadata; the adapter serves only `fetch_row_counts`
+    and `fetch_column_metadata`, which mlstack does not call (dbt's `log_column_metadata`
+    post-hook and the warehouse give both).
     """
 
     @cached_property
@@ -42,10 +35,9 @@ class InstalledDbtCliResource(DbtCliResource):
 def runs_stored_in_sqlite(instance: Any) -> bool:
     """Whether the Dagster `instance` keeps its runs in SQLite, i.e. on this machine.
 
-    Why private: mlstack marks failed the runs a killed process left STARTED, judging by the
-    pids that wrote their events; that is sound only when those processes ran on this
-    machine, which SQLite storage implies and a shared one (Postgres) does not. Dagster has
-    no public way to ask an instance which storage it has.
+    Why private: judging runs by the pids of their events (`fail_orphaned_runs`) is sound only
+    for local processes, which SQLite storage implies and Postgres does not; Dagster has no
+    public way to ask an instance which storage it has.
     """
     from dagster._core.storage.runs.sqlite import SqliteRunStorage
 
@@ -62,12 +54,10 @@ def retrying_airbyte_client(
 ) -> Any:
     """dagster-airbyte's API client for `client`'s workspace, retrying transient errors only.
 
-    Why private: every call of dagster-airbyte's `AirbyteClient` goes through its
-    `_single_request`, which retries any `RequestException` (a 401 as much as a reset)
-    with a fixed delay; it has no public retry policy. This client overrides that one
-    method: connection errors, time-outs and the statuses `transient` accepts are retried
-    after `delay(attempt)` seconds, at most `retries` times, each retry logged; anything
-    else fails at once. Everything else, secrets included, is the workspace's own client.
+    Why private: every `AirbyteClient` call goes through `_single_request`, which retries any
+    `RequestException` (a 401 as much as a reset) with a fixed delay and no public policy.
+    Overridden here: connection errors, time-outs and statuses `transient` accepts are retried
+    after `delay(attempt)` s, at most `retries` times, each logged; the rest fails at once.
     """
     import requests
     from dagster import Failure
@@ -84,17 +74,14 @@ def retrying_airbyte_client(
         ) -> Any:
             path = requests.utils.urlparse(url).path
             for attempt in range(retries + 1):
-                session = self._get_session(
-                    include_additional_request_headers=include_additional_request_headers
-                )
+                session = self._get_session(include_additional_request_headers)
                 try:
                     response = session.request(
                         method, url, json=data, params=params, timeout=self.request_timeout
                     )
                 except (requests.ConnectionError, requests.Timeout) as error:
-                    reason = (
-                        f"{type(error).__name__} ({str(error).rsplit('Caused by ', 1)[-1][:200]})"
-                    )
+                    cause = str(error).rsplit("Caused by ", 1)[-1][:200]
+                    reason = f"{type(error).__name__} ({cause})"
                 else:
                     if response.ok:
                         return response.json()

@@ -1,12 +1,9 @@
 """A GX SQL datasource for DuckDB that keeps its connection open while it validates.
 
-GX's generic SQL engine runs each metric query on a fresh connection and reads the rows
-after closing it. SQLAlchemy rolls back on close, and DuckDB drops a pending result on
-rollback, so every metric came back empty ("list index out of range"). GX already keeps
-one connection open for SQLite, SQL Server, BigQuery and Databricks for similar reasons;
-this datasource does the same for DuckDB. Queries still run inside DuckDB: nothing but
-metric values and a few sample rows reach Python. Call `close()` when done, so the file
-is free for the next writer.
+GX's generic SQL engine reads each metric's rows after closing its connection; SQLAlchemy
+rolls back on close and DuckDB drops a pending result on rollback, so every metric came back
+empty ("list index out of range"). GX keeps one connection for SQLite, BigQuery and others
+already. Call `close()` when done, so the file is free for the next writer.
 """
 
 from collections.abc import Iterator
@@ -14,9 +11,7 @@ from contextlib import contextmanager
 from typing import Literal, Type  # noqa: UP035  (`type` is a field name in the class body)
 
 from great_expectations.datasource.fluent.sql_datasource import SQLDatasource
-from great_expectations.execution_engine.sqlalchemy_execution_engine import (
-    SqlAlchemyExecutionEngine,
-)
+from great_expectations.execution_engine import SqlAlchemyExecutionEngine
 
 
 class DuckDBExecutionEngine(SqlAlchemyExecutionEngine):
@@ -35,12 +30,8 @@ class DuckDBExecutionEngine(SqlAlchemyExecutionEngine):
 
 
 class DuckDBDatasource(SQLDatasource):
-    """Registered with GX as `context.data_sources.add_mlstack_duckdb(...)`.
-
-    The type name is ours, not GX's bare database name: GX registers datasource types by
-    name at import and refuses a second one, so a DuckDB datasource in a later GX release
-    would collide with ours and stop the package from importing.
-    """
+    """`context.data_sources.add_mlstack_duckdb(...)`. Not named `duckdb`: GX refuses a second
+    type of one name at import, so a DuckDB datasource in a later GX would stop ours loading."""
 
     type: Literal["mlstack_duckdb"] = "mlstack_duckdb"  # type: ignore[assignment]
 

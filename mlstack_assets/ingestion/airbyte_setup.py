@@ -1,26 +1,22 @@
 """`make airbyte-setup`: the lesson's Airbyte objects, created or updated through the API.
 
-Two File sources (`mlstack projects`, `mlstack tags`), one destination (BigQuery, or
-DuckDB for a local Airbyte), and one connection per source, Full refresh | Overwrite,
-writing into `<dataset>_staging` where the raw assets audit it. Objects are found by name,
-so running it again updates them instead of creating duplicates. It prints the connection
-ids to export. Credentials are sent to Airbyte, never printed.
+Two File sources, one destination (BigQuery, or DuckDB for a local Airbyte) and one Full
+refresh | Overwrite connection per source into `<dataset>_staging`, where the raw assets
+audit it. Objects are found by name, so a rerun updates them instead of duplicating them.
+Prints the connection ids to export; credentials go to Airbyte, never to the output.
 """
 
 from pathlib import Path
 from typing import Any
 
 import requests
-from dagster_airbyte import AirbyteCloudWorkspace, AirbyteWorkspace
 
-from mlstack_assets.ingestion.server import (
-    CLIENT_ID_VAR,
-    CLIENT_SECRET_VAR,
-    WORKSPACE_ID_VAR,
-)
+from mlstack_assets.ingestion.server import CREDENTIAL_VARIABLES, airbyte_workspace
 from mlstack_assets.ingestion.sources import source_specs
 from mlstack_assets.settings import Settings, credential
 from mlstack_assets.sources import source as registered
+
+_FIXED_FIELDS = ("workspaceId", "sourceId", "destinationId")  # set on create, never updated
 
 
 def airbyte_destination_configuration(settings: Settings) -> dict[str, Any]:
@@ -43,33 +39,23 @@ def airbyte_destination_configuration(settings: Settings) -> dict[str, Any]:
 
 
 class AirbyteSetupError(RuntimeError):
-    pass
+    """A credential is missing or the Airbyte API refused a request."""
 
 
 def _required(name: str) -> str:
-    value = credential(name)
-    if not value:
+    if not (value := credential(name)):
         raise AirbyteSetupError(f"set {name} first")
     return value
 
 
 class AirbyteSetup:
+    """Creates or updates the destination, the sources and their connections."""
+
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.workspace_id = _required(WORKSPACE_ID_VAR)
-        credentials = {
-            "workspace_id": self.workspace_id,
-            "client_id": _required(CLIENT_ID_VAR),
-            "client_secret": _required(CLIENT_SECRET_VAR),
-        }
-        if settings.airbyte == "cloud":
-            self.client = AirbyteCloudWorkspace(**credentials).get_client()
-        else:
-            self.client = AirbyteWorkspace(
-                rest_api_base_url=settings.airbyte_api_url,
-                configuration_api_base_url=settings.airbyte_config_api_url,
-                **credentials,
-            ).get_client()
+        fields = {field: _required(name) for field, name in CREDENTIAL_VARIABLES.items()}
+        self.workspace_id = fields["workspace_id"]
+        self.client = airbyte_workspace(settings, **fields).get_client()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         url = f"{self.client.rest_api_base_url}/{path}"
@@ -95,47 +81,38 @@ class AirbyteSetup:
         """Create `name`, or update the object that already has that name; return its id."""
         existing = self._find(kind, name)
         if existing is None:
-            created = self._request("POST", kind, json={"name": name, **body})
-            print(f"{kind[:-1]} '{name}': created ({created[id_field]})")
-            return created[id_field]
-        update = {
-            k: v for k, v in body.items() if k not in ("workspaceId", "sourceId", "destinationId")
-        }
-        self._request("PATCH", f"{kind}/{existing[id_field]}", json={"name": name, **update})
-        print(f"{kind[:-1]} '{name}': updated ({existing[id_field]})")
-        return existing[id_field]
+            object_id = self._request("POST", kind, json={"name": name, **body})[id_field]
+        else:
+            object_id, update = existing[id_field], {"name": name}
+            update |= {k: v for k, v in body.items() if k not in _FIXED_FIELDS}
+            self._request("PATCH", f"{kind}/{object_id}", json=update)
+        print(f"{kind[:-1]} '{name}': {'updated' if existing else 'created'} ({object_id})")
+        return object_id
 
     def run(self) -> dict[str, str]:
+        """Create or update every object; return the connection id of each source."""
+        settings, workspace = self.settings, {"workspaceId": self.workspace_id}
         self._request("GET", f"workspaces/{self.workspace_id}")  # fail early on a wrong id
+        destination = {**workspace, "configuration": airbyte_destination_configuration(settings)}
         destination_id = self.ensure(
-            "destinations",
-            "destinationId",
-            f"mlstack {self.settings.warehouse}",
-            {
-                "workspaceId": self.workspace_id,
-                "configuration": airbyte_destination_configuration(self.settings),
-            },
+            "destinations", "destinationId", f"mlstack {settings.warehouse}", destination
         )
         connection_ids = {}
-        for spec in source_specs(self.settings):
+        for spec in source_specs(settings):
+            name = f"mlstack {spec.name}"
+            configuration = {"sourceType": "file", **spec.connector_config()}
             source_id = self.ensure(
-                "sources",
-                "sourceId",
-                f"mlstack {spec.name}",
-                {
-                    "workspaceId": self.workspace_id,
-                    "configuration": {"sourceType": "file", **spec.connector_config()},
-                },
+                "sources", "sourceId", name, {**workspace, "configuration": configuration}
             )
             connection_ids[spec.name] = self.ensure(
                 "connections",
                 "connectionId",
-                f"mlstack {spec.name}",
+                name,
                 {
                     "sourceId": source_id,
                     "destinationId": destination_id,
                     "namespaceDefinition": "custom_format",
-                    "namespaceFormat": self.settings.staging_dataset,
+                    "namespaceFormat": settings.staging_dataset,
                     "prefix": "",
                     "schedule": {"scheduleType": "manual"},  # Dagster decides when to sync
                     "configurations": {
@@ -143,7 +120,7 @@ class AirbyteSetup:
                     },
                 },
             )
-        print("\nexport these for MLSTACK_AIRBYTE=" + self.settings.airbyte + ":")
+        print(f"\nexport these for MLSTACK_AIRBYTE={settings.airbyte}:")
         for source, connection_id in connection_ids.items():
             print(f"export {registered(source).connection_variable}={connection_id}")
         return connection_ids

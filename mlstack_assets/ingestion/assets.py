@@ -1,57 +1,25 @@
-"""The raw tables: every registered source synced, audited and published by one step.
+"""The raw tables: every source synced, audited and published by one step, `airbyte_sync`.
 
-`airbyte_sync` is one multi-asset over the sources (`sources.SOURCES`), subsettable, so
-the sensor reruns only what a changed source feeds. It starts every selected source's
-extract at once (`AirbyteLoader.extract`: the connectors read concurrently, no lock held),
-imports Great Expectations meanwhile, then, source by source in one warehouse session
-each: loads the checkpoint into `<dataset>_staging.<source>`, audits it with the source's
-GX suite (one asset check per expectation) and the volume guard, and publishes it to
-`<dataset>.<source>` only when no blocking check failed (`publish.py`). A source that
-fails leaves its published table as it was; the others still publish; the step then
-fails naming every failed source, and nothing downstream runs. Each source's CSV is an
-observable asset upstream of its raw table: its data version is the file's fingerprint.
+Subsettable, so the sensor reruns only what a changed source feeds. All extracts start at
+once; each is then staged, audited (GX suite + volume guard) and published unless a blocking
+check failed; a failed source keeps its published table and fails the step by name. Each
+source's CSV is an observable asset upstream, versioned by its fingerprint.
 """
 
 import time
 from collections.abc import Iterator
-from contextlib import closing
-from typing import Any
+from contextlib import closing, contextmanager
 
-from dagster import (
-    AssetCheckResult,
-    AssetExecutionContext,
-    AssetKey,
-    AssetsDefinition,
-    AssetSpec,
-    Config,
-    DataVersion,
-    Definitions,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-    ObserveResult,
-    TableColumn,
-    TableSchema,
-    multi_asset,
-    multi_observable_source_asset,
-    with_source_code_references,
-)
+import dagster as dg
 from pydantic import Field
 
+from mlstack_assets import publish
 from mlstack_assets.ingestion.fingerprint import fingerprint
 from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec, source_specs
 from mlstack_assets.lake import Lake
 from mlstack_assets.lake.checkpoints import record_audit
 from mlstack_assets.lake.restore import path_metadata
-from mlstack_assets.publish import (
-    AuditFailed,
-    Candidate,
-    policy,
-    publish_audited,
-    volume_check_spec,
-    volume_outcome,
-)
 from mlstack_assets.quality.outcomes import Audit
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.quality.validation import import_great_expectations, validate_table
@@ -63,29 +31,44 @@ INGESTION_GROUP = "ingestion"
 OWNER = "team:mlstack"
 
 
-def source_file_key(spec: SourceSpec) -> AssetKey:
-    return AssetKey(f"{spec.name}_csv")
+def source_file_key(spec: SourceSpec) -> dg.AssetKey:
+    """The asset key of a source's CSV file."""
+    return dg.AssetKey(f"{spec.name}_csv")
 
 
-def _url_metadata(spec: SourceSpec) -> MetadataValue:
-    return MetadataValue.url(spec.url) if spec.is_remote else MetadataValue.path(spec.url)
+def _url_metadata(spec: SourceSpec) -> dg.MetadataValue:
+    return dg.MetadataValue.url(spec.url) if spec.is_remote else dg.MetadataValue.path(spec.url)
 
 
-def build_source_file_asset(spec: SourceSpec) -> AssetsDefinition:
-    """The CSV itself, outside Dagster's control: the first node of the lineage. Observing
-    it records its fingerprint as the data version, so the UI shows when the source last
-    changed and that its raw table is stale."""
+@contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Add the block's duration to `seconds[step]` when it succeeds."""
+    started = time.perf_counter()
+    yield
+    seconds[step] = seconds.get(step, 0.0) + time.perf_counter() - started
+
+
+def _audit(warehouse: Warehouse, dataset: str, spec: SourceSpec, settings: Settings) -> Audit:
+    """The source's GX suite run on `<dataset>.<source>`."""
+    suite, key = load_suite(spec.name), dg.AssetKey(spec.name)
+    return validate_table(warehouse, dataset, spec.name, suite, settings.data_docs_dir, key).audit
+
+
+def build_source_file_asset(spec: SourceSpec) -> dg.AssetsDefinition:
+    """The CSV itself, outside Dagster: observing it records its fingerprint as the data
+    version, so the UI shows when the source changed and that its raw table is stale."""
     key = source_file_key(spec)
+    description = (
+        f"Source: the {spec.name}.csv file ({spec.env_var}), outside Dagster; its data"
+        " version is its fingerprint (ETag / Last-Modified / content hash)."
+    )
 
-    @multi_observable_source_asset(
+    @dg.multi_observable_source_asset(
         name=f"observe_{key.path[-1]}",
         specs=[
-            AssetSpec(
-                key=key,
-                description=(
-                    f"Source: the {spec.name}.csv file ({spec.env_var}), outside Dagster; its"
-                    " data version is its fingerprint (ETag / Last-Modified / content hash)."
-                ),
+            dg.AssetSpec(
+                key,
+                description=description,
                 group_name=INGESTION_GROUP,
                 kinds={"csv"},
                 owners=[OWNER],
@@ -97,17 +80,16 @@ def build_source_file_asset(spec: SourceSpec) -> AssetsDefinition:
         try:
             seen = fingerprint(spec)
         except SourceError as error:
-            raise Failure(description=str(error), allow_retries=False) from None
-        yield ObserveResult(
-            asset_key=key,
-            data_version=DataVersion(seen.value),
-            metadata={"fingerprint": seen.value, "checked_by": seen.how},
+            raise dg.Failure(description=str(error), allow_retries=False) from None
+        metadata = {"fingerprint": seen.value, "checked_by": seen.how}
+        yield dg.ObserveResult(
+            asset_key=key, data_version=dg.DataVersion(seen.value), metadata=metadata
         )
 
     return observe_source_file
 
 
-class RawConfig(Config):
+class RawConfig(dg.Config):
     """Per-run choices of the raw step."""
 
     allow_row_drop: bool = Field(
@@ -117,123 +99,100 @@ class RawConfig(Config):
     )
 
 
-def published_metadata(
-    spec: SourceSpec, warehouse: Warehouse, extracted: Extracted, published: dict[str, Any]
-) -> dict[str, Any]:
-    checkpoint = extracted.checkpoint
-    columns = warehouse.table_columns(warehouse.dataset, spec.name) or []
-    return {
-        "dagster/row_count": warehouse.row_count(warehouse.dataset, spec.name),
-        "dagster/column_schema": TableSchema(
-            columns=[TableColumn(name=name, type=dtype) for name, dtype in columns]
-        ),
-        "source_url": _url_metadata(spec),
-        "records_synced": extracted.records,
-        "checkpoint": path_metadata(checkpoint.uri),
-        "checkpoint_id": checkpoint.id,
-        "checkpoint_sha256": checkpoint.manifest["sha256"],
-        **extracted.metadata,
-        **published,
-    }
-
-
 def audit_and_publish(
-    context: AssetExecutionContext,
+    context: dg.AssetExecutionContext,
     spec: SourceSpec,
     extracted: Extracted,
     warehouse: Warehouse,
-    settings: Settings,
-    allow_row_drop: bool,
+    rules: publish.Policy,
     seconds: dict[str, float],
-) -> Iterator[MaterializeResult | AssetCheckResult]:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Stage the extract, audit it with its suite, then the one audited publish; the
     checkpoint's manifest records the outcome. Raises `AuditFailed` when it blocks."""
-    key, staging = AssetKey(spec.name), warehouse.staging_dataset
-    checkpoint = extracted.checkpoint
+    key, staging, dataset = dg.AssetKey(spec.name), warehouse.staging_dataset, warehouse.dataset
+    run_id, checkpoint = context.run_id, extracted.checkpoint
     with warehouse.session(purpose=f"stage, audit and publish {spec.name}"):
-        started = time.perf_counter()
-        if not extracted.staged:
+        with _timed(seconds, "extract_load"):
             try:
-                warehouse.stage_checkpoint(spec.name, checkpoint)
+                if not extracted.staged:
+                    warehouse.stage_checkpoint(spec.name, checkpoint)
             except Exception as error:
                 context.log.debug(f"error while staging {spec.name}: {error!r}")
                 first = next(iter(str(error).strip().splitlines()), "")[:300]
-                raise SourceError(
-                    spec,
-                    f"loading the checkpoint into staging failed: {type(error).__name__}: {first}",
-                ) from None
-        seconds["extract_load"] += time.perf_counter() - started
+                failed = f"loading the checkpoint into staging failed: {type(error).__name__}"
+                raise SourceError(spec, f"{failed}: {first}") from None
         context.log.info(f"synced {extracted.records} records into {staging}.{spec.name}; auditing")
-        started = time.perf_counter()
-        suite = load_suite(spec.name)
-        validation = validate_table(
-            warehouse, staging, spec.name, suite, settings.data_docs_dir, key
-        )
-        seconds["audit"] = time.perf_counter() - started
-        started = time.perf_counter()
-        try:
-            audit, published = publish_audited(
-                f"source '{spec.name}' ({spec.url})",
-                [Candidate(key, spec.name, staging, checkpoint=checkpoint)],
-                validation.audit,
-                warehouse,
-                policy(settings, allow_row_drop),
-                context.run_id,
-                context.log.warning,
-            )
-        except AuditFailed as failed:
-            record_audit(checkpoint, False, failed.audit.failed_checks, False, context.run_id)
-            raise
-        checkpoint = record_audit(checkpoint, True, [], True, context.run_id)
-        seconds["publish"] = time.perf_counter() - started
-        extracted.checkpoint = checkpoint
-        yield MaterializeResult(
+        with _timed(seconds, "audit"):
+            audit = _audit(warehouse, staging, spec, rules.settings)
+        with _timed(seconds, "publish"):
+            candidate = publish.Candidate(key, spec.name, staging, checkpoint=checkpoint)
+            try:
+                audit, published = publish.publish_audited(
+                    f"source '{spec.name}' ({spec.url})",
+                    [candidate],
+                    audit,
+                    warehouse,
+                    rules,
+                    run_id,
+                    context.log.warning,
+                )
+            except publish.AuditFailed as failed:
+                record_audit(checkpoint, False, failed.audit.failed_checks, False, run_id)
+                raise
+            checkpoint = extracted.checkpoint = record_audit(checkpoint, True, [], True, run_id)
+        columns = warehouse.table_columns(dataset, spec.name) or []
+        yield dg.MaterializeResult(
             asset_key=key,
             metadata={
-                **published_metadata(spec, warehouse, extracted, published[key]),
-                **({"allow_row_drop": True} if allow_row_drop else {}),
-                "seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
+                "dagster/row_count": warehouse.row_count(dataset, spec.name),
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(name=name, type=dtype) for name, dtype in columns]
+                ),
+                "source_url": _url_metadata(spec),
+                "records_synced": extracted.records,
+                "checkpoint": path_metadata(checkpoint.uri),
+                "checkpoint_id": checkpoint.id,
+                "checkpoint_sha256": checkpoint.manifest["sha256"],
+                **extracted.metadata,
+                **published[key],
+                **({"allow_row_drop": True} if rules.allow_row_drop else {}),
+                "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
             },
             check_results=audit.results(),
-            data_version=DataVersion(published[key]["version"]),
+            data_version=dg.DataVersion(published[key]["version"]),
         )
 
 
 def checks_on_published(
-    context: AssetExecutionContext,
+    context: dg.AssetExecutionContext,
     specs: list[SourceSpec],
     warehouse: Warehouse,
     settings: Settings,
-) -> Iterator[AssetCheckResult]:
+) -> Iterator[dg.AssetCheckResult]:
     """The selected checks run alone (the UI's "Execute" on a check): on the published
     tables, changing nothing."""
-    selected = context.selected_asset_check_keys
+    dataset, lake, rules = warehouse.dataset, Lake(settings.lake), publish.policy(settings)
     with warehouse.session(purpose="run the selected checks on the published raw tables"):
         for spec in specs:
-            key = AssetKey(spec.name)
-            wanted = {check.name for check in selected if check.asset_key == key}
-            if not wanted:
-                continue
-            suite = load_suite(spec.name)
-            audit = validate_table(
-                warehouse, warehouse.dataset, spec.name, suite, settings.data_docs_dir, key
-            ).audit
-            rows = warehouse.row_count(warehouse.dataset, spec.name)
-            candidate = Candidate(key, spec.name, warehouse.dataset)
-            lake = Lake(settings.lake)
-            audit = audit + Audit([volume_outcome(candidate, rows, lake, policy(settings))])
-            yield from (r for r in audit.results() if r.check_name in wanted)
+            key = dg.AssetKey(spec.name)
+            wanted = {c.name for c in context.selected_asset_check_keys if c.asset_key == key}
+            if wanted:
+                rows = warehouse.row_count(dataset, spec.name)
+                candidate = publish.Candidate(key, spec.name, dataset)
+                volume = publish.volume_outcome(candidate, rows, lake, rules)
+                audit = _audit(warehouse, dataset, spec, settings) + Audit([volume])
+                yield from (r for r in audit.results() if r.check_name in wanted)
 
 
-def build_raw_asset(settings: Settings, deployment: WarehouseDeployment) -> AssetsDefinition:
+def build_raw_asset(settings: Settings, deployment: WarehouseDeployment) -> dg.AssetsDefinition:
     """Extract-load every source, audit each with its GX suite and the volume guard, publish."""
     specs = source_specs(settings)
-    keys = [AssetKey(spec.name) for spec in specs]
+    keys = [dg.AssetKey(spec.name) for spec in specs]
 
-    @multi_asset(
+    @dg.multi_asset(
         name="airbyte_sync",
         specs=[
-            AssetSpec(
+            dg.AssetSpec(
                 key=key,
                 deps=[source_file_key(spec)],
                 description=(
@@ -250,24 +209,27 @@ def build_raw_asset(settings: Settings, deployment: WarehouseDeployment) -> Asse
             for key, spec in zip(keys, specs, strict=True)
         ],
         check_specs=[
-            spec
+            check
             for key in keys
-            for spec in [*load_suite(key.path[-1]).check_specs(key), volume_check_spec(key)]
+            for check in [
+                *load_suite(key.path[-1]).check_specs(key),
+                publish.volume_check_spec(key),
+            ]
         ],
         can_subset=True,
     )
     def airbyte_sync(
-        context: AssetExecutionContext,
+        context: dg.AssetExecutionContext,
         config: RawConfig,
         airbyte: AirbyteLoader,
         warehouse: Warehouse,
     ):
-        selected = [s for s in specs if AssetKey(s.name) in context.selected_asset_keys]
+        selected = [s for s in specs if dg.AssetKey(s.name) in context.selected_asset_keys]
         if not selected:  # only checks were selected
             yield from checks_on_published(context, specs, warehouse, settings)
             return
+        rules, failures = publish.policy(settings, config.allow_row_drop), []
         started = time.perf_counter()
-        failures: list[Failure] = []
         with closing(airbyte.extract(selected, warehouse, context.run_id, context.log)) as synced:
             import_great_expectations()  # seconds of imports, while the connectors read
             for spec, extracted in synced:
@@ -276,29 +238,21 @@ def build_raw_asset(settings: Settings, deployment: WarehouseDeployment) -> Asse
                     if isinstance(extracted, SourceError):
                         raise extracted
                     yield from audit_and_publish(
-                        context,
-                        spec,
-                        extracted,
-                        warehouse,
-                        settings,
-                        config.allow_row_drop,
-                        seconds,
+                        context, spec, extracted, warehouse, rules, seconds
                     )
-                except AuditFailed as failed:
+                except publish.AuditFailed as failed:
                     yield from failed.audit.results()
                     failures.append(failed.failure)
                 except SourceError as error:
                     metadata = {"source": spec.name, "source_url": _url_metadata(spec)}
-                    failures.append(Failure(str(error), metadata=metadata, allow_retries=False))
+                    failures.append(dg.Failure(str(error), metadata=metadata, allow_retries=False))
                 except TimeoutError as error:  # the warehouse lock was never granted
-                    failures.append(
-                        Failure(f"{spec.name}: nothing was staged or published: {error}")
-                    )
+                    nothing = f"{spec.name}: nothing was staged or published: {error}"
+                    failures.append(dg.Failure(nothing))
                 started = time.perf_counter()
-        if len(failures) == 1:
-            raise failures[0]
         if failures:
-            raise Failure("\n\n".join(f.description or "" for f in failures), allow_retries=False)
+            joined = "\n\n".join(f.description or "" for f in failures)
+            raise failures[0] if len(failures) == 1 else dg.Failure(joined, allow_retries=False)
 
     return airbyte_sync
 
@@ -323,9 +277,15 @@ def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
     )
 
 
-def build_ingestion_definitions(settings: Settings, deployment: WarehouseDeployment) -> Definitions:
-    observations = [build_source_file_asset(spec) for spec in source_specs(settings)]
-    return Definitions(
-        assets=with_source_code_references([*observations, build_raw_asset(settings, deployment)]),
+def build_ingestion_definitions(
+    settings: Settings, deployment: WarehouseDeployment
+) -> dg.Definitions:
+    """The source files, the raw multi-asset and the `airbyte` resource."""
+    assets = [
+        *map(build_source_file_asset, source_specs(settings)),
+        build_raw_asset(settings, deployment),
+    ]
+    return dg.Definitions(
+        assets=dg.with_source_code_references(assets),
         resources={"airbyte": build_airbyte_loader(settings)},
     )

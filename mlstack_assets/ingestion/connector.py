@@ -1,6 +1,5 @@
 """Install the pinned Airbyte File source connector with `uv`, once, into a venv of its own
-(its dependencies, pandas among them, never meet mlstack's): no connector registry, no Docker.
-"""
+(its dependencies, pandas among them, never meet mlstack's): no connector registry, no Docker."""
 
 import shutil
 import subprocess
@@ -22,14 +21,6 @@ class ConnectorInstallError(RuntimeError):
     """The connector could not be installed; the message carries uv's own output."""
 
 
-def _run(*args: str) -> None:
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise ConnectorInstallError(
-            f"installing {CONNECTOR_PACKAGE} failed: {' '.join(args)}\n{result.stderr.strip()}"
-        )
-
-
 def ensure_connector(install_root: Path) -> Path:
     """Return the connector executable, installing it first if this version is missing."""
     venv = install_root / f"{CONNECTOR_NAME}-{CONNECTOR_VERSION}"
@@ -49,6 +40,13 @@ def ensure_connector(install_root: Path) -> Path:
         held = f"{CONNECTOR_PACKAGE} into {venv} (its lock {lock.lock_file} is still held)"
         raise ConnectorInstallError(f"{waited} {held}") from None
     return executable
+
+
+def _run(*args: str) -> None:
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        failed = f"installing {CONNECTOR_PACKAGE} failed: {' '.join(args)}"
+        raise ConnectorInstallError(f"{failed}\n{result.stderr.strip()}")
 
 
 def _install(venv: Path, executable: Path) -> None:

@@ -13,14 +13,13 @@ from threading import Event
 
 import requests
 import urllib3.exceptions
-from requests.exceptions import ChunkedEncodingError, ReadTimeout, RequestException
+from requests.exceptions import ChunkedEncodingError, ReadTimeout, RequestException, SSLError
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
 
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec, require_https
 
 CHUNK = 1 << 20
-BACKOFF_SECONDS = 1.0  # first retry after 1 s, then 2, 4, ... (capped)
-BACKOFF_CAP_SECONDS = 30.0
+BACKOFF_SECONDS, BACKOFF_CAP_SECONDS = 1.0, 30.0  # retry after 1 s, then 2, 4, ... capped
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 # refused, reset, DNS, a connect timeout; the connection broken mid-body (requests, raw reads)
 _TRANSIENT = (requests.ConnectionError, ChunkedEncodingError, ProtocolError, NewConnectionError)
@@ -32,6 +31,7 @@ def backoff_seconds(attempt: int) -> float:
 
 
 def transient_status(status: int) -> bool:
+    """Whether an HTTP status is worth a retry."""
     return status in RETRIED_STATUSES
 
 
@@ -58,8 +58,7 @@ def _get(
                 # read1: whatever has arrived (up to CHUNK), so `received` is exact when a
                 # read stalls or breaks; decoded as requests would (gzip transfer encoding)
                 while chunk := response.raw.read1(CHUNK, decode_content=True):
-                    out.write(chunk)
-                    received += len(chunk)
+                    received += out.write(chunk)
                     if (elapsed := time.monotonic() - start) > deadline:
                         rate = _rate(received / elapsed if elapsed else 0.0)
                         got = f"{received:,} bytes received in {elapsed:.0f} s, {rate}"
@@ -79,7 +78,7 @@ def _get(
             seconds = f"{timeout:g}"
             silent = f"no bytes for {seconds} s {where} (MLSTACK_SOURCE_TIMEOUT_SECONDS={seconds})"
             raise SourceError(spec, f"the server stopped sending data: {silent}") from None
-        if isinstance(error, requests.exceptions.SSLError | urllib3.exceptions.SSLError):
+        if isinstance(error, SSLError | urllib3.exceptions.SSLError):
             raise SourceError(spec, f"TLS error: {reason}") from None
         if isinstance(error, _TRANSIENT):
             return f"{type(error).__name__} {where}: {reason}"
@@ -99,8 +98,7 @@ def download(
     """Download an HTTPS source to `destination`, return its size; `SourceError` on a stall, the
     deadline, a status not retried, `retries` retries spent (each logged) or `stopped` set."""
     require_https(spec)
-    started = time.monotonic()
-    stopped = stopped or Event()
+    started, stopped = time.monotonic(), stopped or Event()
     for attempt in range(retries + 1):
         failure = _get(spec, destination, timeout, started, deadline, stopped)
         if isinstance(failure, int):

@@ -1,15 +1,12 @@
-"""Has a source changed? Answered cheaply, from what was seen last time (`state`, which the
-sensor keeps in its cursor): a local file is hashed only when its size or mtime moved; a web
-source gets a conditional GET (ETag / Last-Modified), its body hashed only when it has neither.
-"""
+"""Has a source changed? Answered cheaply from last time's `state` (the sensor's cursor): a local
+file is hashed only when its size or mtime moved; a web source gets a conditional GET (ETag /
+Last-Modified), its body hashed only when it has neither."""
 
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlstack_assets.ingestion.sources import SourceSpec, http_response, local_file
-from mlstack_assets.lake import file_sha256, streamed_sha256
-
-CHUNK = 1 << 20
+from mlstack_assets.lake import CHUNK, file_sha256, streamed_sha256
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,10 @@
 """What the raw asset asks of Airbyte, whichever Airbyte it is.
 
-`AirbyteLoader` is the `airbyte` resource: embedded (mlstack runs the File source connector
-itself, `embedded.py`) or a server (Airbyte OSS / Cloud through dagster-airbyte,
-`server.py`). Either way a Full refresh | Overwrite sync of a source ends as an immutable
-checkpoint in the lake, which the raw asset loads into `<dataset>_staging.<source>`,
-audits and publishes the same way. No warehouse lock is held while a source is read,
-unless the sync itself writes the warehouse (a server's destination).
+`AirbyteLoader` is the `airbyte` resource: embedded (`embedded.py`, mlstack runs the File
+source connector) or a server (`server.py`, Airbyte OSS / Cloud). Either way a sync ends as
+an immutable checkpoint in the lake, which the raw asset stages, audits and publishes. No
+warehouse lock is held while a source is read, unless the sync writes the warehouse itself.
 """
-
-from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field

@@ -1,8 +1,8 @@
 """The Airbyte protocol the File source connector writes to stdout, read by DuckDB.
 
-The connector's messages (JSON, one per line) go to a file that DuckDB reads twice, never Python
-per record: leniently for logs, TRACE errors and stream statuses (a line cut off by a killed
-connector is skipped: the exit status and a missing COMPLETE tell), strictly for the records.
+DuckDB reads the messages file twice, never Python per record: leniently for logs, TRACE errors
+and stream statuses (a line cut off by a killed connector is skipped: the exit status and a
+missing COMPLETE tell), strictly for the records.
 """
 
 import re

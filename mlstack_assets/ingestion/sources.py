@@ -14,10 +14,9 @@ from mlstack_assets.sources import SOURCES, source
 
 HTTP_TIMEOUT_SECONDS = 30
 
-# pandas options for the File source's CSV reader: every field as text, as the file spells it
-# (only an empty field is NULL), not typed by a guess per 10,000-row chunk (`7.4` would make an
-# id column floats, `1e3` 1000, `007` 7, `NA`/`null`/`NaN` NULL). The audit checks the text and
-# dbt staging casts it, so a value that does not fit fails loudly instead of changing quietly.
+# pandas options for the File source's CSV reader: every field as the file spells it (only an
+# empty field is NULL), not typed by a guess per chunk (`7.4` would make ids floats, `007` 7,
+# `NA` NULL): the audit checks the text and dbt casts it, so a misfit fails loudly.
 READER_OPTIONS = {"dtype": "str", "keep_default_na": False, "na_values": [""]}
 
 
@@ -66,8 +65,7 @@ def source_specs(settings: Settings) -> list[SourceSpec]:
 
 def local_file(spec: SourceSpec) -> Path:
     """The source's file, or `SourceError` when there is none."""
-    path = spec.local_path
-    if path.is_dir():
+    if (path := spec.local_path).is_dir():
         raise SourceError(spec, f"{path} is a directory, not a file")
     if not path.is_file():
         what = "not a regular file" if path.exists() else "file not found"
@@ -76,6 +74,7 @@ def local_file(spec: SourceSpec) -> Path:
 
 
 def require_https(spec: SourceSpec) -> None:
+    """The connector reads web sources over HTTPS only."""
     if spec.url.startswith("http://"):
         raise SourceError(
             spec, "the Airbyte File source reads web sources over HTTPS only; use an https:// URL"

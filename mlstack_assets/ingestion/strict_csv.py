@@ -1,14 +1,11 @@
 """DuckDB's own strict reading of a source CSV, and its comparison with the connector's.
 
-The connector's pandas reader silently shifts every column of a row with a field too many, cuts
-a field at a NUL byte and drops lines it cannot parse. So DuckDB reads the same bytes strictly
-(nothing guessed, each bad line a reject with its line number); any difference, record by record
-(by position) and field by field, fails the extract, naming the record, id, column and values.
-By design pandas turns CRLF and a lone CR in a quoted field into LF (both sides are compared so)
-and reads a file mixing CRLF and LF lines, which DuckDB's strict mode cannot ("the CSV Parser
-state machine reached an invalid state"): such a file is read with strict mode off, a too-wide
-row or broken quote then making pandas fail (naming the line) or differ. Both agree on the rest:
-a BOM is no part of a name, CRLF, blank lines skipped, empty fields NULL, "" an escaped quote.
+The connector's pandas reader silently shifts the columns of a row with a field too many, cuts a
+field at a NUL byte and drops lines it cannot parse. DuckDB reads the same bytes strictly (each
+bad line a reject with its line number); any difference, record by record and field by field,
+fails the extract, naming record, id, column and values. By design pandas turns CR and CRLF in a
+quoted field into LF (compared so) and reads a file mixing CRLF and LF lines, which DuckDB reads
+only with strict mode off (then pandas fails on a too-wide row or broken quote, or differs).
 """
 
 import itertools
@@ -68,8 +65,7 @@ def read_header(conn: Any, path: Path) -> list[str]:
             texts = [text.strip() for text in str(error).splitlines() if text.strip()]
             skip = ("CSV Error on Line", "Original Line")
             detail = next((t for t in texts if not any(s in t for s in skip)), "")
-            if "not utf-8 encoded" in detail:
-                detail = "not UTF-8 text"
+            detail = "not UTF-8 text" if "not utf-8 encoded" in detail else detail
             detail = (detail or next(iter(texts), ""))[:300]
             raise CsvError(f"the header row cannot be read: {detail}") from None
         row = first_row("true")  # the reader read ahead: a later bad line is the strict read's

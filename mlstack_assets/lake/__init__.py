@@ -128,14 +128,11 @@ class Lake:
             self.fs.rm(self.uri(key), recursive=True)
 
     def modified(self, key: str) -> float | None:
-        """When `key` was last written (epoch seconds), or None."""
+        """When `key` was last written (epoch seconds), or None (Cloud Storage: a directory)."""
         try:
-            mtime = self.fs.info(self.uri(key)).get("mtime")  # a datetime on Cloud Storage
-        except FileNotFoundError:
+            return self.fs.modified(self.uri(key)).timestamp()
+        except (FileNotFoundError, KeyError):
             return None
-        if isinstance(mtime, datetime):
-            return mtime.timestamp()
-        return None if mtime is None else float(mtime)
 
     def sha256(self, uri: str) -> str:
         """The sha256 of the file at `uri` (a key of this lake, or a path or URI it holds)."""

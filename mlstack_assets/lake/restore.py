@@ -73,8 +73,7 @@ def build_rollback_definitions(lake_root: str) -> dg.Definitions:
     def restore_version(
         context: dg.OpExecutionContext, config: RollbackConfig, warehouse: Warehouse
     ) -> None:
-        """Restore the table to the version (sha256 checked first), atomically; record it as
-        the table's materialization (`restored_from`)."""
+        """Restore the table to the version, sha256 checked, and record it as a materialization."""
         try:
             restored = restore(config.table, config.version, lake_root, warehouse)
         except VersionError as error:

@@ -1,7 +1,6 @@
-"""Versions of the published tables: every publish kept, any one restorable or readable. A
-version's manifest has its run, rows, columns, checks passed, sha256 and `inputs` (what it was
-built from, transitively); `current.json` names the one the table holds. Retention keeps the
-newest, the current one and every one a current one was built from."""
+"""Versions of the published tables, each restorable or readable: a manifest (run, rows, columns,
+checks passed, sha256, `inputs`: what it was built from, transitively) and its data;
+`current.json` names the one the table holds."""
 
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -77,15 +76,13 @@ def lineage(lake: Lake, inputs: dict[str, str]) -> dict[str, str]:
             upstream = find_version(lake, table, version_id)
         except VersionError:
             continue
-        for name, value in lineage(lake, upstream.inputs).items():
-            found.setdefault(name, value)
+        found |= {k: v for k, v in lineage(lake, upstream.inputs).items() if k not in found}
     return found
 
 
 def current_versions(lake: Lake, tables: list[str]) -> dict[str, str]:
     """The current version of each of `tables`, and what each was built from."""
-    found = {t: v for t in tables if (v := current_version_id(lake, t)) is not None}
-    return lineage(lake, found)
+    return lineage(lake, {t: v for t in tables if (v := current_version_id(lake, t)) is not None})
 
 
 def claim_version(lake: Lake, table: str, version_id: str) -> str:

@@ -1,8 +1,5 @@
-"""Blocking checks on an ML table built in the audit dataset, before it is published.
-
-Each check queries a handful of counts, so it costs the same on DuckDB and BigQuery at any
-size. `Query` runs SQL and returns rows: the warehouse, or a DuckDB connection in the tests.
-"""
+"""Blocking checks on an ML table built in the audit dataset, before it is published: each
+queries a handful of counts, the same cost on DuckDB and BigQuery at any size."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +10,7 @@ from dagster import AssetCheckSpec, AssetKey
 from mlstack_assets.ml.sql import IN_SPLITS, SPLIT_COLUMNS, SPLITS
 from mlstack_assets.quality.outcomes import CheckOutcome
 
-Query = Callable[[str], list[tuple]]
+Query = Callable[[str], list[tuple]]  # the warehouse's, or a DuckDB connection's in the tests
 
 EXAMPLES = 5  # offending ids or tags shown in a failure
 # BigQuery computes n * fraction in FLOAT64: n * 0.7 can come out as 7.000000000000001.
@@ -41,19 +38,19 @@ CHECKS_BY_ASSET = {
     "ml_splits": (ONE_SPLIT, EVERY_SPLIT, FRACTIONS),
     "tag_distribution": (SUMS,),
 }
-ASSET_OF = {name: asset for asset, names in CHECKS_BY_ASSET.items() for name in names}
+ASSET_OF = {name: AssetKey(asset) for asset, names in CHECKS_BY_ASSET.items() for name in names}
 
 
 def check_specs(asset: str) -> list[AssetCheckSpec]:
+    """The blocking checks of the ML asset `asset`."""
     return [
         AssetCheckSpec(name, asset=AssetKey(asset), blocking=True, description=DESCRIPTIONS[name])
         for name in CHECKS_BY_ASSET[asset]
     ]
 
 
-def outcome(name: str, passed: bool, summary: str, metadata: dict[str, Any]) -> CheckOutcome:
-    asset = AssetKey(ASSET_OF[name])
-    return CheckOutcome(asset, name, passed, summary, blocking=True, metadata=metadata)
+def _outcome(name: str, passed: bool, summary: str, metadata: dict[str, Any]) -> CheckOutcome:
+    return CheckOutcome(ASSET_OF[name], name, passed, summary, blocking=True, metadata=metadata)
 
 
 def _listed(counts: dict[str, int]) -> str:
@@ -77,18 +74,15 @@ def row_count_matches_labeled_projects(
         "excluded_unknown_or_missing_tag": excluded_tag,
         "excluded_empty_text": excluded_text,
     }
-    return outcome(ROW_COUNT, rows > 0 and rows == expected, summary, metadata)
+    return _outcome(ROW_COUNT, rows > 0 and rows == expected, summary, metadata)
 
 
 def every_id_in_one_split(query: Query, splits: str, dataset: str) -> CheckOutcome:
     """No id lost, repeated or invented between ml_dataset and the built ml_splits."""
     unsplit = f"split is null or not {IN_SPLITS}"
-    [(rows, distinct_ids, without_split, dataset_rows)] = query(f"""select *
-from (
-    select count(*) as split_rows, count(distinct id) as distinct_ids,
-        count(case when {unsplit} then 1 end) as without_split
-    from {splits}
-) cross join (select count(*) as dataset_rows from {dataset})""")
+    [(rows, distinct_ids, without_split, dataset_rows)] = query(f"""select count(*),
+    count(distinct id), count(case when {unsplit} then 1 end), (select count(*) from {dataset})
+from {splits}""")
     passed = rows > 0 and rows == distinct_ids == dataset_rows and not without_split
     metadata: dict[str, Any] = {
         "rows": rows,
@@ -112,11 +106,13 @@ from (
             f"; e.g. ids in several rows {metadata['ids_in_several_rows']},"
             f" ids without a split {metadata['ids_without_a_split']}"
         )
-    return outcome(ONE_SPLIT, passed, summary, metadata)
+    return _outcome(ONE_SPLIT, passed, summary, metadata)
 
 
 @dataclass(frozen=True)
 class TagShares:
+    """One tag in ml_splits: its rows per split, whether it has enough for each, how far off."""
+
     tag: str
     rows: int
     per_split: dict[str, int]
@@ -146,6 +142,7 @@ order by tag""")
 
 
 def every_tag_in_every_split(shares: list[TagShares]) -> CheckOutcome:
+    """Every tag with enough rows for every split has rows in each."""
     checked = [share for share in shares if share.has_enough_rows]
     missing = [
         f"{share.tag} (n={share.rows}): no {split} rows"
@@ -162,12 +159,13 @@ def every_tag_in_every_split(shares: list[TagShares]) -> CheckOutcome:
         "tags_with_enough_rows": [share.tag for share in checked],
         "empty_tag_splits": missing[:EXAMPLES],
     }
-    return outcome(EVERY_SPLIT, not missing, summary, metadata)
+    return _outcome(EVERY_SPLIT, not missing, summary, metadata)
 
 
 def fractions_within_one_row(
     shares: list[TagShares], validation_fraction: float, test_fraction: float
 ) -> CheckOutcome:
+    """Every tag's rows per split are within one row of n * fraction."""
     off = [share for share in shares if share.largest_distance > 1 + TOLERANCE]
     examples = [
         f"{share.tag} (n={share.rows}): {_listed(share.per_split)}" for share in off[:EXAMPLES]
@@ -184,15 +182,14 @@ def fractions_within_one_row(
         "validation_fraction": validation_fraction,
         "test_fraction": test_fraction,
     }
-    return outcome(FRACTIONS, not off, summary, metadata)
+    return _outcome(FRACTIONS, not off, summary, metadata)
 
 
 def sums_to_split_counts(query: Query, distribution: str, splits: str) -> CheckOutcome:
     """The built tag_distribution against ml_splits: no row lost or counted twice."""
     columns = [*SPLITS, "total"]
     summed = ", ".join(f"coalesce(sum({column}), 0) as summed_{column}" for column in columns)
-    [row] = query(f"""select *
-from (select {summed} from {distribution})
+    [row] = query(f"""select * from (select {summed} from {distribution})
 cross join (select {SPLIT_COLUMNS}, count(*) as total from {splits})""")
     sums = dict(zip(columns, map(int, row[:4]), strict=True))
     split_rows = dict(zip(columns, map(int, row[4:]), strict=True))
@@ -201,4 +198,4 @@ cross join (select {SPLIT_COLUMNS}, count(*) as total from {splits})""")
     if differing:
         summary += f"; differing: {', '.join(differing)}"
     metadata = {"tag_distribution_sums": sums, "ml_splits_rows": split_rows}
-    return outcome(SUMS, not differing, summary, metadata)
+    return _outcome(SUMS, not differing, summary, metadata)

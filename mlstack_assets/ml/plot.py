@@ -15,9 +15,7 @@ if TYPE_CHECKING:
 def distribution_table(counts: list[tuple[str, str, int]]) -> pd.DataFrame:
     """(split, tag, rows) triples → one row per tag, a column per split, and the total."""
     frame = pd.DataFrame(counts, columns=["split", "tag", "row_count"])
-    table = frame.pivot_table(
-        "row_count", index="tag", columns="split", aggfunc="sum", fill_value=0
-    )
+    table = frame.pivot_table("row_count", "tag", "split", aggfunc="sum", fill_value=0)
     table = table.reindex(columns=list(SPLITS), fill_value=0).astype("int64")
     table["total"] = table.sum(axis=1)
     return table.sort_values("total", ascending=False).reset_index()
@@ -49,7 +47,3 @@ def markdown_image(path: Path) -> str:
     """The PNG inline, as the Dagster UI renders Markdown metadata."""
     encoded = base64.b64encode(path.read_bytes()).decode("ascii")
     return f"![Projects per tag and split](data:image/png;base64,{encoded})"
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    return table.to_markdown(index=False)

@@ -1,7 +1,6 @@
-"""The SQL of the ML assets: text normalization, filtering, and a stratified split that is
-deterministic for a seed (md5(seed:id) orders each tag's rows), all run in the warehouse.
-DuckDB and BigQuery differ only in the spellings of `warehouse/dialect.py`.
-"""
+"""The SQL of the ML assets, run in the warehouse: text normalization, filtering, and a
+stratified split that is deterministic for a seed (md5(seed:id) orders each tag's rows).
+DuckDB and BigQuery differ only in the spellings of `warehouse/dialect.py`."""
 
 from collections.abc import Sequence
 
@@ -9,16 +8,14 @@ from mlstack_assets.warehouse.dialect import sql_dialect, sql_string
 
 SPLITS = ("train", "validation", "test")
 # true for train, validation and test; false or null for anything else
-IN_SPLITS = f"split in ({', '.join(sql_string(split) for split in SPLITS)})"
+IN_SPLITS = f"split in ({', '.join(map(sql_string, SPLITS))})"
 # rows per split as the columns train, validation, test of an aggregate query
-SPLIT_COLUMNS = ", ".join(
-    f"count(case when split = {sql_string(split)} then 1 end) as {split}" for split in SPLITS
-)
+SPLIT_COLUMNS = ", ".join(f"count(case when split = '{s}' then 1 end) as {s}" for s in SPLITS)
 
 
 def _known_and_blank(warehouse: str, known_tags: Sequence[str]) -> tuple[str, str]:
     """Known tag; no text (a plain trim of RE2's `\\s`: cheaper than a regex on every row)."""
-    known = f"tag in ({', '.join(sql_string(tag) for tag in known_tags)})"
+    known = f"tag in ({', '.join(map(sql_string, known_tags))})"
     joined = "coalesce(title, '') || coalesce(description, '')"
     return known, f"trim({joined}, {sql_dialect(warehouse).whitespace}) = ''"
 
@@ -48,8 +45,7 @@ def ml_splits_sql(
 ) -> str:
     """Per tag, round(n * fraction) rows for validation and test, picked by md5(seed:id)."""
     dialect = sql_dialect(warehouse)
-    seeded_id = f"{sql_string(f'{seed}:')} || cast(id as {dialect.string_type})"
-    key = dialect.md5_hex.format(expr=seeded_id)
+    key = dialect.md5_hex.format(expr=f"'{seed}:' || cast(id as {dialect.string_type})")
     return f"""with ranked as (
     select id, created_on, text, tag,
         row_number() over (partition by tag order by {key}, id) as position,
@@ -69,7 +65,7 @@ from ranked"""
 def split_counts_sql(source: str) -> str:
     """Rows per split and tag, from a table or a parenthesized query."""
     return f"""select split, tag, count(*) as row_count from {source}
-group by split, tag order by tag, split"""
+group by split, tag order by split, tag"""
 
 
 def tag_distribution_sql(source: str) -> str:

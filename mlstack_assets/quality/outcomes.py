@@ -1,6 +1,5 @@
-"""One outcome type for every check that audits a table before it is published (GX, dbt, ML
-checks, the volume guard), so that one `Audit` maps to Dagster's check results and to the one
-failure report. `publish.py` publishes only an audit that passed."""
+"""One outcome type for every check that audits a table before its publish (GX, dbt, ML checks,
+the volume guard): an `Audit` gives Dagster's check results and the one failure report."""
 
 from dataclasses import dataclass, field, replace
 from typing import Any

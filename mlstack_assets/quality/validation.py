@@ -43,9 +43,8 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
-    if isinstance(value, bytes | bytearray):
-        value = bytes(value).decode("utf-8", "backslashreplace")
-    text = value if isinstance(value, str) else str(value)
+    binary = isinstance(value, bytes | bytearray)
+    text = bytes(value).decode("utf-8", "backslashreplace") if binary else str(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -134,17 +133,12 @@ def _left_out(
     the column-set and row-count expectations already fail a missing column or an empty table;
     a table not published yet (an empty warehouse's first sync) leaves nothing to compare."""
 
-    def spelled(value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.replace("{try_cast}", warehouse.dialect.try_cast)
-            return PUBLISHED.sub(lambda m: warehouse.qualified(warehouse.dataset, m[1]), value)
-        if isinstance(value, dict):
-            return {key: spelled(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [spelled(item) for item in value]
-        return value
+    def quoted(text: str) -> str:  # as it reads inside a JSON string
+        return json.dumps(text)[1:-1]
 
-    document = spelled(suite.document)
+    text = json.dumps(suite.document).replace("{try_cast}", quoted(warehouse.dialect.try_cast))
+    text = PUBLISHED.sub(lambda m: quoted(warehouse.qualified(warehouse.dataset, m[1])), text)
+    document = json.loads(text)
     left: dict[str, tuple[bool, str]] = {}
     kept = []
     for expectation, config in zip(suite.expectations, document["expectations"], strict=True):
@@ -243,7 +237,6 @@ def validate_table(
     document, left_out = _left_out(suite, warehouse, columns, empty)
     results, docs = _run_checkpoint(warehouse, schema, table, document, columns, data_docs_dir)
     by_check = {r.expectation_config.meta["check"]: r for r in results.results}
-    configs = {config["meta"]["check"]: config for config in document["expectations"]}
     relation = warehouse.qualified(schema, table)
     outcomes = []
     for expectation in suite.expectations:
@@ -256,7 +249,7 @@ def validate_table(
             kind = expectation.config["type"]
             outcome = _outcome(outcome, kind, by_check[name], f"{schema}.{table}")
             if not outcome.passed and kind == "unexpected_rows_expectation":
-                query = configs[name]["kwargs"]["unexpected_rows_query"]
+                query = by_check[name].expectation_config.kwargs["unexpected_rows_query"]
                 outcome = _with_sample_rows(outcome, query.replace("{batch}", relation), warehouse)
         if docs:
             outcome = outcome.with_metadata(data_docs=MetadataValue.url(docs))

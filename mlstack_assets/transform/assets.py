@@ -1,12 +1,10 @@
-"""dbt's models as Dagster assets, with write-audit-publish, in four named pieces.
+"""dbt's models as Dagster assets, with write-audit-publish.
 
-One multi-asset for the whole dbt project (dagster-dbt respects test failures only within one
-definition): 1. build (`build.py`: `dbt build` into `<dataset>_audit`, the profile's schema),
-2. audit (`audit.py`: dbt's tests and each model's GX suite, there), 3. publish (`publish.py`:
-every model at once, a version of labeled_projects in the lake, views reading the published
-tables), 4. each model's Output with its metadata. A failed audit fails the step with one report;
-the published tables keep their content. dbt sources carry `meta.dagster.asset_key`: the raw
-tables are the staging models' upstream. Checks run alone run on the published tables.
+One multi-asset for the whole project (dagster-dbt respects test failures only within one
+definition): `dbt build` into `<dataset>_audit` (`build.py`), dbt's tests and each model's GX
+suite there (`audit.py`), then every model published at once, with a version of labeled_projects
+in the lake (`publish.py`), or none. dbt sources carry `meta.dagster.asset_key`: the raw tables
+are the staging models' upstream. Checks run alone run on the published tables.
 """
 
 import json
@@ -28,7 +26,7 @@ from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import Settings
 from mlstack_assets.sources import source_names
 from mlstack_assets.transform.audit import audit_build
-from mlstack_assets.transform.build import DbtBuild, fail_if_upstream_missing, run_build
+from mlstack_assets.transform.build import fail_if_upstream_missing, run_build
 from mlstack_assets.transform.dbt_child import dbt_child_executable
 from mlstack_assets.transform.project import dbt_project, dbt_vars_args
 from mlstack_assets.warehouse import Warehouse
@@ -37,6 +35,7 @@ TRANSFORM_GROUP = "transform"
 OWNER = "team:mlstack"
 FRESHNESS_CHECK = "dbt_source_freshness"
 UNIQUE_ID = "dagster_dbt/unique_id"  # a dbt asset's or test's node in the manifest
+PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 class MlstackDbtTranslator(DagsterDbtTranslator):
@@ -76,33 +75,6 @@ class DbtConfig(dg.Config):
     )
 
 
-def _outputs(
-    built: DbtBuild, warehouse: Warehouse, published: dict[dg.AssetKey, dict], seconds: dict
-) -> Iterator[dg.Output]:
-    """Each model's Output: dagster-dbt's metadata (the audit relation's schema and lineage, as
-    published), its row count, the publish's (table, version); the step's stages on the first."""
-    timings = {"seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in seconds.items()})}
-    for position, model in enumerate(built.models):
-        metadata = {**model.output.metadata, **published[model.key]}
-        metadata["relation"] = "view" if model.is_view else "table"  # the run summary shows it
-        if not model.is_view:
-            metadata["dagster/row_count"] = warehouse.row_count(warehouse.dataset, model.alias)
-        version = published[model.key].get("version")
-        yield dg.Output(
-            value=None,
-            output_name=model.output.output_name,
-            metadata={**metadata, **(timings if position == 0 else {})},
-            data_version=dg.DataVersion(version) if version else None,
-        )
-
-
-def _dbt_results(dbt: Any, args: list[str], artifact: str) -> dict[str, dict[str, Any]]:
-    """Each node's result in `artifact` of a dbt command whose failures are check results."""
-    invocation = dbt.cli(args, raise_on_error=False)
-    invocation.wait()
-    return {r["unique_id"]: r for r in invocation.get_artifact(artifact)["results"]}
-
-
 def build_dbt_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefinition:
     """One multi-asset for every dbt model: write (dbt build in the audit schema), audit
     (dbt's tests and the GX suite, there), publish (all models at once, atomically)."""
@@ -116,30 +88,33 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
 
     specs, dbt_check_specs = list(dbt_specs.specs), list(dbt_specs.check_specs)
     suites = {s.key: load_suite(s.key.path[-1]) for s in specs if "great_expectations" in s.kinds}
-    guarded = [s.key for s in specs if s.key.path[-1] in publish.VOLUME_GUARDED]
     manifest = json.loads(project.manifest_path.read_text())
     nodes = manifest["nodes"]
-    model_ids = {s.key: s.metadata[UNIQUE_ID] for s in specs}
-    # every node an asset stands for: the models, and the sources (the raw assets)
-    keys_by_id = {
-        unique_id: translator.get_asset_spec(manifest, unique_id, project).key
-        for unique_id in [*manifest["sources"], *model_ids.values()]
+    aliases = {s.key: nodes[s.metadata[UNIQUE_ID]]["alias"] for s in specs}
+    guarded = [key for key in aliases if key.path[-1] in publish.VOLUME_GUARDED]
+    docs = settings.data_docs_dir
+    sources = {  # the raw assets the staging models read, and their tables
+        translator.get_asset_spec(manifest, unique_id, project).key: source["identifier"]
+        for unique_id, source in manifest["sources"].items()
     }
-    build_args = ["build", *dbt_vars_args(settings)]
 
     def checks_on_published(
         context: dg.AssetExecutionContext, dbt: InstalledDbtCliResource, warehouse: Warehouse
     ) -> Iterator[dg.AssetCheckResult]:
-        """The selected checks run alone: `dbt test` with the models resolved to `<dataset>` (the
-        profile's schema var) and the GX suites on the published tables; nothing is built.
-        dagster-dbt's own subsetting looks every check up as a dbt test: `KeyError` on GX ones."""
+        """The selected checks alone, nothing built: `dbt test` with the models resolved to
+        `<dataset>` (the profile's schema var) and the GX suites, on the published tables.
+        (dagster-dbt's own subsetting looks every check up as a dbt test: `KeyError` on GX.)"""
         selected = set(context.selected_asset_check_keys)
         tests = {s.metadata[UNIQUE_ID]: s for s in dbt_check_specs if s.key in selected}
         with warehouse.session(purpose="run the selected checks on the published tables"):
-            fqns = [".".join(nodes[test_id]["fqn"]) for test_id in tests]
-            published = dbt_vars_args(settings, audit_dataset=settings.dataset)  # what they check
-            args = ["test", "--select", *fqns, *published]
-            results = _dbt_results(dbt, args, "run_results.json") if tests else {}
+            results = {}
+            if tests:
+                fqns = [".".join(nodes[test_id]["fqn"]) for test_id in tests]
+                published = dbt_vars_args(settings, audit_dataset=settings.dataset)
+                invocation = dbt.cli(["test", "--select", *fqns, *published], raise_on_error=False)
+                invocation.wait()
+                results = invocation.get_artifact("run_results.json")["results"]
+                results = {r["unique_id"]: r for r in results}
             for test_id, spec in tests.items():
                 result = results.get(test_id, {"status": "error", "message": "dbt did not run it"})
                 metadata = {"status": result["status"], "table": f"{settings.dataset} (published)"}
@@ -155,11 +130,9 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
                 ).result()
             for key, suite in suites.items():
                 wanted = {c.name for c in selected if c.asset_key == key}
-                wanted &= {e.check_name for e in suite.expectations}
-                if wanted:
-                    alias = nodes[model_ids[key]]["alias"]
+                if wanted := wanted & {e.check_name for e in suite.expectations}:
                     validation = validate_table(
-                        warehouse, warehouse.dataset, alias, suite, settings.data_docs_dir, key
+                        warehouse, warehouse.dataset, aliases[key], suite, docs, key
                     )
                     yield from (r for r in validation.audit.results() if r.check_name in wanted)
 
@@ -185,15 +158,17 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
             yield from checks_on_published(context, dbt, warehouse)
             return
         with warehouse.session(purpose="build, audit and publish the dbt models"):
-            fail_if_upstream_missing(context.selected_asset_keys, manifest, keys_by_id, warehouse)
-            started = time.perf_counter()
-            built = run_build(context, dbt, build_args)  # 1. build
-            seconds = {"transform": time.perf_counter() - started}
+            schema, dataset = warehouse.audit_dataset, warehouse.dataset
+            relations = {key: (dataset, table) for key, table in sources.items()}
+            relations.update({key: (schema, alias) for key, alias in aliases.items()})
             deps = context.assets_def.asset_deps
-            audit = audit_build(built, warehouse, suites, settings.data_docs_dir, deps)  # 2.
+            fail_if_upstream_missing(context.selected_asset_keys, deps, relations, warehouse)
+            started = time.perf_counter()
+            built = run_build(context, dbt, ["build", *dbt_vars_args(settings)])  # 1. build
+            seconds = {"transform": time.perf_counter() - started}
+            audit = audit_build(built, warehouse, suites, docs, deps)  # 2. audit
             seconds["checks"] = time.perf_counter() - started - seconds["transform"]
             raw = current_versions(Lake(settings.lake), source_names())
-            schema, dataset = warehouse.audit_dataset, warehouse.dataset
             views = {
                 m.key: m.published_sql(built.manifest, schema, dataset)
                 for m in built.models
@@ -219,30 +194,34 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
                 yield from failed.audit.results()
                 raise failed.failure from None
             seconds["publish"] = time.perf_counter() - started - sum(seconds.values())
-            if config.allow_row_drop:
-                for entry in published.values():
-                    entry["allow_row_drop"] = True
-            yield from _outputs(built, warehouse, published, seconds)  # 4. metadata
+            timings = {k: round(v, 3) for k, v in seconds.items()}
+            first = {"seconds": dg.MetadataValue.json(timings)}  # the step's stages, once
+            for model in built.models:  # 4. dagster-dbt's metadata, as published; the publish's
+                metadata = {**model.output.metadata, **published[model.key], **first}
+                metadata["relation"] = "view" if model.is_view else "table"  # the summary shows it
+                if config.allow_row_drop:
+                    metadata["allow_row_drop"] = True
+                if not model.is_view:
+                    metadata["dagster/row_count"] = warehouse.row_count(dataset, model.alias)
+                version = published[model.key].get("version")
+                yield dg.Output(
+                    None,
+                    model.output.output_name,
+                    metadata=metadata,
+                    data_version=dg.DataVersion(version) if version else None,
+                )
+                first = {}
             yield from audit.results()
 
     return dbt_models
 
 
-PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-
-
-def _threshold_seconds(threshold: Mapping[str, Any] | None) -> float | None:
-    """dbt's `{count, period}` in seconds; None when not set."""
-    if not threshold or threshold.get("count") is None:
-        return None
-    return float(threshold["count"]) * PERIOD_SECONDS[threshold["period"]]
-
-
 def freshness_status(age: float, freshness: Mapping[str, Any]) -> str:
     """dbt's verdict for a source extracted `age` seconds ago: error, warn or pass."""
     for status in ("error", "warn"):
-        limit = _threshold_seconds(freshness.get(f"{status}_after"))
-        if limit is not None and age > limit:
+        limit = freshness.get(f"{status}_after") or {}
+        count = limit.get("count")
+        if count is not None and age > float(count) * PERIOD_SECONDS[limit["period"]]:
             return status
     return "pass"
 
@@ -268,9 +247,8 @@ def build_source_freshness_check(project: DbtProject, settings: Settings) -> dg.
         can_subset=True,
     )
     def dbt_source_freshness(context: dg.AssetCheckExecutionContext, warehouse: Warehouse):
-        selected = sorted(key.asset_key.path[-1] for key in context.selected_asset_check_keys)
-        for name in selected:
-            source, age, newest = sources[name], None, None
+        for name in sorted(key.asset_key.path[-1] for key in context.selected_asset_check_keys):
+            source, age, newest, error = sources[name], None, None, ""
             column = source["loaded_at_field"]
             seconds = warehouse.dialect.seconds_since.format(expr=f"max({column})")
             try:
@@ -278,18 +256,18 @@ def build_source_freshness_check(project: DbtProject, settings: Settings) -> dg.
                     [(newest, age)] = warehouse.query(
                         f"select max({column}), {seconds} from {source['relation_name']}"
                     )
-                status, error = ("error", f"no {column} in {name}") if age is None else ("", "")
+                error = f"no {column} in {name}" if age is None else ""
             except Exception as failure:  # a table that is not there: dbt's runtime error
-                status, error = "error", str(failure).strip().splitlines()[0]
-            status = status or freshness_status(float(age), source["freshness"])
-            extracted = f"; extracted {age / 3600:.1f} h ago" if age is not None else ""
+                error = str(failure).strip().splitlines()[0]
+            status = "error" if error else freshness_status(float(age), source["freshness"])
+            extracted = age is not None and f"extracted {age / 3600:.1f} h ago"
+            description = [f"dbt source freshness: {status}", extracted, error]
             yield dg.AssetCheckResult(
                 asset_key=dg.AssetKey(name),
                 check_name=FRESHNESS_CHECK,
                 passed=status == "pass",
                 severity=dg.AssetCheckSeverity.WARN,
-                description=f"dbt source freshness: {status}{extracted}"
-                + (f"; {error}" if error else ""),
+                description="; ".join(part for part in description if part),
                 metadata={
                     "status": status,
                     "max_loaded_at": str(newest or ""),

@@ -57,8 +57,7 @@ def _examples(
         where = f"{column} is not null and {column} not in ({parent_ids})"
     elif kind == "not_null":
         shown = "id" if "id" in model.get("columns", {}) and column != "id" else column
-        label = "ids" if shown == "id" else column
-        where = f"{column} is null"
+        label, where = ("ids" if shown == "id" else column), f"{column} is null"
     elif kind == "unique":
         label = f"duplicated {column}"
         where = f"{column} is not null group by {column} having count(*) > 1"
@@ -113,12 +112,11 @@ def audit_build(
 ) -> Audit:
     """dbt's tests and each model's GX suite (Data Docs in `docs`), on the audit schema."""
     audit = Audit([_dbt_outcome(result, built, warehouse, deps) for result in built.checks])
-    dbt_test_blocks = bool(audit.blocking_failures)
+    if built.error is not None and not audit.blocking_failures:
+        audit.errors.append(f"dbt build failed: {built.error}")
     schema = warehouse.audit_dataset
     for model in built.models:
         if model.key in suites:
             suite = suites[model.key]
             audit += validate_table(warehouse, schema, model.alias, suite, docs, model.key).audit
-    if built.error is not None and not dbt_test_blocks:
-        audit += Audit(errors=[f"dbt build failed: {built.error}"])
     return audit

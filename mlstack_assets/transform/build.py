@@ -1,11 +1,11 @@
 """The dbt step's first piece: `dbt build` into the audit schema, and what it built.
 
 `dbt build` writes every model into `<dataset>_audit` (the profile's schema, the dbt var
-`audit_dataset`) and runs dbt's unit and data tests there; its events come through dagster-dbt's
-stream, with the column schemas and lineage of the models' `log_column_metadata` post-hook.
+`audit_dataset`) and runs dbt's tests there; its events come through dagster-dbt's stream, with
+the column schemas and lineage of the models' `log_column_metadata` post-hook.
 """
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,10 @@ class BuiltModel:
         `relation_name` in the audit schema) becomes the same relation in `dataset`."""
         sql = self.compiled_sql
         for parent_id in self.node.get("depends_on", {}).get("nodes", []):
-            relation = manifest["nodes"].get(parent_id, {}).get("relation_name")
-            if not relation:
-                continue  # a source: read from the published dataset already
-            published = relation.replace(f'"{audit}"', f'"{dataset}"')
-            sql = sql.replace(relation, published.replace(f"`{audit}`", f"`{dataset}`"))
+            # a source has none here: it is read from the published dataset already
+            if relation := manifest["nodes"].get(parent_id, {}).get("relation_name"):
+                published = relation.replace(f'"{audit}"', f'"{dataset}"')
+                sql = sql.replace(relation, published.replace(f"`{audit}`", f"`{dataset}`"))
         return sql
 
 
@@ -61,27 +60,19 @@ class DbtBuild:
 
 def fail_if_upstream_missing(
     selected: Collection[AssetKey],
-    manifest: Mapping[str, Any],
-    keys_by_unique_id: Mapping[str, AssetKey],
+    deps: Mapping[AssetKey, Set[AssetKey]],
+    relations: Mapping[AssetKey, tuple[str, str]],
     warehouse: Warehouse,
 ) -> None:
-    """Fail before dbt starts, naming what to materialize first, if a relation the selected models
-    read is missing (sources in `<dataset>`, other models in the audit): not a dbt Catalog Error."""
-    ids_by_key = {key: unique_id for unique_id, key in keys_by_unique_id.items()}
-    missing: dict[AssetKey, str] = {}
-    for key in selected:
-        node = manifest["nodes"].get(ids_by_key.get(key, ""), {})
-        for parent_id in node.get("depends_on", {}).get("nodes", []):
-            parent_key = keys_by_unique_id.get(parent_id)
-            if parent_key is None or parent_key in selected or parent_key in missing:
-                continue
-            parent = manifest["sources"].get(parent_id) or manifest["nodes"][parent_id]
-            if parent_id.startswith("source."):
-                schema, name = warehouse.dataset, parent.get("identifier") or parent["name"]
-            else:
-                schema, name = warehouse.audit_dataset, parent.get("alias") or parent["name"]
-            if warehouse.table_columns(schema, name) is None:
-                missing[parent_key] = f"{schema}.{name}"
+    """Fail before dbt starts, naming what to materialize first, if a relation (`relations`: an
+    asset's schema and table) the selected models read is missing: not a dbt Catalog Error."""
+    missing = {
+        parent: ".".join(relations[parent])
+        for key in selected
+        for parent in sorted(deps.get(key, ()), key=str)
+        if parent not in selected and parent in relations
+        if warehouse.table_columns(*relations[parent]) is None
+    }
     if not missing:
         return
     wanted = ", ".join(sorted(k.to_user_string() for k in selected))
@@ -106,8 +97,8 @@ def run_build(context: Any, dbt: Any, args: list[str]) -> DbtBuild:
         node = invocation.manifest["nodes"].get(unique_id.value if unique_id else "", {})
         if node.get("resource_type") != "model":
             continue
-        path = invocation.target_path / "compiled" / node["package_name"]
-        compiled = path / node["original_file_path"]
+        compiled = invocation.target_path / "compiled" / node["package_name"]
+        compiled /= node["original_file_path"]
         sql = compiled.read_text().strip() if compiled.exists() else ""
         if sql:  # the SQL the warehouse executed for the model
             event = event.with_metadata(

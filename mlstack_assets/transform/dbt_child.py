@@ -1,9 +1,6 @@
-"""`mlstack-dbt`: dbt, started so that it dies with the Dagster process that started it.
-
-dagster-dbt runs dbt as a child process; when the Dagster step was killed, the child lived on,
-kept the DuckDB file locked and kept writing. This launcher asks to die with its parent
-(`mlstack_assets/processes.py`), then replaces itself with the dbt installed beside this Python.
-"""
+"""`mlstack-dbt`: dbt, started so that it dies with the Dagster process that started it (a dbt
+child of a killed step lived on, holding the DuckDB file and writing): it asks to die with its
+parent (`processes.py`), then replaces itself with the dbt installed beside this Python."""
 
 import os
 import sys

@@ -1,6 +1,5 @@
 """The warehouse behind every asset, DuckDB by default, BigQuery in production: `Warehouse` is
-what the pipeline asks of one, and nothing about any one tool. Which warehouse, with which
-executor and IO manager, `deployment.warehouse_deployment` decides."""
+what the pipeline asks of one; `deployment.warehouse_deployment` decides which one."""
 
 from abc import abstractmethod
 from collections.abc import Iterator
@@ -43,12 +42,10 @@ class Warehouse(ConfigurableResource):
     def table_columns(self, schema: str, table: str) -> TableColumns | None: ...
     @abstractmethod  # create the dataset (a schema in DuckDB) unless it exists
     def ensure_dataset(self, dataset: str) -> None: ...
-    @abstractmethod  # replace `<staging>.<table>` by the checkpoint's Parquet file, in one step
-    def stage_checkpoint(self, table: str, checkpoint: "Checkpoint") -> None: ...
+    @abstractmethod  # replace `<schema>.<table>` by the Parquet file at `uri`, in one step
+    def load_parquet(self, schema: str, table: str, uri: str, lake: "Lake") -> None: ...
     @abstractmethod  # write `<schema>.<table>` to the lake as the Parquet file `data_key` (new)
     def export_relation(self, schema: str, table: str, lake: "Lake", data_key: str) -> Exported: ...
-    @abstractmethod  # replace `<dataset>.<table>` by the Parquet file at `uri`, atomically
-    def restore_table(self, table: str, uri: str, lake: "Lake") -> None: ...
     @abstractmethod  # its SQLAlchemy URL, for the tools that read it that way (GX)
     def sqlalchemy_url(self, schema: str) -> str: ...
 
@@ -74,6 +71,14 @@ class Warehouse(ConfigurableResource):
         """A unit of work whose reads and writes are seen together; nests. DuckDB holds its lock
         (`purpose` tells waiters); BigQuery nothing: a session of atomic jobs is not isolated."""
         yield
+
+    def stage_checkpoint(self, table: str, checkpoint: "Checkpoint") -> None:
+        """Replace `<staging>.<table>` by the checkpoint's Parquet file."""
+        self.load_parquet(self.staging_dataset, table, checkpoint.data_uri, checkpoint.lake)
+
+    def restore_table(self, table: str, uri: str, lake: "Lake") -> None:
+        """Replace `<dataset>.<table>` by the Parquet file at `uri`."""
+        self.load_parquet(self.dataset, table, uri, lake)
 
     def row_count(self, schema: str, table: str) -> int:
         return self.query(f"select count(*) from {self.qualified(schema, table)}")[0][0]

@@ -87,8 +87,10 @@ class BigQueryWarehouse(Warehouse):
         with self.bigquery.get_client() as client:
             client.create_dataset(created, exists_ok=True, retry=transient_retry("create dataset"))
 
-    def _load(self, uri: str, lake: Any, dataset: str, table: str, schema: Any = None) -> None:
-        """A Parquet load job with WRITE_TRUNCATE: the table is replaced when it succeeds."""
+    def load_parquet(
+        self, dataset: str, table: str, uri: str, lake: Any, schema: Any = None
+    ) -> None:
+        """A load job with WRITE_TRUNCATE: the table is replaced when it succeeds."""
         _needs_cloud_storage(lake)
         retry = transient_retry(f"load {table} into {dataset}")
         config = bigquery.LoadJobConfig(
@@ -109,10 +111,7 @@ class BigQueryWarehouse(Warehouse):
             bigquery.SchemaField(name, BIGQUERY_TYPES.get(dtype, "STRING"))
             for name, dtype in checkpoint.columns
         ]
-        self._load(checkpoint.data_uri, checkpoint.lake, self.staging_dataset, table, schema)
-
-    def restore_table(self, table: str, uri: str, lake: Any) -> None:
-        self._load(uri, lake, self.dataset, table)
+        self.load_parquet(self.staging_dataset, table, checkpoint.data_uri, checkpoint.lake, schema)
 
     def export_relation(self, schema: str, table: str, lake: Any, data_key: str) -> Exported:
         _needs_cloud_storage(lake)

@@ -1,7 +1,6 @@
 """DuckDB: one file, one writer process at a time, so every user of it (runs, `mlstack rollback`,
 the IO manager) holds `<file>.lock` first and queues; the kernel drops a killed holder's lock.
-The holder writes there who it is (pid, run, step, what for, since when); a waiter says whom it
-waits for, at once then every `LOG_EVERY_SECONDS`, up to `MLSTACK_LOCK_TIMEOUT_SECONDS`."""
+The holder writes there who it is; a waiter says whom it waits for, every `LOG_EVERY_SECONDS`."""
 
 import fcntl
 import json
@@ -64,10 +63,7 @@ class ProcessFileLock:
     LOG_EVERY_SECONDS = 10.0
 
     def __init__(self, path: Path):
-        self.path = path
-        self._thread_lock = threading.RLock()
-        self._depth = 0
-        self._handle: Any = None
+        self.path, self._thread_lock, self._depth, self._handle = path, threading.RLock(), 0, None
 
     def holder(self) -> dict[str, Any]:
         """What the current (or last) holder wrote into the lock file; {} when nothing."""
@@ -83,9 +79,8 @@ class ProcessFileLock:
     ) -> Iterator[None]:
         """Hold the lock; wait at most `timeout` seconds for another process to release it."""
         say = log or get_dagster_logger().info
-        started = time.monotonic()
+        started, said = time.monotonic(), []  # when "waiting" was said (seconds into the wait)
         doing = f" to {purpose}" if purpose else ""
-        said: list[float] = []  # when "waiting" lines were said (seconds into the wait)
 
         def waiting(holder: str) -> None:
             waited = time.monotonic() - started
@@ -106,7 +101,7 @@ class ProcessFileLock:
             waiting("another thread of this process")
         try:
             if self._depth == 0:
-                self._acquire(purpose, waiting, say)
+                self._handle = self._acquire(purpose, waiting, say)
                 if said:
                     waited = time.monotonic() - started
                     say(f"got the warehouse lock {self.path} after {waited:.1f} s")
@@ -121,7 +116,7 @@ class ProcessFileLock:
         finally:
             self._thread_lock.release()
 
-    def _acquire(self, purpose: str, waiting: Say, say: Say) -> None:
+    def _acquire(self, purpose: str, waiting: Say, say: Say) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+")  # not "w": that would erase the holder's details
         try:
@@ -147,7 +142,7 @@ class ProcessFileLock:
         handle.truncate(0)  # "a+" writes at the end, here its start
         handle.write(json.dumps({**mine, "purpose": purpose, "since": time.time()}))
         handle.flush()
-        self._handle = handle
+        return handle
 
 
 _FILE_LOCKS: dict[Path, ProcessFileLock] = {}
@@ -205,7 +200,7 @@ class DuckDBWarehouse(Warehouse):
     def ensure_dataset(self, dataset: str) -> None:
         self.query(f"create schema if not exists {sql_identifier(dataset)}")
 
-    def _load(self, schema: str, table: str, uri: str, lake: Any) -> None:
+    def load_parquet(self, schema: str, table: str, uri: str, lake: Any) -> None:
         """One transaction: readers see the table before or after, never between."""
         with self.connection() as conn:
             lake.attach(conn)  # a gs:// file is read through gcsfs
@@ -214,12 +209,6 @@ class DuckDBWarehouse(Warehouse):
                 f"create or replace table {self.qualified(schema, table)} as select * from"
                 f" read_parquet({sql_string(uri)}, hive_partitioning = false)"
             )
-
-    def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
-        self._load(self.staging_dataset, table, checkpoint.data_uri, checkpoint.lake)
-
-    def restore_table(self, table: str, uri: str, lake: Any) -> None:
-        self._load(self.dataset, table, uri, lake)
 
     def export_relation(self, schema: str, table: str, lake: Any, data_key: str) -> Exported:
         with tempfile.TemporaryDirectory(prefix="mlstack-export-") as workdir:
