@@ -199,7 +199,7 @@ def build_ml_definitions(settings: Settings, deployment: WarehouseDeployment) ->
                 plot.render(counts, drawn)
                 metadata["plot"] = dg.MetadataValue.md(plot.markdown_image(drawn))
             yield from table.publish(context, outcomes, metadata)
-        os.replace(drawn, path)
+            os.replace(drawn, path)  # in the session: on DuckDB, no other run draws meanwhile
 
     assets = [ml_dataset, ml_splits, tag_distribution]
     return dg.Definitions(assets=dg.with_source_code_references(assets))
