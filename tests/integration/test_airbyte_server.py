@@ -1,8 +1,11 @@
 """MLSTACK_AIRBYTE=server: dagster-airbyte drives an Airbyte API (a strict loopback stand-in).
 
-No real Airbyte can run here; `tests/support/airbyte_api.py` answers the documented endpoints and
-rejects wrong calls. The sync's data is staged by the stand-in (as Airbyte's destination
-would); the same audit and publish then run as in the embedded mode.
+No real Airbyte can run here; `tests/support/airbyte_api.py` answers the endpoints and holds
+every REST request and answer to the models of Airbyte's own client, `airbyte-api`
+(`tests/support/airbyte_contract.py`): a call dagster-airbyte or `airbyte-setup` makes that
+the models refuse fails the test, and so does an answer of the stand-in they cannot parse.
+The sync's data is staged by the stand-in (as Airbyte's destination would); the same audit
+and publish then run as in the embedded mode.
 """
 
 import json
@@ -13,6 +16,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import requests
+from airbyte_api import api as operations
+from airbyte_api import models
 from dagster import AssetKey
 from dagster._serdes import serialize_value
 
@@ -20,6 +26,7 @@ from mlstack_assets.ingestion.airbyte_setup import AirbyteSetup
 from mlstack_assets.settings import load_settings
 from tests.conftest import Stack
 from tests.support.airbyte_api import CONFIG, REST, FakeAirbyte, start_fake_airbyte
+from tests.support.airbyte_contract import body_problems, query_problems
 from tests.support.fixture_data import PROJECTS
 from tests.support.results import failure_messages, materialization, materialized_keys
 
@@ -43,8 +50,8 @@ def stage_like_an_airbyte_destination(warehouse: Path, sources: Path):
 
 
 @pytest.fixture
-def airbyte(stack: Stack) -> Iterator[FakeAirbyte]:
-    """An Airbyte workspace set up by `mlstack airbyte-setup`, and mlstack pointed at it."""
+def empty_airbyte(stack: Stack) -> Iterator[FakeAirbyte]:
+    """An empty Airbyte workspace, and mlstack pointed at it."""
     api = FakeAirbyte(
         workspace_id="0b1c7c1e-5d2f-4a6e-9a0e-2f4c5d6e7f80",
         client_id="mlstack-ci",
@@ -62,14 +69,22 @@ def airbyte(stack: Stack) -> Iterator[FakeAirbyte]:
     }
     for name, value in env.items():
         stack.monkeypatch.setenv(name, value)
-    connection_ids = AirbyteSetup(load_settings()).run()
-    for source, connection_id in connection_ids.items():
-        stack.monkeypatch.setenv(f"MLSTACK_AIRBYTE_{source.upper()}_CONNECTION_ID", connection_id)
-    api.on_sync = stage_like_an_airbyte_destination(stack.warehouse_path, stack.root / "src")
     yield api
     httpd.shutdown()
     httpd.server_close()
-    assert api.violations == [], "the client made calls the Airbyte API rejects"
+    assert api.violations == [], "a call the Airbyte API rejects, or an answer it would not give"
+
+
+@pytest.fixture
+def airbyte(stack: Stack, empty_airbyte: FakeAirbyte) -> FakeAirbyte:
+    """An Airbyte workspace set up by `mlstack airbyte-setup`, and mlstack pointed at it."""
+    connection_ids = AirbyteSetup(load_settings()).run()
+    for source, connection_id in connection_ids.items():
+        stack.monkeypatch.setenv(f"MLSTACK_AIRBYTE_{source.upper()}_CONNECTION_ID", connection_id)
+    empty_airbyte.on_sync = stage_like_an_airbyte_destination(
+        stack.warehouse_path, stack.root / "src"
+    )
+    return empty_airbyte
 
 
 def connection_id(api: FakeAirbyte, source: str) -> str:
@@ -97,6 +112,72 @@ def test_airbyte_setup_creates_the_lessons_objects_and_updates_them_on_rerun(
         assert source_config["url"] == str(stack.root / "src" / f"{source}.csv")
     [destination] = airbyte.destinations.values()
     assert destination["configuration"]["destinationType"] == "duckdb"
+
+
+def test_airbyte_setup_for_bigquery_sends_a_destination_airbytes_models_accept(
+    stack: Stack, empty_airbyte: FakeAirbyte
+):
+    key = stack.root / "key.json"
+    key.write_text('{"type": "service_account", "project_id": "mlstack-demo"}')
+    stack.monkeypatch.setenv("MLSTACK_WAREHOUSE", "bigquery")
+    stack.monkeypatch.setenv("MLSTACK_BQ_PROJECT", "mlstack-demo")
+    stack.monkeypatch.setenv("MLSTACK_BQ_LOCATION", "EU")
+    stack.monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+
+    AirbyteSetup(load_settings()).run()
+
+    [destination] = empty_airbyte.destinations.values()
+    assert destination["destinationType"] == "bigquery"
+    assert destination["configuration"]["dataset_location"] == "EU"
+    assert destination["configuration"]["credentials_json"] == key.read_text()
+    assert len(empty_airbyte.connections) == 2
+
+
+def test_the_contract_refuses_what_airbytes_models_refuse():
+    job = {"jobId": 7, "status": "running", "jobType": "sync", "connectionId": "c"}
+    assert body_problems({**job, "startTime": "2026-01-01T00:00:00Z"}, models.JobResponse) == []
+
+    assert body_problems({**job, "jobId": "7", "status": "done"}, models.JobResponse) == [
+        "body.jobId: '7' is not int",
+        "body.startTime: required by JobResponse, missing",
+        "body.status: 'done' is not one of"
+        " ['pending', 'running', 'incomplete', 'failed', 'succeeded', 'cancelled']",
+    ]
+    connection = {"sourceId": "s", "destinationId": "d", "namespace_format": "staging"}
+    connection["configurations"] = {"streams": [{"name": "tags", "syncMode": "overwrite"}]}
+    problems = body_problems(connection, models.ConnectionCreateRequest)
+    assert "body.namespace_format: not a field of ConnectionCreateRequest" in problems
+    assert any(
+        p.startswith("body.configurations.streams[0].syncMode: 'overwrite'") for p in problems
+    )
+    file_source = {"sourceType": "file", "url": "/x.csv", "dataset_name": "tags"}
+    source = {"name": "tags", "workspaceId": "w", "configuration": file_source}
+    assert body_problems(source, models.SourceCreateRequest) == [
+        "body.configuration.provider: required by SourceFile, missing"
+    ]
+    assert query_problems({"workspaceId": ["w"]}, operations.ListJobsRequest) == [
+        "query workspaceId: not a parameter of ListJobsRequest (['connectionId',"
+        " 'createdAtEnd', 'createdAtStart', 'jobType', 'limit', 'offset', 'orderBy', 'status',"
+        " 'updatedAtEnd', 'updatedAtStart', 'workspaceIds'])"
+    ]
+
+
+def test_the_stand_in_answers_a_refused_request_400_and_its_own_bad_answer_500(
+    airbyte: FakeAirbyte,
+):
+    headers = {"Authorization": f"Bearer {airbyte.token}"}
+    job = {"connectionId": connection_id(airbyte, "tags"), "jobType": "synch"}
+
+    refused = requests.post(f"{airbyte.rest_url}/jobs", json=job, headers=headers, timeout=10)
+    running = airbyte.add_running_job(job["connectionId"], ["running"])
+    del airbyte.jobs[running]["startTime"]  # an answer Airbyte's client cannot parse
+    broken = requests.get(f"{airbyte.rest_url}/jobs/{running}", headers=headers, timeout=10)
+
+    assert refused.status_code == 400 and "body.jobType: 'synch' is not one of" in refused.text
+    assert broken.status_code == 500
+    assert "body.startTime: required by JobResponse, missing" in broken.text
+    assert len(airbyte.violations) == 2 and not airbyte.jobs.keys() - {running}
+    airbyte.violations.clear()  # both were meant
 
 
 def test_server_sync_materializes_projects_and_tags_and_everything_downstream(

@@ -1,10 +1,13 @@
-"""A loopback stand-in for the Airbyte API, shaped like its documentation, strict about input.
+"""A loopback stand-in for the Airbyte API, held to Airbyte's own client models.
 
 It answers the endpoints dagster-airbyte and `make airbyte-setup` call: the public REST
 API (`/api/public/v1`: token, workspaces, sources, destinations, connections, jobs) and
 the configuration API's `connections/get` (`/api/v1`). Every request must carry the
-bearer token it issued; connection ids, job types and bodies are checked, and anything
-wrong is answered with a 4xx and recorded in `violations`, so a wrong call fails the test.
+bearer token it issued. On the REST API every query and body must be one the `airbyte-api`
+client's models accept, and every answer must parse as the client's model for it
+(`airbyte_contract.py`); ids, job types and the lesson's settings are checked too. A wrong
+request is answered with a 4xx, a wrong answer of the stand-in's own with a 500, and both
+are recorded in `violations`, so either fails the test.
 
 When a sync job is created, `on_sync(connection_name, stream)` plays the destination: the
 test writes the staged table there, as Airbyte's destination would.
@@ -23,6 +26,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests.support.airbyte_contract import (
+    Endpoint,
+    body_problems,
+    endpoint,
+    field_names,
+    query_problems,
+)
+
 REST = "/api/public/v1"
 CONFIG = "/api/v1"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -30,6 +41,11 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _definition_id(connector: str) -> str:
+    """Stands for the connector definition's id (a real server has its registry's)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"airbyte/{connector}"))
 
 
 @dataclass
@@ -129,13 +145,20 @@ class FakeAirbyte:
 
 class _Handler(BaseHTTPRequestHandler):
     api: FakeAirbyte
+    contract: Endpoint | None = None  # the REST endpoint being answered
+    _json: Any = None
 
     def log_message(self, *args: Any) -> None:
         pass
 
     # -- plumbing -------------------------------------------------------------------------
     def _send(self, status: int, body: Any = None) -> None:
-        payload = json.dumps(body if body is not None else {}).encode()
+        body = body if body is not None else {}
+        if status == 200 and self.contract:
+            problems = body_problems(body, self.contract.response)
+            if problems:
+                return self._reject(500, f"the stand-in's answer breaks the API: {problems}")
+        payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -147,11 +170,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, {"status": status, "title": why})
 
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(length) or b"{}")
+        if self._json is None:  # read once: the contract check and the endpoint both need it
+            length = int(self.headers.get("Content-Length") or 0)
+            self._json = json.loads(self.rfile.read(length) or b"{}")
+        return self._json
 
     def _dispatch(self) -> None:
-        api = self.api
+        api, self.contract, self._json = self.api, None, None
         url = urlparse(self.path)
         path, query = url.path, parse_qs(url.query)
         with api.lock:
@@ -182,6 +207,16 @@ class _Handler(BaseHTTPRequestHandler):
         with api.lock:
             if path.startswith(CONFIG + "/"):
                 return self._config_api(path[len(CONFIG) :])
+            self.contract = endpoint(self.command, path[len(REST) :])
+            if self.contract is None:
+                return self._reject(404, "no such REST endpoint")
+            problems = query_problems(query, self.contract.query) if self.contract.query else []
+            if problems or (query and not self.contract.query):
+                return self._reject(400, f"query: {problems or 'this endpoint takes none'}")
+            if self.contract.request and (
+                problems := body_problems(self._body(), self.contract.request)
+            ):
+                return self._reject(400, f"body: {problems}")
             return self._rest_api(path[len(REST) :], query)
 
     do_GET = do_POST = do_PATCH = do_DELETE = _dispatch
@@ -201,9 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[:1] == ["workspaces"] and self.command == "GET" and len(parts) == 2:
             if parts[1] != api.workspace_id:
                 return self._reject(404, "unknown workspace")
-            return self._send(
-                200, {"workspaceId": api.workspace_id, "name": "mlstack", "dataResidency": "auto"}
-            )
+            workspace = {"workspaceId": api.workspace_id, "name": "mlstack"}
+            return self._send(200, {**workspace, "dataResidency": "auto", "notifications": {}})
         if parts[:1] == ["jobs"]:
             return self._jobs(parts, query)
         kinds = {
@@ -230,22 +264,32 @@ class _Handler(BaseHTTPRequestHandler):
         problem = self._invalid(kind, body, creating=self.command == "POST")
         if problem:
             return self._reject(400, problem)
+        # the server keeps what the resource has (a request may carry more, e.g. secretId)
+        kept = {k: v for k, v in body.items() if k in field_names(self.contract.response)}
         if self.command == "POST" and len(parts) == 1:
             if any(item["name"] == body["name"] for item in store.values()):
                 return self._reject(409, f"a {kind[:-1]} named {body['name']!r} exists already")
             item_id = str(uuid.uuid4())
-            store[item_id] = {id_field: item_id, **body}
-            if kind == "destinations":
-                store[item_id]["destinationType"] = body["configuration"]["destinationType"]
+            store[item_id] = {id_field: item_id, "createdAt": int(datetime.now().timestamp())}
+            store[item_id] |= kept | self._server_fields(kind, body)
             return self._send(200, store[item_id])
         if self.command == "PATCH" and len(parts) == 2 and parts[1] in store:
-            store[parts[1]].update(body)
+            store[parts[1]].update(kept)
             return self._send(200, store[parts[1]])
         return self._reject(405, "unsupported")
 
+    def _server_fields(self, kind: str, body: dict) -> dict[str, Any]:
+        """What the server adds to a new source, destination or connection."""
+        if kind == "connections":
+            schedule = body.get("schedule") or {"scheduleType": "manual"}
+            workspace = self.api.sources[body["sourceId"]]["workspaceId"]
+            return {"workspaceId": workspace, "schedule": schedule, "status": "active", "tags": []}
+        connector = body["configuration"][f"{kind[:-1]}Type"]
+        return {f"{kind[:-1]}Type": connector, "definitionId": _definition_id(connector)}
+
     def _invalid(self, kind: str, body: dict, creating: bool) -> str | None:
         api = self.api
-        if not body.get("name"):
+        if not body.get("name"):  # optional for a connection; mlstack finds objects by name
             return "name is required"
         if (
             kind in ("sources", "destinations")
@@ -253,15 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
             and body.get("workspaceId") != api.workspace_id
         ):
             return "workspaceId must be the workspace"
-        if kind == "sources":
-            config = body.get("configuration", {})
-            if config.get("sourceType") != "file" or not {
-                "url",
-                "format",
-                "dataset_name",
-                "provider",
-            } <= set(config):
-                return "a File source needs sourceType=file, url, format, dataset_name, provider"
+        if kind == "sources" and body.get("configuration", {}).get("sourceType") != "file":
+            return "mlstack's sources are File sources (sourceType=file)"
         if kind == "destinations" and body.get("configuration", {}).get("destinationType") not in (
             "bigquery",
             "duckdb",
@@ -276,8 +313,6 @@ class _Handler(BaseHTTPRequestHandler):
             streams = body.get("configurations", {}).get("streams", [])
             if not streams or any(s.get("syncMode") != "full_refresh_overwrite" for s in streams):
                 return "streams must be full_refresh_overwrite"
-            if body.get("namespaceDefinition") not in ("source", "destination", "custom_format"):
-                return "bad namespaceDefinition"
         return None
 
     def _jobs(self, parts: list[str], query: dict) -> None:
