@@ -163,6 +163,9 @@ class _Settings(BaseSettings):
     # reading sources: every network read, lock and wait is bounded
     source_timeout_seconds: float = Field(60.0, gt=0)
     source_deadline_seconds: float = Field(1800.0, gt=0)
+    # curl's --speed-limit / --speed-time: slower than this for that long fails; 0 bytes/s: off
+    source_low_speed_bytes_per_second: int = Field(1000, ge=0)
+    source_low_speed_seconds: float = Field(60.0, gt=0)
     source_retries: int = Field(3, ge=0)
     connector_timeout_seconds: float = Field(3600.0, gt=0)
     lock_timeout_seconds: float = Field(900.0, gt=0)

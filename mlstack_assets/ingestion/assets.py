@@ -272,6 +272,8 @@ def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
         source_timeout_seconds=settings.source_timeout_seconds,
         source_retries=settings.source_retries,
         source_deadline_seconds=settings.source_deadline_seconds,
+        source_low_speed_bytes_per_second=settings.source_low_speed_bytes_per_second,
+        source_low_speed_seconds=settings.source_low_speed_seconds,
         connector_timeout_seconds=settings.connector_timeout_seconds,
         memory_limit=settings.duckdb_memory_limit,
     )

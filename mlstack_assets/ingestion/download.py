@@ -1,12 +1,16 @@
-"""Fetch an HTTPS source to a local file, with a stall timeout, a deadline and bounded retries.
+"""Fetch an HTTPS source to a local file, with a stall timeout, a low-speed limit, a deadline
+and bounded retries.
 
 The connector has no read timeout (a server silent mid-file hangs it), so the file is streamed
-to disk here and the connector reads the copy. Retried: refused, reset or broken connections and
-HTTP 5xx / 429; never a stall (it would multiply `MLSTACK_SOURCE_TIMEOUT_SECONDS`), a 4xx or a
-TLS error. The deadline bounds all attempts: a server trickling a byte at a time never stalls.
+to disk here and the connector reads the copy. A server trickling a byte at a time never stalls:
+like curl's --speed-limit / --speed-time, fewer than `MLSTACK_SOURCE_LOW_SPEED_BYTES_PER_SECOND`
+over the last `MLSTACK_SOURCE_LOW_SPEED_SECONDS` fails it, and the deadline bounds all attempts.
+Retried: refused, reset or broken connections and HTTP 5xx / 429; never a stall or a low speed
+(a retry would multiply the wait), a 4xx or a TLS error.
 """
 
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from threading import Event
@@ -42,8 +46,39 @@ def _rate(bytes_per_second: float) -> str:
     return f"{bytes_per_second:.1f} bytes/s"
 
 
+def _check_speed(
+    spec: SourceSpec,
+    window: deque[tuple[float, int]],
+    began: float,
+    received: int,
+    low_speed: tuple[int, float],
+) -> None:
+    """Fail if fewer than `limit` bytes/s arrived over the last `seconds` of this attempt.
+    `window` holds (when, bytes so far) samples, `seconds / 20` apart, back to `seconds` ago."""
+    limit, seconds = low_speed
+    now = time.monotonic()
+    while len(window) > 1 and window[1][0] <= now - seconds:
+        window.popleft()
+    since, base = window[0]
+    if now - since >= seconds and received - base < limit * (now - since):
+        rate = f"{_rate((received - base) / (now - since))} over the last {now - since:.1f} s"
+        slow = f"{rate}, under the {_rate(limit)} required"
+        names = f"MLSTACK_SOURCE_LOW_SPEED_BYTES_PER_SECOND={limit} over"
+        names += f" MLSTACK_SOURCE_LOW_SPEED_SECONDS={seconds:g}"
+        got = f"{received:,} bytes received in {now - began:.0f} s"
+        raise SourceError(spec, f"the server sends too slowly: {slow} ({names}); {got}")
+    if now - window[-1][0] >= seconds / 20:
+        window.append((now, received))
+
+
 def _get(
-    spec: SourceSpec, path: Path, timeout: float, start: float, deadline: float, stopped: Event
+    spec: SourceSpec,
+    path: Path,
+    timeout: float,
+    low_speed: tuple[int, float],
+    start: float,
+    deadline: float,
+    stopped: Event,
 ) -> int | str:
     """One attempt: the byte count, or why it failed when another attempt may succeed."""
     received = 0
@@ -55,6 +90,8 @@ def _get(
             if response.status_code != 200:
                 raise SourceError(spec, status)
             with path.open("wb") as out:
+                began = time.monotonic()
+                window = deque([(began, 0)])
                 # read1: whatever has arrived (up to CHUNK), so `received` is exact when a
                 # read stalls or breaks; decoded as requests would (gzip transfer encoding)
                 while chunk := response.raw.read1(CHUNK, decode_content=True):
@@ -66,6 +103,7 @@ def _get(
                         raise SourceError(spec, f"the download did not finish {within}: {got}")
                     if stopped.is_set():
                         raise SourceError(spec, f"stopped after {received:,} bytes")
+                    _check_speed(spec, window, began, received, low_speed)
     except (RequestException, urllib3.exceptions.HTTPError) as error:
         where = f"after {received:,} bytes" if received else "before the first byte"
         before, caused_by, after = str(error).partition("Caused by ")
@@ -94,13 +132,15 @@ def download(
     log: Callable[[str], None],
     deadline: float = 1800.0,
     stopped: Event | None = None,
+    low_speed: tuple[int, float] = (1000, 60.0),
 ) -> int:
-    """Download an HTTPS source to `destination`, return its size; `SourceError` on a stall, the
-    deadline, a status not retried, `retries` retries spent (each logged) or `stopped` set."""
+    """Download an HTTPS source to `destination`, return its size; `SourceError` on a stall, a
+    `low_speed` (bytes/s, seconds), the deadline, a status not retried, `retries` retries spent
+    (each logged) or `stopped` set."""
     require_https(spec)
     started, stopped = time.monotonic(), stopped or Event()
     for attempt in range(retries + 1):
-        failure = _get(spec, destination, timeout, started, deadline, stopped)
+        failure = _get(spec, destination, timeout, low_speed, started, deadline, stopped)
         if isinstance(failure, int):
             return failure
         if attempt == retries:

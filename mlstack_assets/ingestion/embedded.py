@@ -95,6 +95,8 @@ class EmbeddedAirbyte(AirbyteLoader):
     source_timeout_seconds: float
     source_retries: int
     source_deadline_seconds: float
+    source_low_speed_bytes_per_second: int
+    source_low_speed_seconds: float
     connector_timeout_seconds: float
     memory_limit: str
 
@@ -174,6 +176,10 @@ class _Extract:
                 self.log.warning,
                 deadline=loader.source_deadline_seconds,
                 stopped=self.stopped,
+                low_speed=(
+                    loader.source_low_speed_bytes_per_second,
+                    loader.source_low_speed_seconds,
+                ),
             )
             took = time.perf_counter() - clock
             self.log.info(f"downloaded {spec.url} ({size:,} bytes) in {took:.2f} s")

@@ -89,6 +89,55 @@ def test_a_trickling_https_source_fails_at_the_deadline_with_bytes_and_rate(
     assert snapshot(published_stack) == before
 
 
+def test_a_source_under_the_low_speed_limit_fails_with_the_rate_and_bytes_received(
+    published_stack: Stack, https_server: HTTPSServer
+):
+    # two bytes a second: never a stall, far under the default 1000 bytes/s; judged over 3 s
+    # instead of the default 60, with the default (half an hour) deadline
+    before = snapshot(published_stack)
+    result, elapsed = serve_tags(
+        published_stack,
+        https_server,
+        Route(body=big_tags(published_stack), trickle_seconds=0.5),
+        MLSTACK_SOURCE_LOW_SPEED_SECONDS="3",
+    )
+    https_server.release.set()
+
+    assert not result.success
+    message = failure_messages(result)
+    assert f"source 'tags' ({https_server.url('/tags.csv')})" in message
+    slow = r"too slowly: \d\.\d bytes/s over the last [34]\.\d s, under the 1\.0 kB/s required"
+    assert re.search(slow, message), message
+    names = "MLSTACK_SOURCE_LOW_SPEED_BYTES_PER_SECOND=1000 over MLSTACK_SOURCE_LOW_SPEED_SECONDS=3"
+    assert f"({names})" in message
+    assert re.search(r"; ([5-9]|1[0-2]) bytes received in [34] s", message), message
+    assert https_server.count("/tags.csv") == 1  # a low speed is not retried
+    assert elapsed < 40, elapsed
+    assert snapshot(published_stack) == before
+
+
+def test_megabytes_at_an_ordinary_rate_pass_the_low_speed_limit(
+    tmp_path: Path, https_server: HTTPSServer
+):
+    """About 5 MB sent at 2 MB/s through the real download path, judged against 1 MB/s over
+    every 0.5 s, arrives whole; the same transfer fails a 10 MB/s limit: the limit is active."""
+    from mlstack_assets.ingestion.download import download
+    from mlstack_assets.ingestion.sources import SourceError, SourceSpec
+
+    body = b"id,tag\n" + b"".join(b"%d,mlops\n" % i for i in range(400_000))
+    https_server.routes["/big.csv"] = Route(body=body, bytes_per_second=2_000_000)
+    spec, copy, retries = SourceSpec("tags", https_server.url("/big.csv")), tmp_path / "big.csv", []
+
+    size = download(spec, copy, 5, 3, retries.append, low_speed=(1_000_000, 0.5))
+
+    assert size == len(body) > 4_000_000 and copy.read_bytes() == body
+    with pytest.raises(SourceError) as raised:
+        download(spec, copy, 5, 3, retries.append, low_speed=(10_000_000, 0.5))
+    slow = r"too slowly: [12]\.\d MB/s over the last 0\.\d s, under the 10\.0 MB/s required"
+    assert re.search(slow, str(raised.value)), raised.value
+    assert https_server.count("/big.csv") == 2 and retries == []  # not retried
+
+
 def test_the_two_sources_are_read_at_the_same_time(stack: Stack, https_server: HTTPSServer):
     """On DuckDB a run's steps share one process, yet the tags source is fetched while the
     projects source is still arriving: the raw extracts run concurrently."""

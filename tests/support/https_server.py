@@ -3,7 +3,7 @@
 The Airbyte File source reads web sources over HTTPS only, so tests serve their CSVs over
 TLS. The test points `REQUESTS_CA_BUNDLE` at the certificate, which the connector's own
 process inherits. Routes can return any status, ETag / Last-Modified headers, stream a
-body slowly (to kill a sync in the middle) or one byte at a time, or fail their first
+body slowly (to kill a sync in the middle), at a set rate or one byte at a time, or fail their first
 requests with a connection reset in the middle of the body or an HTTP error (retries).
 """
 
@@ -14,6 +14,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +65,7 @@ class Route:
     last_modified: float | None = None  # epoch seconds
     slow_after: int | None = None  # send this many bytes, then stall until released
     trickle_seconds: float | None = None  # send one byte, wait this long, and so on
+    bytes_per_second: int | None = None  # send the body at about this rate, 20 writes a second
     # the first requests fail, one item each: "reset" (half the body, then a TCP reset)
     # or an HTTP status; later requests are answered normally
     failures: list[str | int] = field(default_factory=list)
@@ -127,6 +129,13 @@ def _handler(server: HTTPSServer) -> type[BaseHTTPRequestHandler]:
                     self.wfile.flush()
                     if server.release.wait(timeout=route.trickle_seconds):
                         break
+                return
+            if route.bytes_per_second is not None:
+                step = max(route.bytes_per_second // 20, 1)
+                for position in range(0, len(route.body), step):
+                    self.wfile.write(route.body[position : position + step])
+                    self.wfile.flush()
+                    time.sleep(step / route.bytes_per_second)
                 return
             if route.slow_after is None:
                 self.wfile.write(route.body)

@@ -45,6 +45,8 @@ def bad_values(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "MLSTACK_SOURCE_TIMEOUT_SECONDS": ("0", "greater than 0"),
         "MLSTACK_SOURCE_DEADLINE_SECONDS": ("soon", "a number"),
         "MLSTACK_SOURCE_RETRIES": ("-1", "at least 0"),
+        "MLSTACK_SOURCE_LOW_SPEED_BYTES_PER_SECOND": ("-1", "at least 0"),
+        "MLSTACK_SOURCE_LOW_SPEED_SECONDS": ("0", "greater than 0"),
         "MLSTACK_CONNECTOR_TIMEOUT_SECONDS": ("-5", "greater than 0"),
         "MLSTACK_LOCK_TIMEOUT_SECONDS": ("forever", "a number"),
         "MLSTACK_SENSOR_INTERVAL_SECONDS": ("abc", "a whole number"),
