@@ -1,4 +1,4 @@
-"""`mlstack run`, `versions`, `rollback`, `airbyte-setup`.
+"""`mlstack run`, `versions`, `rollback`, `diff`, `airbyte-setup`.
 
 `mlstack run` materializes the graph in this process, as a run in the Dagster instance, and
 shows it from the run's events (`runs.RunProgress`): a line per step, then rows and checks per
@@ -318,8 +318,7 @@ def run(args: argparse.Namespace) -> int:
 
 def versions(args: argparse.Namespace) -> int:
     """`mlstack versions <table>`: the versions of a published table, newest first."""
-    from mlstack_assets.lake import Lake
-    from mlstack_assets.lake.versions import VERSIONED_TABLES, current_version_id
+    from mlstack_assets.lake.versions import VERSIONED_TABLES, current_version_id, warehouse_lake
     from mlstack_assets.lake.versions import versions as versions_of
 
     if args.table not in VERSIONED_TABLES:
@@ -330,7 +329,7 @@ def versions(args: argparse.Namespace) -> int:
         )
         return 2
     settings = load_settings()
-    lake = Lake(settings.lake)
+    lake = warehouse_lake(settings)
     listed, current = versions_of(lake, args.table), current_version_id(lake, args.table)
     if args.json:
         documents = [{**v.manifest, "current": v.id == current} for v in listed]
@@ -366,7 +365,7 @@ def rollback(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
         warehouse = warehouse_deployment(settings).warehouse
-        restored = restore(args.table, args.to, settings.lake, warehouse)
+        restored = restore(args.table, args.to, settings.warehouse_lake, warehouse)
     except VersionError as error:
         print(f"mlstack rollback: {error}", file=sys.stderr)
         return 1
@@ -385,6 +384,86 @@ def rollback(args: argparse.Namespace) -> int:
         return 0
     args.select, args.allow_row_drop = ",".join(downstream), False
     return run(args)
+
+
+def restore_from_lake(_: argparse.Namespace) -> int:
+    """`mlstack restore`: a lost or damaged warehouse made what the lake's current versions say."""
+    from mlstack_assets.lake.restore import restore_warehouse
+    from mlstack_assets.lake.versions import VersionError, warehouse_lake
+    from mlstack_assets.warehouse.deployment import warehouse_deployment
+
+    settings = load_settings()
+    lake = warehouse_lake(settings)
+    try:
+        restored, views = restore_warehouse(lake, warehouse_deployment(settings).warehouse)
+    except VersionError as error:
+        print(f"mlstack restore: {error}", file=sys.stderr)
+        return 1
+    for table in restored:
+        version = table.version
+        print(f"{settings.dataset}.{table.table}: version {version.id} ({version.rows} rows)")
+    print(f"views recreated: {', '.join(views) or 'none recorded'}")
+    where = f"{settings.warehouse} {settings.warehouse_location}"
+    print(f"restored {where} from {lake.root} (sha256 checked; no source read)")
+    return 0
+
+
+def _shown_value(value: Any, width: int = 40) -> str:
+    """A value in a line: text quoted, a timestamp or number as it reads, shortened."""
+    text = repr(value) if isinstance(value, str) else "null" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_diff(found: dict[str, Any]) -> str:
+    """`mlstack diff`: counts, then a few keys of each kind (changed ones with their values)."""
+    key, rows = found["key"], found["rows"]
+    lines = [
+        f"{found['table']}: {found['from']} -> {found['to']}"
+        f" ({rows['from']} -> {rows['to']} rows, matched by {key})"
+    ]
+    per_column = ", ".join(f"{c} {n}" for c, n in found["columns_changed"].items())
+    lines.append(
+        f"  added {found['added']}, removed {found['removed']}, changed {found['changed']}"
+    )
+    lines += [f"  changed columns: {per_column}"] if per_column else []
+    for kind in ("columns_added", "columns_removed"):
+        if found[kind]:
+            lines.append(f"  {kind.replace('_', ' ')}: {', '.join(found[kind])} (not compared)")
+    examples = found["examples"]
+    for kind in ("added", "removed"):
+        if examples[kind]:
+            keys = ", ".join(map(_shown_value, examples[kind]))
+            lines.append(f"{kind} (first {len(examples[kind])}): {key} {keys}")
+    if examples["changed"]:
+        lines.append(f"changed (first {len(examples['changed'])}):")
+    for row in examples["changed"]:
+        change = "; ".join(
+            f"{c} {_shown_value(old)} -> {_shown_value(new)}"
+            for c, (old, new) in row["columns"].items()
+        )
+        lines.append(f"  {key} {_shown_value(row['key'])}: {change}")
+    return "\n".join(lines)
+
+
+def diff(args: argparse.Namespace) -> int:
+    """`mlstack diff <table> [--from V] [--to V]`: rows added, removed and changed between two
+    versions (default: the one before the current, and the current), read from the lake."""
+    from mlstack_assets.lake import LakeError
+    from mlstack_assets.lake.diff import diff_versions, versions_to_compare
+    from mlstack_assets.lake.versions import VERSIONED_TABLES, warehouse_lake
+
+    try:
+        if args.table not in VERSIONED_TABLES:
+            known = ", ".join(VERSIONED_TABLES)
+            raise LakeError(f"{args.table!r} has no versions; the versioned tables are {known}")
+        lake = warehouse_lake(load_settings())
+        old, new = versions_to_compare(lake, args.table, args.old, args.new)
+        found = diff_versions(lake, args.table, old, new)
+    except LakeError as error:
+        print(f"mlstack diff: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(found, indent=2, default=str) if args.json else format_diff(found))
+    return 0
 
 
 def airbyte_setup(_: argparse.Namespace) -> int:
@@ -422,11 +501,22 @@ def main(argv: list[str] | None = None) -> None:
     restoring.add_argument(
         "--with-downstream", action="store_true", help="then rebuild what depends on it"
     )
-    for command, func in ((run_parser, run), (listing, versions), (restoring, rollback)):
+    comparing = commands.add_parser("diff", help="what changed between two versions of a table")
+    comparing.add_argument(
+        "--from", dest="old", help="the older version (default: the one before --to)"
+    )
+    comparing.add_argument("--to", dest="new", help="the newer version (default: the current one)")
+    comparing.add_argument("--json", action="store_true", help="as JSON, for scripts")
+    subcommands = ((run_parser, run), (listing, versions), (restoring, rollback), (comparing, diff))
+    for command, func in subcommands:
         command.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
         if command is not run_parser:
             command.add_argument("table")
         command.set_defaults(func=func)
+    recovering = commands.add_parser(
+        "restore", help="rebuild a lost or damaged warehouse from the lake's current versions"
+    )
+    recovering.set_defaults(func=restore_from_lake)
     setup = commands.add_parser("airbyte-setup", help="create or update the Airbyte objects")
     setup.set_defaults(func=airbyte_setup)
     args = parser.parse_args(argv)

@@ -28,7 +28,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         build_transform_definitions(settings),
         build_ml_definitions(settings, deployment),
         build_automation_definitions(settings),
-        build_rollback_definitions(settings.lake),
+        build_rollback_definitions(settings.warehouse_lake),
         Definitions(resources=deployment.resources, executor=deployment.executor),
     )
     return with_freshness_policies(defs, settings)

@@ -9,7 +9,7 @@ from typing import Any
 
 from dagster import AssetCheckSpec, AssetKey, Failure, MetadataValue
 
-from mlstack_assets.lake import DATA, Lake, utc_label, versions
+from mlstack_assets.lake import DATA, Lake, diff, utc_label, versions
 from mlstack_assets.lake.checkpoints import Checkpoint, prune
 from mlstack_assets.lake.restore import path_metadata
 from mlstack_assets.quality.outcomes import Audit, CheckOutcome
@@ -124,7 +124,7 @@ def publish_audited(
     """Publish `candidates` if `audit` and the volume guard pass, else raise `AuditFailed`."""
     # one session: nobody publishes between guard and replace, or sees rows and pointer differ
     with warehouse.session(purpose=f"publish {subject}"):
-        lake, dataset = Lake(policy.settings.lake), policy.settings.dataset
+        lake, dataset = versions.warehouse_lake(policy.settings, log), policy.settings.dataset
         for candidate in candidates:
             if candidate.table in VOLUME_GUARDED and candidate.view_sql is None:
                 rows = warehouse.row_count(candidate.schema, candidate.table)
@@ -144,13 +144,28 @@ def publish_audited(
             for c in candidates
             if c.view_sql is None and c.table in versions.VERSIONED_TABLES
         }
-        for schema in dict.fromkeys(c.schema for c in candidates):
-            group = [c for c in candidates if c.schema == schema]
+        replaced = {c.table: versions.current_version_id(lake, c.table) for c in candidates}
+
+        def make_current() -> None:  # inside the publish: a kill leaves table and pointer agreeing
+            for candidate in candidates:
+                if (version := kept.get(candidate.key)) is not None:
+                    versions.make_current(lake, candidate.table, version.id, run_id=run_id)
+                elif candidate.view_sql is not None:  # so that `mlstack restore` can recreate it
+                    versions.record_view(lake, candidate.table, candidate.view_sql, run_id)
+
+        [schema] = {c.schema for c in candidates}  # one step's candidates are built together
+        try:
             warehouse.publish_relations(
                 schema,
-                tables=[c.table for c in group if c.view_sql is None],
-                views={c.table: c.view_sql for c in group if c.view_sql is not None},
+                tables=[c.table for c in candidates if c.view_sql is None],
+                views={c.table: c.view_sql for c in candidates if c.view_sql is not None},
+                before_commit=make_current,
             )
+        except Exception:  # not published: the pointers say what the tables still hold
+            for candidate in candidates:
+                if candidate.key in kept:
+                    versions.make_current(lake, candidate.table, replaced[candidate.table])
+            raise
         metadata = {}
         for candidate in candidates:
             table, version = candidate.table, kept.get(candidate.key)
@@ -159,7 +174,7 @@ def publish_audited(
                 "audited_relation": f"{candidate.schema}.{table}",
             }
             if version is not None:
-                versions.make_current(lake, table, version.id, run_id=run_id)
+                entry |= diff.changes_against(lake, replaced[table], version)  # before pruning
                 versions.prune_versions(lake, table, policy.settings.lake_keep_versions, log)
                 if candidate.checkpoint is not None:
                     prune(lake, table, policy.settings.lake_keep_checkpoints, log)

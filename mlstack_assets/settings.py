@@ -4,6 +4,7 @@ A bad value is reported in one line: the variable, its value (never a secret's),
 expected. Secrets are only checked here; resources get them as `dagster.EnvVar`.
 """
 
+import hashlib
 import os
 import re
 import uuid
@@ -249,6 +250,20 @@ class _Settings(BaseSettings):
     def warehouse_location(self) -> str:
         """Where the warehouse is, for people: the DuckDB file or the BigQuery project."""
         return str(self.duckdb_path) if self.warehouse == "duckdb" else self.bigquery_project
+
+    @property
+    def warehouse_id(self) -> str:
+        """Which warehouse this is, as its part of the lake is named: the DuckDB file (by its
+        resolved path) or the BigQuery project, then the dataset. Each keeps its own versions."""
+        if self.warehouse == "bigquery":
+            return f"bigquery-{self.bigquery_project}/{self.dataset}"
+        digest = hashlib.sha256(str(self.duckdb_path.resolve()).encode()).hexdigest()[:12]
+        return f"duckdb-{self.duckdb_path.stem}-{digest}/{self.dataset}"
+
+    @property
+    def warehouse_lake(self) -> str:
+        """This warehouse's part of the lake: its checkpoints, versions and current pointers."""
+        return f"{self.lake}/warehouses/{self.warehouse_id}"
 
     @property
     def dbt_database(self) -> str:

@@ -17,9 +17,9 @@ from mlstack_assets import publish
 from mlstack_assets.ingestion.fingerprint import fingerprint
 from mlstack_assets.ingestion.loader import AirbyteLoader, Extracted
 from mlstack_assets.ingestion.sources import SourceError, SourceSpec, source_specs
-from mlstack_assets.lake import Lake
 from mlstack_assets.lake.checkpoints import record_audit
 from mlstack_assets.lake.restore import path_metadata
+from mlstack_assets.lake.versions import warehouse_lake
 from mlstack_assets.quality.outcomes import Audit
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.quality.validation import import_great_expectations, validate_table
@@ -170,8 +170,9 @@ def checks_on_published(
     settings: Settings,
 ) -> Iterator[dg.AssetCheckResult]:
     """The selected checks run alone (the UI's "Execute" on a check): on the published
-    tables, changing nothing."""
-    dataset, lake, rules = warehouse.dataset, Lake(settings.lake), publish.policy(settings)
+    tables, changing nothing. The volume guard compares a table with its current version,
+    so it fails only when rows were removed outside mlstack."""
+    dataset, lake, rules = warehouse.dataset, warehouse_lake(settings), publish.policy(settings)
     with warehouse.session(purpose="run the selected checks on the published raw tables"):
         for spec in specs:
             key = dg.AssetKey(spec.name)
@@ -267,7 +268,7 @@ def build_airbyte_loader(settings: Settings) -> AirbyteLoader:
     from mlstack_assets.ingestion.embedded import EmbeddedAirbyte
 
     return EmbeddedAirbyte(
-        lake=settings.lake,
+        lake=settings.warehouse_lake,
         connector_dir=str(settings.connector_dir),
         source_timeout_seconds=settings.source_timeout_seconds,
         source_retries=settings.source_retries,

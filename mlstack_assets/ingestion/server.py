@@ -166,7 +166,7 @@ def build_server_loader(settings: Settings) -> AirbyteServer:
         request_timeout=30,
     )
     return AirbyteServer(
-        lake=settings.lake,
+        lake=settings.warehouse_lake,
         workspace=workspace,
         connection_ids={s.name: settings.airbyte_connection_id(s.name) for s in SOURCES},
         api_retries=settings.source_retries,

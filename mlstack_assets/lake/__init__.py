@@ -170,6 +170,11 @@ class Entry:
     def rows(self) -> int:
         return int(self.manifest["rows"])
 
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        """(name, type) of each column, in the types of the warehouse that wrote it."""
+        return [(name, dtype) for name, dtype in self.manifest["columns"]]
+
     def verify(self, what: str) -> None:
         """Raise unless the data file is there and is the one the manifest describes."""
         try:

@@ -27,10 +27,6 @@ class Checkpoint(Entry):
     def uri(self) -> str:
         return self.lake.uri(self.key)
 
-    @property
-    def columns(self) -> list[tuple[str, str]]:
-        return [(name, dtype) for name, dtype in self.manifest["columns"]]
-
     def verify(self, what: str = "") -> None:
         super().verify(what or f"checkpoint {self.uri}")
 

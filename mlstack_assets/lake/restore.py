@@ -3,6 +3,7 @@ session, sha256 checked, loaded atomically and made current (nothing written if 
 missing or changed), then recorded as a materialization (`restored_from`): downstream is stale."""
 
 from dataclasses import dataclass
+from functools import partial
 
 import dagster as dg
 from pydantic import Field
@@ -48,14 +49,42 @@ def restore(table: str, version_id: str, lake_root: str, warehouse: Warehouse) -
     lake = Lake(lake_root)
     version = versions.find_version(lake, table, version_id)
     with warehouse.session(purpose=f"restore {table} to version {version.id}"):
-        previous = versions.current_version_id(lake, table)
-        try:  # inside the session: what is checked is what is loaded
-            version.verify()
-        except VersionError as error:
-            raise VersionError(f"{error}; nothing was restored") from None
-        warehouse.restore_table(table, version.data_uri, lake)
-        # same session: whoever reads which version a table holds sees its rows with it
-        versions.make_current(lake, table, version.id, restored_from=version.id, previous=previous)
+        _verify(version)  # inside the session: what is checked is what is loaded
+        return _load(version, lake, warehouse, versions.current_version_id(lake, table))
+
+
+def restore_warehouse(lake: Lake, warehouse: Warehouse) -> tuple[list[Restored], list[str]]:
+    """`mlstack restore`: every published table made what its current version says, then every
+    view recreated as its last publish recorded it; no source is read. Every file's sha256 is
+    checked first: one damaged version and nothing is restored. Returns the tables and views."""
+    chosen = [v for t in VERSIONED_TABLES if (v := versions.current_version(lake, t)) is not None]
+    if not chosen:
+        raise VersionError(f"{lake.root} holds no current version of any table: nothing to restore")
+    views = versions.recorded_views(lake)
+    with warehouse.session(purpose="restore every published table from the lake"):
+        for version in chosen:
+            _verify(version)
+        # raw first, then what is built from it (the order of `VERSIONED_TABLES`), then views
+        restored = [_load(version, lake, warehouse, version.id) for version in chosen]
+        warehouse.publish_relations(warehouse.dataset, tables=[], views=views)
+    return restored, sorted(views)
+
+
+def _verify(version: versions.Version) -> None:
+    try:
+        version.verify()
+    except VersionError as error:
+        raise VersionError(f"{error}; nothing was restored") from None
+
+
+def _load(
+    version: versions.Version, lake: Lake, warehouse: Warehouse, previous: str | None
+) -> Restored:
+    """Load the version into its table; made current in the same publish (a kill leaves the
+    table and its pointer agreeing)."""
+    table = version.manifest["table"]
+    current = partial(versions.make_current, lake, table, version.id, restored_from=version.id)
+    warehouse.restore_table(version, partial(current, previous=previous))
     return Restored(table, version, previous)
 
 

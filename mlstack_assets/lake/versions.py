@@ -2,6 +2,7 @@
 checks passed, sha256, `inputs`: what it was built from, transitively) and its data;
 `current.json` names the one the table holds."""
 
+import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -14,14 +15,41 @@ _ML_TABLES = ("ml_dataset", "ml_splits", "tag_distribution")
 VERSIONED_TABLES = (*source_names(), "labeled_projects", *_ML_TABLES)  # raw, dbt's mart, ML
 PARTITION = "version="
 CURRENT = "current.json"
+VIEW = "view.json"
+PRODUCTION = "production"
 
 
 class VersionError(LakeError):
     """A version that does not exist, or whose file does not match its manifest."""
 
 
+_NOTICED: set[str] = set()  # lakes whose old layout this process has reported
+
+
+def warehouse_lake(settings: Any, log: Callable[[str], None] | None = None) -> Lake:
+    """The configured warehouse's part of the lake (`Settings.warehouse_lake`); once per process
+    and lake, says when the lake also holds entries from before each warehouse had its own part,
+    which no warehouse reads, and what to do with them."""
+    lake, root = Lake(settings.warehouse_lake), Lake(settings.lake)
+    if settings.lake not in _NOTICED:
+        _NOTICED.add(settings.lake)
+        if old := [name for name in ("production", "staging") if root.exists(name)]:
+            found = " and ".join(f"{root.uri(name)}/" for name in old)
+            (log or _stderr)(
+                f"lake: {found} are from before each warehouse kept its own versions, and no"
+                f" warehouse reads them: this one ({settings.warehouse_id}) reads {lake.root}/."
+                f" If they are this warehouse's, move them there ({', '.join(old)}); if not,"
+                " move them to their warehouse's folder or delete them."
+            )
+    return lake
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def table_key(table: str) -> str:
-    return f"production/{table}"
+    return f"{PRODUCTION}/{table}"
 
 
 class Version(Entry):
@@ -103,10 +131,27 @@ def record_version(
     return Version(lake, key, document)
 
 
-def make_current(lake: Lake, table: str, version_id: str, **details: Any) -> None:
-    """The published table now holds `version_id` (after a publish or a restore)."""
+def make_current(lake: Lake, table: str, version_id: str | None, **details: Any) -> None:
+    """The published table now holds `version_id` (after a publish or a restore; None: no
+    version, as before its first publish)."""
+    if version_id is None:
+        lake.remove(f"{table_key(table)}/{CURRENT}")
+        return
     pointer = {"version": version_id, "since": datetime.now(timezone.utc).isoformat(), **details}
     lake.write_json(f"{table_key(table)}/{CURRENT}", pointer)
+
+
+def record_view(lake: Lake, name: str, sql: str, run_id: str) -> None:
+    """A published view's SELECT, kept so that `mlstack restore` can recreate it."""
+    lake.write_json(f"{table_key(name)}/{VIEW}", {"view": name, "sql": sql, "run_id": run_id})
+
+
+def recorded_views(lake: Lake) -> dict[str, str]:
+    """Every published view's SELECT, by name, as its last publish recorded it."""
+    documents = (
+        lake.read_json(f"{table_key(name)}/{VIEW}") for name in lake.directories(PRODUCTION)
+    )
+    return {document["view"]: document["sql"] for document in documents if document}
 
 
 def prune_versions(lake: Lake, table: str, keep: int, log: Callable[[str], None]) -> list[str]:
@@ -122,11 +167,12 @@ def prune_versions(lake: Lake, table: str, keep: int, log: Callable[[str], None]
 
 def read_version(table: str, version: str | None = None, lake: str | None = None) -> Any:
     """A version of `table` (id or unique prefix; None: the current one) as a pandas DataFrame,
-    sha256 checked, from the lake (default `MLSTACK_LAKE`) without Dagster or the warehouse: how
-    training code gets a run's exact data, e.g. `read_version("ml_splits", "20261201T214011")`."""
+    sha256 checked, from the lake without Dagster or the warehouse (`lake`: a warehouse's part of
+    it, as `mlstack versions` prints; default the configured warehouse's): how training code gets
+    a run's exact data, e.g. `read_version("ml_splits", "20261201T214011")`."""
     import duckdb
 
-    store = Lake(load_settings().lake if lake is None else lake)
+    store = warehouse_lake(load_settings()) if lake is None else Lake(lake)
     chosen = find_version(store, table, version) if version else current_version(store, table)
     if chosen is None:
         raise VersionError(f"{table} has no current version in {store.root}")

@@ -108,7 +108,7 @@ def ml_table(
                 allow_retries=False,
             )
         source = warehouse.qualified(warehouse.dataset, upstream)
-        inputs = upstream_versions(settings.lake, [upstream])
+        inputs = upstream_versions(settings.warehouse_lake, [upstream])
         yield MLTable(name, source, inputs, warehouse, settings)
 
 

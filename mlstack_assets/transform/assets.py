@@ -18,8 +18,7 @@ from pydantic import Field
 
 from mlstack_assets import publish
 from mlstack_assets.compat import InstalledDbtCliResource
-from mlstack_assets.lake import Lake
-from mlstack_assets.lake.versions import current_versions
+from mlstack_assets.lake.versions import current_versions, warehouse_lake
 from mlstack_assets.quality.outcomes import CheckOutcome
 from mlstack_assets.quality.suites import load_suite
 from mlstack_assets.quality.validation import validate_table
@@ -168,7 +167,7 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
             seconds = {"transform": time.perf_counter() - started}
             audit = audit_build(built, warehouse, suites, docs, deps)  # 2. audit
             seconds["checks"] = time.perf_counter() - started - seconds["transform"]
-            raw = current_versions(Lake(settings.lake), source_names())
+            raw = current_versions(warehouse_lake(settings), source_names())
             views = {
                 m.key: m.published_sql(built.manifest, schema, dataset)
                 for m in built.models

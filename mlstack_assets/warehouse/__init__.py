@@ -2,7 +2,7 @@
 what the pipeline asks of one; `deployment.warehouse_deployment` decides which one."""
 
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,7 +13,7 @@ from mlstack_assets.settings import audit_dataset, staging_dataset
 from mlstack_assets.warehouse.dialect import SqlDialect, sql_dialect
 
 if TYPE_CHECKING:
-    from mlstack_assets.lake import Lake
+    from mlstack_assets.lake import Entry, Lake
     from mlstack_assets.lake.checkpoints import Checkpoint
 
 TableColumns = list[tuple[str, str]]
@@ -49,9 +49,13 @@ class Warehouse(ConfigurableResource):
     @abstractmethod  # its SQLAlchemy URL, for the tools that read it that way (GX)
     def sqlalchemy_url(self, schema: str) -> str: ...
 
-    @abstractmethod  # replace tables by `<source_schema>`'s, (re)create views: atomically as it can
-    def publish_relations(
-        self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
+    @abstractmethod  # replace tables by `<source_schema>`'s, (re)create views: atomically as it
+    def publish_relations(  # can; `before_commit` last, in the transaction where there is one
+        self,
+        source_schema: str,
+        tables: list[str],
+        views: dict[str, str] | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> None: ...
 
     @property
@@ -72,13 +76,19 @@ class Warehouse(ConfigurableResource):
         (`purpose` tells waiters); BigQuery nothing: a session of atomic jobs is not isolated."""
         yield
 
+    def stage_parquet(self, table: str, uri: str, lake: "Lake", columns: TableColumns) -> None:
+        """Replace `<staging>.<table>` by the Parquet file at `uri` (`columns`: what it holds)."""
+        self.load_parquet(self.staging_dataset, table, uri, lake)
+
     def stage_checkpoint(self, table: str, checkpoint: "Checkpoint") -> None:
         """Replace `<staging>.<table>` by the checkpoint's Parquet file."""
-        self.load_parquet(self.staging_dataset, table, checkpoint.data_uri, checkpoint.lake)
+        self.stage_parquet(table, checkpoint.data_uri, checkpoint.lake, checkpoint.columns)
 
-    def restore_table(self, table: str, uri: str, lake: "Lake") -> None:
-        """Replace `<dataset>.<table>` by the Parquet file at `uri`."""
-        self.load_parquet(self.dataset, table, uri, lake)
+    def restore_table(self, version: "Entry", before_commit: Callable[[], None]) -> None:
+        """Replace the published table by a version's Parquet file, staged then published."""
+        table = version.manifest["table"]
+        self.stage_parquet(table, version.data_uri, version.lake, version.columns)
+        self.publish_relations(self.staging_dataset, [table], before_commit=before_commit)
 
     def row_count(self, schema: str, table: str) -> int:
         return self.query(f"select count(*) from {self.qualified(schema, table)}")[0][0]

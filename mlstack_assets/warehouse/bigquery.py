@@ -3,6 +3,7 @@ that can fail for a passing reason is retried with backoff, bounded and logged
 (`transient_retry`); every job wait is bounded (`JOB_TIMEOUT_SECONDS`)."""
 
 import itertools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import requests
@@ -22,6 +23,9 @@ RETRY_TIMEOUT_SECONDS = 60.0
 JOB_TIMEOUT_SECONDS = 900.0  # a bound on waiting for one load, copy or extract job
 # DuckDB's types in a checkpoint's manifest, as BigQuery columns
 BIGQUERY_TYPES = {"VARCHAR": "STRING", "TIMESTAMP": "TIMESTAMP", "JSON": "JSON", "BIGINT": "INT64"}
+# what BigQuery calls its own types (a version exported from BigQuery lists these)
+_BIGQUERY_NAMES = {"STRING", "INTEGER", "INT64", "FLOAT", "FLOAT64", "NUMERIC", "BOOLEAN", "BOOL"}
+_BIGQUERY_NAMES |= {"TIMESTAMP", "DATE", "DATETIME", "TIME", "JSON", "BYTES"}
 
 
 def transient_retry(what: str) -> Any:
@@ -101,17 +105,20 @@ class BigQueryWarehouse(Warehouse):
             job = client.load_table_from_uri(uri, target, job_config=config, retry=retry)
             job.result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
 
-    def stage_checkpoint(self, table: str, checkpoint: Any) -> None:
-        """Dropped first: bqemulator keeps the old schema on WRITE_TRUNCATE, loading by position."""
+    def stage_parquet(self, table: str, uri: str, lake: Any, columns: TableColumns) -> None:
+        """Dropped first: bqemulator keeps the old schema on WRITE_TRUNCATE, loading by position
+        (and with no schema given, it cannot load into a table that does not exist)."""
         self.ensure_dataset(self.staging_dataset)
         with self.bigquery.get_client() as client:
             staged = self._id(self.staging_dataset, table)
             client.delete_table(staged, not_found_ok=True, retry=transient_retry("delete table"))
         schema = [
-            bigquery.SchemaField(name, BIGQUERY_TYPES.get(dtype, "STRING"))
-            for name, dtype in checkpoint.columns
+            bigquery.SchemaField(
+                name, BIGQUERY_TYPES.get(dtype) or (dtype if dtype in _BIGQUERY_NAMES else "STRING")
+            )
+            for name, dtype in columns
         ]
-        self.load_parquet(self.staging_dataset, table, checkpoint.data_uri, checkpoint.lake, schema)
+        self.load_parquet(self.staging_dataset, table, uri, lake, schema)
 
     def export_relation(self, schema: str, table: str, lake: Any, data_key: str) -> Exported:
         _needs_cloud_storage(lake)
@@ -126,9 +133,14 @@ class BigQueryWarehouse(Warehouse):
         return Exported(rows=rows, columns=columns, sha256=lake.sha256(data_key))
 
     def publish_relations(
-        self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
+        self,
+        source_schema: str,
+        tables: list[str],
+        views: dict[str, str] | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
-        """Each relation replaced atomically, as BigQuery has no transaction across tables."""
+        """Each relation replaced atomically, as BigQuery has no transaction across tables;
+        `before_commit` after the last."""
         self.ensure_dataset(self.dataset)
         for name, sql in (views or {}).items():
             self.query(f"create or replace view {self.qualified(self.dataset, name)} as {sql}")
@@ -138,7 +150,9 @@ class BigQueryWarehouse(Warehouse):
                 retry = transient_retry(f"copy {table} into {self.dataset}")
                 source, target = self._id(source_schema, table), self._id(self.dataset, table)
                 job = client.copy_table(source, target, job_config=config, retry=retry)
-                job.result(retry=retry)
+                job.result(retry=retry, timeout=JOB_TIMEOUT_SECONDS)
+        if before_commit is not None:
+            before_commit()
 
     def sqlalchemy_url(self, schema: str) -> str:
         return f"bigquery://{self.project}/{schema}"

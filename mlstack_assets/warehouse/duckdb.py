@@ -223,7 +223,11 @@ class DuckDBWarehouse(Warehouse):
         return Exported(rows=int(rows), columns=columns, sha256=sha256)
 
     def publish_relations(
-        self, source_schema: str, tables: list[str], views: dict[str, str] | None = None
+        self,
+        source_schema: str,
+        tables: list[str],
+        views: dict[str, str] | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
         with self.connection() as conn:
             conn.execute(f"create schema if not exists {sql_identifier(self.dataset)}")
@@ -236,6 +240,8 @@ class DuckDBWarehouse(Warehouse):
                     source = self.qualified(source_schema, table)
                     target = self.qualified(self.dataset, table)
                     conn.execute(f"create or replace table {target} as select * from {source}")
+                if before_commit is not None:
+                    before_commit()
                 conn.execute("commit")
             except Exception:
                 conn.execute("rollback")

@@ -27,6 +27,7 @@ from tests.conftest import REPO_ROOT, BigQueryStack, Stack
 from tests.support.bad_inputs import BAD_INPUTS, materialize_bad_input
 from tests.support.bigquery_emulator import PROJECT, BigQueryEmulator
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_projects, write_tags
+from tests.support.lakes import warehouse_lake
 from tests.support.processes import dagster_home, stop
 from tests.support.results import failure_messages, materialized_keys
 
@@ -219,10 +220,11 @@ def test_each_step_used_its_bigquery_path(
     loads = [load for load in stack.emulator.gateway.loads if load[0] == f"{DATASET}_staging"]
     assert {table for _, table, _, _ in loads} >= {"projects", "tags"}
     assert {source_format for _, _, source_format, _ in loads} == {"PARQUET"}
+    lake = warehouse_lake()  # the project and dataset's part of the lake's bucket
+    assert lake.root.startswith(f"{stack.emulator.lake}/warehouses/bigquery-")
     for _, table, _, uris in loads:
-        assert uris[0].startswith(f"{stack.emulator.lake}/staging/raw_{table}/extracted_at=")
+        assert uris[0].startswith(f"{lake.root}/staging/raw_{table}/extracted_at=")
     # the checkpoints are objects in the lake's bucket; staging holds exactly their rows
-    lake = Lake(stack.emulator.lake)
     for source in ("projects", "tags"):
         [checkpoint] = checkpoints(lake, source)
         checkpoint.verify()  # read back through the Cloud Storage API
@@ -401,7 +403,7 @@ def test_raw_steps_staging_together_on_a_fresh_dataset_all_succeed(
     monkeypatch.setenv("MLSTACK_DATASET", "fresh_race")
     warehouse = build_bigquery_resources(load_settings())["warehouse"]
     streams = ["projects", "tags", "third", "fourth"]  # more starters, a wider race
-    lake = Lake(bigquery_emulator.lake)
+    lake = warehouse_lake()
     made = {}
     for position, stream in enumerate(streams):
         parquet = tmp_path / f"{stream}.parquet"
@@ -447,7 +449,7 @@ def test_a_published_version_on_bigquery_is_in_the_lake_and_restores(
     from mlstack_assets.warehouse.bigquery import build_bigquery_resources
 
     stack = published_bigquery_stack
-    lake = stack.emulator.lake
+    lake = warehouse_lake().root
     version = current_version(Lake(lake), "labeled_projects")
     assert version is not None and version.data_uri.startswith(f"{lake}/production/")
     published = rows(stack.query(f"select {LABELED_COLUMNS} from {DATASET}.labeled_projects"))
@@ -464,3 +466,31 @@ def test_a_published_version_on_bigquery_is_in_the_lake_and_restores(
     assert sorted(
         rows(stack.query(f"select {LABELED_COLUMNS} from {DATASET}.labeled_projects"))
     ) == sorted(published)
+
+
+def test_restore_brings_a_lost_bigquery_dataset_back_from_the_lake(
+    published_bigquery_stack: BigQueryStack,
+):
+    """`mlstack restore` on BigQuery: the published dataset deleted, every table and view comes
+    back from the `gs://` lake (load jobs, views as their last publish recorded them), and no
+    source is read."""
+    stack = published_bigquery_stack
+    before = published_tables(stack)
+    assert {"labeled_projects", "tags", "ml_splits"} <= set(before)
+    with stack.emulator.client() as client:
+        client.delete_dataset(DATASET, delete_contents=True)  # the warehouse is lost
+    for source in ("projects", "tags"):
+        stack.set_source(source, stack.root / "gone" / f"{source}.csv")
+
+    restored = subprocess.run(
+        [str(Path(sys.executable).parent / "mlstack"), "restore"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "CI": "true"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert published_tables(stack) == before
+    assert f"{DATASET}.labeled_projects: version" in restored.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from dagster import AssetCheckSeverity
+from dagster import AssetCheckSeverity, AssetKey
 
 from mlstack_assets.quality.suites import load_suite
 from tests.conftest import Stack
@@ -215,3 +215,80 @@ def test_an_empty_table_fails_on_its_row_count_and_says_why_the_others_did_not_r
     assert tag_checks["expected_columns_exist"].passed
     assert tag_checks["id_is_unique"].description == "not evaluated: the table is empty"
     assert "- not evaluated: the table is empty: " in failure_messages(result)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under `root` with its bytes: compared before and after, nothing written."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _raw_checks_alone(stack: Stack):
+    """Every check of `airbyte_sync` executed alone, as the UI's "Execute" launches them."""
+    defs = stack.definitions()
+    keys = defs.resolve_assets_def(AssetKey("tags")).check_keys  # projects' and tags'
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection=keys
+    )
+    return keys, job.execute_in_process(instance=stack.instance, raise_on_error=False)
+
+
+def test_raw_checks_executed_alone_evaluate_the_published_tables_and_change_nothing(
+    published_stack: Stack,
+):
+    assert published_stack.materialize('key:"projects" or key:"tags"').success  # versions
+    lake = published_stack.root / "lake"
+    published = {
+        t: published_stack.instance.get_latest_materialization_event(AssetKey(t))
+        for t in ("projects", "tags")
+    }
+    before, lake_before = snapshot(published_stack), _files(lake)
+
+    keys, result = _raw_checks_alone(published_stack)
+
+    assert result.success, failure_messages(result)
+    evaluations = {
+        (e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()
+    }
+    assert set(evaluations) == {(k.asset_key.path[-1], k.name) for k in keys}
+    assert all(e.passed for e in evaluations.values())
+    rows = len(published_stack.query("select * from mlops_course.tags"))
+    volume = evaluations["tags", "row_drop_within_limit"].description
+    assert volume.startswith(f"{rows} rows against {rows} in version ")
+    assert result.get_asset_materialization_events() == []
+    assert snapshot(published_stack) == before and _files(lake) == lake_before
+
+    # the published tables changed behind mlstack's back: a duplicate id, half the projects
+    published_stack.query_write(
+        "insert into mlops_course.tags select * from mlops_course.tags limit 1"
+    )
+    [(projects,)] = published_stack.query("select count(*) from mlops_course.projects")
+    published_stack.query_write(
+        "delete from mlops_course.projects where id in"
+        f" (select id from mlops_course.projects order by id limit {projects // 2 + 1})"
+    )
+    before = snapshot(published_stack)
+
+    _, result = _raw_checks_alone(published_stack)
+
+    assert not result.success
+    failed = {
+        (e.asset_key.path[-1], e.check_name): e
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    }
+    assert set(failed) == {("tags", "id_is_unique"), ("projects", "row_drop_within_limit")}
+    unique = failed["tags", "id_is_unique"]
+    assert unique.metadata["table"].value == "mlops_course.tags"
+    assert unique.metadata["expectation"].value == "expect_column_values_to_be_unique(column=id)"
+    [(duplicated,)] = published_stack.query(
+        "select id from mlops_course.tags group by id having count(*) > 1"
+    )
+    assert "unexpected; e.g. ids" in unique.description
+    assert str(duplicated) in unique.description
+    drop = failed["projects", "row_drop_within_limit"].description
+    assert f"{projects - projects // 2 - 1} rows, {projects} in the published version" in drop
+    assert "more than MLSTACK_MAX_ROW_DROP_PERCENT=20" in drop
+    assert result.get_asset_materialization_events() == []
+    assert snapshot(published_stack) == before and _files(lake) == lake_before
+    for table, event in published.items():  # still the materializations of the sync
+        assert published_stack.instance.get_latest_materialization_event(AssetKey(table)) == event

@@ -25,6 +25,7 @@ from mlstack_assets.lake.checkpoints import (
 )
 from tests.conftest import REPO_ROOT, Stack
 from tests.support.fixture_data import PROJECT_TAGS, PROJECTS, write_csv, write_projects, write_tags
+from tests.support.lakes import warehouse_lake
 from tests.support.results import (
     checks,
     failure_messages,
@@ -35,7 +36,8 @@ from tests.support.results import (
 
 
 def lake(stack: Stack) -> Lake:
-    return Lake(str(stack.root / "lake"))
+    """The stack's warehouse's part of the lake (the stack's environment configures it)."""
+    return warehouse_lake()
 
 
 def raw_rows(stack: Stack, table: str, columns: str) -> list[tuple]:

@@ -13,9 +13,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pytest
 import requests
 
@@ -223,6 +226,9 @@ def open_asset_graph(browser, url: str):
     """The global lineage in a fresh browser context: navigation and group list hidden, every
     group expanded, zoomed in until each asset shows its status, checks and kinds (this is
     the README's screenshot). Returns the page."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+    from playwright.sync_api import expect
+
     page = browser.new_context(viewport={"width": 1920, "height": 1000}).new_page()
     # Dagster's first-visit newsletter dialog opens when it likes (seconds late on a busy
     # machine) and covers the page: skip it whenever it shows up before an action
@@ -231,10 +237,18 @@ def open_asset_graph(browser, url: str):
     page.goto(f"{url}/asset-groups", wait_until="networkidle")
     page.get_by_role("button", name="Hide navigation").click()
     page.get_by_role("button", name="panel_show_right", exact=True).click()
-    page.get_by_role("button", name="settings", exact=True).last.click()
+    settings = page.get_by_role("button", name="settings", exact=True).last
     expand = page.get_by_role("menuitem", name="Expand all groups")
-    if expand.count():
-        expand.click()
+    collapse = page.get_by_role("menuitem", name="Collapse all groups")
+    for _ in range(3):  # the dialog's "Skip" also closes an open menu: open it again
+        settings.click()
+        try:
+            expect(expand.or_(collapse)).to_be_visible(timeout=5_000)
+            if expand.count():
+                expand.click(timeout=5_000)
+            break
+        except (AssertionError, PlaywrightTimeoutError):
+            continue
     page.keyboard.press("Escape")
     page.wait_for_timeout(1_000)
     for _ in range(5):  # zoom in until the nodes show their details
@@ -276,6 +290,27 @@ def wait_for_run(dagster_dev: DagsterDev, seconds: float = 420, job: str | None 
             return runs[0]
         assert time.monotonic() < deadline, f"run did not finish: {runs}"
         time.sleep(2)
+
+
+@contextmanager
+def browser_page(failure: str) -> Iterator[Any]:
+    """A Chromium page on a large viewport, Dagster's "Skip" prompts dismissed; a screenshot
+    to `test-artifacts/<failure>` when the block fails."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1920, "height": 1000})
+        skip = page.get_by_role("button", name="Skip")
+        page.add_locator_handler(skip, lambda: skip.click())
+        try:
+            yield page
+        except Exception:
+            page.screenshot(path=ARTIFACTS / failure, full_page=True)
+            raise
+        finally:
+            browser.close()
 
 
 def test_materialize_all_from_the_browser(dagster_dev: DagsterDev):
@@ -344,12 +379,16 @@ def test_the_rollback_job_from_the_launchpad_restores_a_version(dagster_dev: Dag
     """After two publishes of labeled_projects, the `rollback` job, configured and launched
     from the Launchpad, restores the first (the earlier test materialized everything)."""
     need_chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from mlstack_assets.lake import Lake
     from mlstack_assets.lake.versions import current_version_id, versions
+    from tests.support.lakes import warehouse_lake
 
-    lake = Lake(str(dagster_dev.lake))
+    lake = warehouse_lake(  # the part of the lake that `dg dev`'s warehouse reads
+        MLSTACK_WAREHOUSE="duckdb",
+        MLSTACK_DUCKDB_PATH=str(dagster_dev.lake.parent / "warehouse.duckdb"),
+        MLSTACK_LAKE=str(dagster_dev.lake),
+    )
     if not versions(lake, "labeled_projects"):
         pytest.fail("the graph was not materialized first (test_materialize_all_from_the_browser)")
     launched = dagster_dev.graphql(LAUNCH_ALL)["launchPipelineExecution"]
@@ -359,31 +398,20 @@ def test_the_rollback_job_from_the_launchpad_restores_a_version(dagster_dev: Dag
     assert current_version_id(lake, "labeled_projects") == newest
     config = "ops: {restore_version: {config: {table: labeled_projects, version: '" + first + "'}}}"
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1920, "height": 1000})
-        skip = page.get_by_role("button", name="Skip")
-        page.add_locator_handler(skip, lambda: skip.click())
-        try:
-            page.goto(
-                f"{dagster_dev.url}/locations/mlstack/jobs/rollback/playground",
-                wait_until="networkidle",
-            )
-            editor = page.locator(".CodeMirror").first
-            expect(editor).to_be_visible(timeout=60_000)
-            page.evaluate(
-                "(text) => document.querySelector('.CodeMirror').CodeMirror.setValue(text)",
-                config,
-            )
-            page.screenshot(path=ARTIFACTS / "rollback_launchpad.png")
-            page.get_by_role("button", name="Launch Run").click()
-            expect(page.get_by_text("restore_version").first).to_be_visible(timeout=60_000)
-        except Exception:
-            page.screenshot(path=ARTIFACTS / "rollback_failure.png", full_page=True)
-            raise
-        finally:
-            browser.close()
+    with browser_page("rollback_failure.png") as page:
+        page.goto(
+            f"{dagster_dev.url}/locations/mlstack/jobs/rollback/playground",
+            wait_until="networkidle",
+        )
+        editor = page.locator(".CodeMirror").first
+        expect(editor).to_be_visible(timeout=60_000)
+        page.evaluate(
+            "(text) => document.querySelector('.CodeMirror').CodeMirror.setValue(text)",
+            config,
+        )
+        page.screenshot(path=ARTIFACTS / "rollback_launchpad.png")
+        page.get_by_role("button", name="Launch Run").click()
+        expect(page.get_by_text("restore_version").first).to_be_visible(timeout=60_000)
 
     run = wait_for_run(dagster_dev, 300, job="rollback")
     assert run["status"] == "SUCCESS", dagster_dev.log.read_text()[-4000:]
@@ -392,3 +420,68 @@ def test_the_rollback_job_from_the_launchpad_restores_a_version(dagster_dev: Dag
     [materialization] = latest["assetNodeOrError"]["assetMaterializations"]
     entries = {e["label"]: e.get("text") for e in materialization["metadataEntries"]}
     assert entries["restored_from"] == first
+
+
+CHECK_EXECUTION = """
+query ($key: AssetKeyInput!, $check: String!) {
+    assetCheckExecutions(assetKey: $key, checkName: $check, limit: 1) {
+        runId status evaluation { description metadataEntries {
+            label ... on TextMetadataEntry { text } } }
+    }
+    assetNodeOrError(assetKey: $key) { ... on AssetNode {
+        assetMaterializations(limit: 1) { runId } } }
+}
+"""
+
+
+def test_a_raw_check_executed_alone_from_the_browser_evaluates_the_published_table(
+    dagster_dev: DagsterDev,
+):
+    """tags' Checks tab, `id_is_unique`, "Execute": one run of that check alone, on the
+    published table (a duplicate id put there behind mlstack's back), nothing synced."""
+    need_chromium()
+    from playwright.sync_api import expect
+
+    warehouse = dagster_dev.lake.parent / "warehouse.duckdb"
+    variables = {"key": {"path": ["tags"]}, "check": "id_is_unique"}
+    found = dagster_dev.graphql(CHECK_EXECUTION, variables)
+    published = found["assetNodeOrError"]["assetMaterializations"]
+    if not published:
+        pytest.fail("tags was not materialized first (test_materialize_all_from_the_browser)")
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("insert into mlops_course.tags select * from mlops_course.tags limit 1")
+        before = conn.execute("select * from mlops_course.tags order by all").fetchall()
+    earlier = {run["runId"] for run in dagster_dev.graphql(RUNS)["runsOrError"]["results"]}
+
+    with browser_page("check_alone_failure.png") as page:
+        page.goto(f"{dagster_dev.url}/assets/tags?view=checks", wait_until="networkidle")
+        page.get_by_text("id_is_unique", exact=True).first.click(timeout=60_000)
+        execute = page.get_by_role("button", name="execute Execute", exact=True)
+        expect(execute).to_be_enabled(timeout=60_000)
+        execute.click()
+        deadline = time.monotonic() + 300
+        while True:
+            runs = dagster_dev.graphql(RUNS)["runsOrError"]["results"]
+            new = [run for run in runs if run["runId"] not in earlier]
+            if new and new[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                break
+            assert time.monotonic() < deadline, f"the check's run did not finish: {runs}"
+            time.sleep(2)
+        page.reload(wait_until="networkidle")
+        expect(page.get_by_text("Failed").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=ARTIFACTS / "tags_check_executed_alone.png", full_page=True)
+
+    [run] = new
+    assert run["status"] == "FAILURE", dagster_dev.log.read_text()[-4000:]  # a blocking check
+    found = dagster_dev.graphql(CHECK_EXECUTION, variables)
+    [execution] = found["assetCheckExecutions"]
+    assert execution["runId"] == run["runId"] and execution["status"] == "FAILED"
+    metadata = {e["label"]: e.get("text") for e in execution["evaluation"]["metadataEntries"]}
+    assert metadata["table"] == "mlops_course.tags"
+    assert "unexpected; e.g. ids" in execution["evaluation"]["description"]
+    assert found["assetNodeOrError"]["assetMaterializations"] == published  # not synced
+    with duckdb.connect(str(warehouse)) as conn:
+        assert conn.execute("select * from mlops_course.tags order by all").fetchall() == before
+        conn.execute(
+            "delete from mlops_course.tags where rowid = (select max(rowid) from mlops_course.tags)"
+        )

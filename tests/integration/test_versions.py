@@ -33,6 +33,7 @@ from tests.support.fixture_data import (
     write_projects,
     write_tags,
 )
+from tests.support.lakes import warehouse_lake
 from tests.support.processes import dagster_home
 from tests.support.results import (
     checks,
@@ -86,7 +87,8 @@ def _cli(command: list[str]) -> subprocess.CompletedProcess:
 
 
 def lake_of(stack: Stack) -> Lake:
-    return Lake(str(stack.root / "lake"))
+    """The stack's warehouse's part of the lake (the stack's environment configures it)."""
+    return warehouse_lake()
 
 
 def rows_of(frame: pd.DataFrame) -> list[tuple]:
@@ -184,23 +186,19 @@ def test_a_rollback_killed_midway_leaves_the_table_before_or_after(versioned: St
     restored = rows_of(read_version("labeled_projects", first.id, lake=lake.root))
     assert restored != before
 
-    # killed by itself once the restore wrote the table, before the version is made current
+    # killed by itself once the restore wrote the table, as the version is made current (in the
+    # table's transaction: the kill undoes both)
     killed = mlstack_killed_at(MAKE_CURRENT, "rollback", "labeled_projects", "--to", first.id)
 
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert sorted(versioned.table_bytes(LABELED)) == restored  # after, whole
+    assert sorted(versioned.table_bytes(LABELED)) == before  # before, whole
+    assert rows_of(read_version("labeled_projects", lake=lake.root)) == before  # and agreeing
     again = mlstack("rollback", "labeled_projects", "--to", first.id)
     assert again.returncode == 0, again.stderr
     assert current_version_id(lake, "labeled_projects") == first.id
     assert rows_of(read_version("labeled_projects", lake=lake.root)) == restored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 38, open: the publish commits the table in the warehouse, then writes the"
-    " lake's current.json; a kill between the two leaves them disagreeing until the next"
-    " publish of that table (the rerun below repairs it)",
-)
 def test_a_publish_killed_before_its_version_is_current_leaves_table_and_version_agreeing(
     versioned: Stack,
 ):
@@ -209,7 +207,8 @@ def test_a_publish_killed_before_its_version_is_current_leaves_table_and_version
     retagged = write_tags(versioned.root / "retag.csv", {**PROJECT_TAGS, 6: "mlops"})
     versioned.set_source("tags", retagged)
 
-    # killed by itself once the publish replaced the table, before its version is made current
+    # killed by itself once the publish replaced the table, as its version is made current
+    # (the pointer is written inside the table's transaction, so the kill undoes both)
     killed = mlstack_killed_at(MAKE_CURRENT, "run", "--select", "tags")
 
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
@@ -381,3 +380,82 @@ def test_an_ml_table_names_the_version_it_was_built_from_when_a_rollback_races_i
     materialization, _ = latest_materialization(versioned.instance, "ml_dataset")
     assert materialization.metadata["inputs"].value["labeled_projects"] == built_from
     assert versions(lake, "ml_dataset")[0].inputs["labeled_projects"] == built_from
+
+
+def test_two_warehouses_on_one_lake_never_see_each_others_versions(versioned: Stack):
+    run_with_tags(versioned, {}, "first", "key:projects or key:tags")  # the first warehouse
+    first_lake = lake_of(versioned)
+    [first_tags] = versions(first_lake, "tags")
+    other = versioned.root / "other.duckdb"  # a fresh warehouse file, the same lake
+    versioned.monkeypatch.setenv("MLSTACK_DUCKDB_PATH", str(other))
+    few = {k: v for k, v in list(PROJECT_TAGS.items())[:2]}  # far fewer rows than the first's
+    kept = [row for row in PROJECTS if row[0] in few]
+    versioned.set_source("projects", write_projects(versioned.root / "few.csv", kept))
+    versioned.set_source("tags", write_tags(versioned.root / "few_tags.csv", few))
+
+    result = versioned.materialize("key:projects or key:tags")
+
+    assert result.success, failure_messages(result)  # no volume guard against the other's
+    other_lake = lake_of(versioned)
+    assert other_lake.root != first_lake.root
+    [other_tags] = versions(other_lake, "tags")
+    assert other_tags.rows == len(few) and first_tags.rows == len(PROJECT_TAGS)
+    listed = mlstack("versions", "tags", "--json")
+    assert [d["version"] for d in json.loads(listed.stdout)] == [other_tags.id]
+    refused = mlstack("rollback", "tags", "--to", first_tags.id)
+    assert refused.returncode == 1 and f"tags has no version {first_tags.id!r}" in refused.stderr
+    assert current_version_id(first_lake, "tags") == first_tags.id  # the first is untouched
+
+
+def test_a_lake_from_before_warehouses_had_their_own_part_is_named_once(versioned: Stack):
+    old = versioned.root / "lake" / "production" / "tags" / "version=20261201T000000.000000Z"
+    old.mkdir(parents=True)
+
+    listed = mlstack("versions", "tags")
+
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr.count("are from before each warehouse kept its own versions") == 1
+    assert f"{versioned.root / 'lake' / 'production'}/" in listed.stderr
+    assert f"reads {lake_of(versioned).root}/" in listed.stderr
+    assert "no versions" in listed.stdout  # the old layout's entries are not this warehouse's
+
+
+def test_restore_brings_a_lost_warehouse_back_from_the_lake_without_reading_a_source(
+    versioned: Stack,
+):
+    run_with_tags(versioned, {6: "mlops"}, "run0")
+    before = snapshot(versioned)
+    views = versioned.query(
+        "select table_name from information_schema.tables"
+        " where table_schema = 'mlops_course' and table_type = 'VIEW' order by 1"
+    )
+    assert views  # dbt's staging models
+    versioned.warehouse_path.unlink()  # the warehouse is lost
+    for source in ("projects", "tags"):  # and no source can be read
+        versioned.set_source(source, versioned.root / "gone" / f"{source}.csv")
+
+    restored = mlstack("restore")
+
+    assert restored.returncode == 0, restored.stderr
+    assert snapshot(versioned) == before
+    for (view,) in views:
+        assert view in restored.stdout
+        assert versioned.query(f"select count(*) from mlops_course.{view}")[0][0] > 0
+    lake = lake_of(versioned)
+    for table in ("projects", "tags", "labeled_projects", *ML):
+        assert f"mlops_course.{table}: version {current_version_id(lake, table)}" in restored.stdout
+
+
+def test_restore_refuses_a_damaged_version_and_changes_nothing(versioned: Stack):
+    run_with_tags(versioned, {}, "run0")
+    versioned.query_write("delete from mlops_course.ml_splits")  # damaged in the warehouse
+    before = snapshot(versioned)
+    version = versions(lake_of(versioned), "ml_dataset")[0]
+    data = Path(version.data_uri)
+    data.write_bytes(data.read_bytes() + b"\0")  # and in the lake
+
+    refused = mlstack("restore")
+
+    assert refused.returncode == 1
+    assert "the file was changed after it was written; nothing was restored" in refused.stderr
+    assert snapshot(versioned) == before
