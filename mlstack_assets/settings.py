@@ -27,14 +27,18 @@ class SettingsError(ValueError):
     """An environment variable holds a value mlstack cannot use."""
 
 
-def staging_dataset(dataset: str) -> str:
-    """Where extracts land before their audit."""
-    return f"{dataset}_staging"
+class DatasetNames:
+    """The datasets named after `self.dataset`, for the settings and the warehouse alike."""
 
+    @property
+    def staging_dataset(self) -> str:
+        """Where extracts land before their audit."""
+        return f"{self.dataset}_staging"  # type: ignore[attr-defined]
 
-def audit_dataset(dataset: str) -> str:
-    """Where dbt's models and the ML tables are built and checked before they are published."""
-    return f"{dataset}_audit"
+    @property
+    def audit_dataset(self) -> str:
+        """Where dbt's models and the ML tables are built and checked before they are published."""
+        return f"{self.dataset}_audit"  # type: ignore[attr-defined]
 
 
 def _resolve(path: str | Path) -> Path:
@@ -126,7 +130,7 @@ EXPECTED_OF = {
 }
 
 
-class _Settings(BaseSettings):
+class _Settings(DatasetNames, BaseSettings):
     """Everything that differs between a laptop and production, decided once."""
 
     model_config = SettingsConfigDict(
@@ -229,14 +233,6 @@ class _Settings(BaseSettings):
     def dagster_home(self) -> Path:
         """The Dagster instance: DAGSTER_HOME, or `<home>/dagster_home`."""
         return self.dagster_home_setting or (self.home / "dagster_home").resolve()
-
-    @property
-    def staging_dataset(self) -> str:
-        return staging_dataset(self.dataset)
-
-    @property
-    def audit_dataset(self) -> str:
-        return audit_dataset(self.dataset)
 
     @property
     def connector_dir(self) -> Path:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dagster import ConfigurableResource
 
-from mlstack_assets.settings import audit_dataset, staging_dataset
+from mlstack_assets.settings import DatasetNames
 from mlstack_assets.warehouse.dialect import SqlDialect, sql_dialect
 
 if TYPE_CHECKING:
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from mlstack_assets.lake.checkpoints import Checkpoint
 
 TableColumns = list[tuple[str, str]]
+Views = dict[str, str] | None  # view name -> its SQL
+Hook = Callable[[], None] | None
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Exported:
     sha256: str
 
 
-class Warehouse(ConfigurableResource):
+class Warehouse(DatasetNames, ConfigurableResource):
     """What the pipeline asks of a warehouse, whichever it is."""
 
     dataset: str
@@ -51,24 +53,12 @@ class Warehouse(ConfigurableResource):
 
     @abstractmethod  # replace tables by `<source_schema>`'s, (re)create views: atomically as it
     def publish_relations(  # can; `before_commit` last, in the transaction where there is one
-        self,
-        source_schema: str,
-        tables: list[str],
-        views: dict[str, str] | None = None,
-        before_commit: Callable[[], None] | None = None,
+        self, source_schema: str, tables: list[str], views: Views = None, before_commit: Hook = None
     ) -> None: ...
 
     @property
     def dialect(self) -> SqlDialect:
         return sql_dialect(self.kind)
-
-    @property
-    def staging_dataset(self) -> str:
-        return staging_dataset(self.dataset)
-
-    @property
-    def audit_dataset(self) -> str:
-        return audit_dataset(self.dataset)
 
     @contextmanager
     def session(self, purpose: str = "") -> Iterator[None]:

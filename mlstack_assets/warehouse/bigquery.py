@@ -3,7 +3,6 @@ that can fail for a passing reason is retried with backoff, bounded and logged
 (`transient_retry`); every job wait is bounded (`JOB_TIMEOUT_SECONDS`)."""
 
 import itertools
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import requests
@@ -15,7 +14,7 @@ from google.api_core import retry as retries
 from google.cloud import bigquery
 
 from mlstack_assets.settings import Settings
-from mlstack_assets.warehouse import Exported, TableColumns, Warehouse
+from mlstack_assets.warehouse import Exported, Hook, TableColumns, Views, Warehouse
 
 RETRY_INITIAL_SECONDS = 1.0  # then 2, 4, 8, 8, ... until RETRY_TIMEOUT_SECONDS in all
 RETRY_MAXIMUM_SECONDS = 8.0
@@ -133,11 +132,7 @@ class BigQueryWarehouse(Warehouse):
         return Exported(rows=rows, columns=columns, sha256=lake.sha256(data_key))
 
     def publish_relations(
-        self,
-        source_schema: str,
-        tables: list[str],
-        views: dict[str, str] | None = None,
-        before_commit: Callable[[], None] | None = None,
+        self, source_schema: str, tables: list[str], views: Views = None, before_commit: Hook = None
     ) -> None:
         """Each relation replaced atomically, as BigQuery has no transaction across tables;
         `before_commit` after the last."""

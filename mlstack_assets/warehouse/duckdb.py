@@ -21,7 +21,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager
 from mlstack_assets.lake import file_sha256
 from mlstack_assets.processes import fail_orphaned_runs, pid_alive
 from mlstack_assets.settings import Settings
-from mlstack_assets.warehouse import Exported, TableColumns, Warehouse
+from mlstack_assets.warehouse import Exported, Hook, TableColumns, Views, Warehouse
 from mlstack_assets.warehouse.dialect import sql_identifier, sql_string
 
 # DuckDB's Parquet writer holds a row group in memory: 122,880 rows by default ran a 600,000-row
@@ -223,11 +223,7 @@ class DuckDBWarehouse(Warehouse):
         return Exported(rows=int(rows), columns=columns, sha256=sha256)
 
     def publish_relations(
-        self,
-        source_schema: str,
-        tables: list[str],
-        views: dict[str, str] | None = None,
-        before_commit: Callable[[], None] | None = None,
+        self, source_schema: str, tables: list[str], views: Views = None, before_commit: Hook = None
     ) -> None:
         with self.connection() as conn:
             conn.execute(f"create schema if not exists {sql_identifier(self.dataset)}")
