@@ -238,14 +238,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, json.dumps(token).encode(), {"Content-Type": "application/json"})
 
     def _handle(self) -> None:
-        started = time.monotonic()
+        # recorded as it arrives, not after the answer: a client that has its answer must find
+        # its call counted (under load the handler thread appended after the test had counted)
+        started, state, path = time.monotonic(), self.server.state, urlsplit(self.path).path
+        with state.lock:
+            index = len(state.calls)
+            state.calls.append((self.command, path, 0.0))
         try:
             self._handle_call()
         finally:
-            with self.server.state.lock:
-                self.server.state.calls.append(
-                    (self.command, urlsplit(self.path).path, time.monotonic() - started)
-                )
+            with state.lock:
+                state.calls[index] = (self.command, path, time.monotonic() - started)
 
     def _handle_call(self) -> None:
         body = self._body()
