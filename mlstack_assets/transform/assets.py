@@ -163,7 +163,8 @@ def build_dbt_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
             deps = context.assets_def.asset_deps
             fail_if_upstream_missing(context.selected_asset_keys, deps, relations, warehouse)
             started = time.perf_counter()
-            built = run_build(context, dbt, ["build", *dbt_vars_args(settings)])  # 1. build
+            args = ["build", *dbt_vars_args(settings)]  # 1. build
+            built = run_build(context, dbt, args, project.project_dir / project.target_path)
             seconds = {"transform": time.perf_counter() - started}
             audit = audit_build(built, warehouse, suites, docs, deps)  # 2. audit
             seconds["checks"] = time.perf_counter() - started - seconds["transform"]

@@ -237,3 +237,19 @@ def test_tags_of_projects_that_do_not_exist_are_warned_and_counted(published_sta
     assert orphans.metadata["dagster_dbt/failed_row_count"].value == 2
     assert orphans.metadata["sample_values"].value == ["9", "15"]
     assert len(labeled_projects(published_stack)) == len(kept)  # the join drops them
+
+
+def test_dbt_parses_the_project_once_for_the_same_settings_not_on_every_run(
+    published_stack: Stack,
+):
+    """The second `dbt build` with the same settings reuses dbt's partial parse: the run's log
+    says nothing about being unable to (a full parse, seconds of every run, before)."""
+    from mlstack_assets.settings import DBT_PROJECT_DIR
+
+    runs = [published_stack.materialize("group:transform") for _ in range(2)]
+
+    assert all(run.success for run in runs), [failure_messages(run) for run in runs]
+    [log] = (DBT_PROJECT_DIR / "target").glob(f"dbt_models-{runs[1].run_id[:7]}-*/dbt.log")
+    text = log.read_text()
+    assert "Partial parsing enabled" in text
+    assert "Unable to do partial parsing" not in text
