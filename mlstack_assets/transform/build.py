@@ -102,8 +102,11 @@ def keep_partial_parse(run_target: Path, target: Path) -> None:
     if not parsed.exists():
         return
     staged = target / f".partial_parse.{os.getpid()}.msgpack"
-    shutil.copyfile(parsed, staged)
-    os.replace(staged, target / "partial_parse.msgpack")  # whole, for a concurrent build
+    try:
+        shutil.copyfile(parsed, staged)
+        os.replace(staged, target / "partial_parse.msgpack")  # whole, for a concurrent build
+    except OSError:  # a saving only: the next build parses again, this one stands
+        staged.unlink(missing_ok=True)
 
 
 def run_build(context: Any, dbt: Any, args: list[str], target: Path) -> DbtBuild:
