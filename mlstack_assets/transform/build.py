@@ -109,12 +109,38 @@ def keep_partial_parse(run_target: Path, target: Path) -> None:
         staged.unlink(missing_ok=True)
 
 
+# dagster-dbt's per-build target folders kept (each ~2 MB: the build's dbt.log, compiled SQL
+# and manifest, for reading a recent run); older ones are removed after each build
+RUN_TARGETS_KEPT = 10
+
+
+def prune_run_targets(run_target: Path, keep: int = RUN_TARGETS_KEPT) -> list[Path]:
+    """Remove all but the newest `keep` of the folders dagster-dbt names like `run_target`
+    (`<op>-<run id>-<random>`) beside it; return the removed ones. Without it every build's
+    folder stayed in `dbt_project/target/` for good."""
+
+    def modified(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:  # removed meanwhile by a concurrent build's pruning
+            return 0.0
+
+    op = run_target.name.rsplit("-", 2)[0]
+    folders = [p for p in run_target.parent.glob(f"{op}-*-*") if p.is_dir() and p != run_target]
+    folders.sort(key=modified, reverse=True)
+    removed = folders[max(keep - 1, 0) :]  # `run_target` itself is the newest
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
 def run_build(context: Any, dbt: Any, args: list[str], target: Path) -> DbtBuild:
     """`dbt build` with `args`, for the models this run selects; what it built. Its partial
-    parse is kept in the project's `target` folder for the next build."""
+    parse is kept in the project's `target` folder for the next build; older builds' folders go."""
     invocation = dbt.cli(args, context=context, raise_on_error=False)
     events = list(invocation.stream())
     keep_partial_parse(invocation.target_path, target)
+    prune_run_targets(invocation.target_path)
     models = []
     for event in events:
         unique_id = event.metadata.get("unique_id") if isinstance(event, Output) else None
