@@ -378,9 +378,12 @@ def rollback(args: argparse.Namespace) -> int:
     below = AssetSelection.assets(AssetKey(args.table)).downstream(include_self=False)
     graph = build_definitions().resolve_asset_graph()
     downstream = sorted(key.to_user_string() for key in below.resolve(graph))
+    if not downstream:
+        if args.with_downstream:  # an empty selection would be `mlstack run`'s default, `*`
+            print(f"nothing depends on {args.table}: nothing to rebuild")
+        return 0
     if not args.with_downstream:
-        if downstream:
-            print(f"stale now (rebuild with --with-downstream): {', '.join(downstream)}")
+        print(f"stale now (rebuild with --with-downstream): {', '.join(downstream)}")
         return 0
     args.select, args.allow_row_drop = ",".join(downstream), False
     return run(args)

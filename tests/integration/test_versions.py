@@ -155,6 +155,24 @@ def test_three_runs_three_versions_and_a_rollback_restores_the_first_byte_for_by
     assert dataset.tags["dagster/input_data_version/labeled_projects"] == first
 
 
+def test_a_rollback_with_downstream_of_a_table_nothing_depends_on_rebuilds_nothing(
+    versioned: Stack,
+):
+    run_with_tags(versioned, {}, "run0")
+    [version] = versions(lake_of(versioned), "tag_distribution")
+    runs_before = len(versioned.instance.get_runs())
+    raw_versions = [v.id for v in versions(lake_of(versioned), "tags")]
+
+    restored = mlstack("rollback", "tag_distribution", "--to", version.id, "--with-downstream")
+
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert f"tag_distribution: restored version {version.id}" in restored.stdout
+    assert "nothing depends on tag_distribution: nothing to rebuild" in restored.stdout
+    # not a run of the whole graph (an empty selection is not `*`)
+    assert len(versioned.instance.get_runs()) == runs_before
+    assert [v.id for v in versions(lake_of(versioned), "tags")] == raw_versions
+
+
 def test_a_rollback_to_a_missing_or_altered_version_changes_nothing(versioned: Stack):
     for position, retag in enumerate(RETAGS[:2]):
         run_with_tags(versioned, retag, f"run{position}")
