@@ -1,13 +1,9 @@
 """Embedded Airbyte: the File source connector, run by mlstack on this machine, no server.
 
 Every selected source's extract runs at once, each in a thread of the raw step, with no
-warehouse and no lock: the local copy (an HTTPS source downloaded, since the connector has
-no read timeout), the header read by DuckDB (the configured catalog: every column text),
-the pinned connector's `read` with its stdout (the Airbyte protocol) to a file, as the
-Airbyte platform runs connectors, DuckDB reading that output into Parquet and comparing it
-with its own strict read of the file, and the Parquet file kept as a checkpoint. Each
-extract works in `<connector_dir>/syncs/<source>-<pid>-<random>`, removed when done; the
-next extract removes those of processes that no longer run.
+warehouse and no lock; its six steps are listed in docs/architecture.md ("The raw step").
+Each extract works in `<connector_dir>/syncs/<source>-<pid>-<random>`, removed when done;
+the next extract removes those of processes that no longer run.
 """
 
 import dataclasses
@@ -189,10 +185,11 @@ class _Extract:
             header = strict_csv.read_header(conn, path)
         except strict_csv.CsvError as error:
             raise SourceError(spec, str(error)) from None
-        columns = [normalized_name(name) for name in header]
+        fields = [(name, normalized_name(name)) for name in header]
+        columns = [column for _, column in fields]
         clashing = sorted({c for c in columns if columns.count(c) > 1})
         if clashing:
-            named = [h for h, c in zip(header, columns, strict=True) if c in clashing]
+            named = [name for name, column in fields if column in clashing]
             raise SourceError(
                 spec,
                 f"the header's columns {named} would all be named {clashing[0]!r} in the"
@@ -201,11 +198,8 @@ class _Extract:
         extracted_at = datetime.now(timezone.utc)
         returncode = self._run_connector(dataclasses.replace(spec, url=str(path)), header)
         lap("connector")
-        parquet, synced, comparison = self._verified_records(conn, returncode, path, header, lap)
-        types = conn.execute(
-            "select column_name, column_type"
-            f" from (describe select * from read_parquet('{parquet}'))"
-        ).fetchall()
+        parquet, synced, comparison = self._verified_records(conn, returncode, path, fields, lap)
+        types = conn.execute(f"describe select * from read_parquet('{parquet}')").fetchall()
         conn.close()
         manifest = {
             "source_url": spec.url,
@@ -215,7 +209,7 @@ class _Extract:
             "connector_version": CONNECTOR_VERSION,
             "run_id": self.run_id,
             "rows": synced,
-            "columns": [[name, dtype] for name, dtype in types],
+            "columns": [[name, dtype] for name, dtype, *_ in types],
         }
         checkpoint = write_checkpoint(loader.lake_store, spec.name, parquet, extracted_at, manifest)
         lap("checkpoint")
@@ -233,11 +227,13 @@ class _Extract:
         )
 
     def _verified_records(
-        self, conn: Any, returncode: int, path: Path, header: list[str], lap: Callable
+        self, conn: Any, returncode: int, path: Path, fields: list[tuple[str, str]], lap: Callable
     ) -> tuple[Path, int, strict_csv.Comparison]:
         """The connector's records as Parquet, once its messages say it finished and DuckDB's
-        strict read of the file agrees with them: the file, its rows, the comparison."""
+        strict read of the file agrees with them: the file, its rows, the comparison.
+        `fields`: each header name with its table column."""
         spec, records = self.spec, self.workdir / "records.jsonl"
+        header, columns = [name for name, _ in fields], [column for _, column in fields]
         messages = protocol.read_messages(conn, records)
         for level, message in messages.logs:
             self.log.debug(f"connector {level}: {message}")
@@ -247,13 +243,11 @@ class _Extract:
             if stderr:
                 self.log.debug("connector stderr (last lines):\n" + "\n".join(stderr[-20:]))
             # DuckDB names the line the connector stumbled on, when there is one
-            _, rejected, first = strict_csv.strict_rejects(conn, path, header)
+            rejected, first = strict_csv.strict_rejects(conn, path, header)
             if rejected:
                 failed = f"{strict_csv.describe_rejects(rejected, first, header)} ({failed})"
             raise SourceError(spec, failed)
         parquet = self.workdir / "data.parquet"
-        columns = [normalized_name(name) for name in header]
-        fields = list(zip(header, columns, strict=True))
         synced = protocol.records_to_parquet(conn, records, fields, parquet)
         lap("records")
         comparison = strict_csv.compare(conn, path, header, parquet, columns)

@@ -45,18 +45,13 @@ class Messages:
     """What the connector said besides its records."""
 
     logs: list[tuple[str, str]] = field(default_factory=list)  # (level, message)
-    errors: list[dict[str, Any]] = field(default_factory=list)  # TRACE error payloads
-    statuses: list[str] = field(default_factory=list)  # the stream's statuses, in order
-
-    @property
-    def last_status(self) -> str | None:
-        return self.statuses[-1] if self.statuses else None
+    error: dict[str, Any] | None = None  # the last TRACE error's payload
+    last_status: str | None = None  # the stream's last status
 
     def failure(self) -> str | None:
         """Its last TRACE error in one line: the root cause (first exception of a chained trace)."""
-        if not self.errors:
+        if (error := self.error) is None:
             return None
-        error = self.errors[-1]
         for line in (error.get("stack_trace") or "").splitlines():
             if match := _ROOT_CAUSE.match(line.strip()):
                 return f"{match[2]} ({match[1].rsplit('.', 1)[-1]})"
@@ -76,9 +71,9 @@ where type is distinct from 'RECORD'"""  # a literal: binding a value imports pa
         if kind == "LOG" and text is not None and len(messages.logs) < LOG_LINES_KEPT:
             messages.logs.append((level or "INFO", text))
         elif kind == "TRACE" and trace_type == "ERROR" and error is not None:
-            messages.errors.append(error)
+            messages.error = error
         elif kind == "TRACE" and trace_type == "STREAM_STATUS" and status is not None:
-            messages.statuses.append(status)
+            messages.last_status = status
     return messages
 
 

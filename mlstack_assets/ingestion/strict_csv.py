@@ -147,14 +147,14 @@ def _strict_read(
     return row, rejects[0][0] if rejects else 0, first, strict
 
 
-def strict_rejects(conn: Any, path: Path, header: Sequence[str]) -> tuple[int, int, list[Reject]]:
-    """Read the file strictly on its own: (records, rejected lines, the first rejects)."""
+def strict_rejects(conn: Any, path: Path, header: Sequence[str]) -> tuple[int, list[Reject]]:
+    """Read the file strictly on its own: (rejected lines, the first rejects)."""
     # every field is read (a bare count(*) would not check the text is UTF-8)
     lengths = " + ".join(f"coalesce(strlen({sql_identifier(name)}), 0)" for name in header)
-    (records, _), count, first, _ = _strict_read(
-        conn, path, header, lambda scan: f"select count(*), sum({lengths}) from {scan}"
+    _, count, first, _ = _strict_read(
+        conn, path, header, lambda scan: f"select sum({lengths}) from {scan}"
     )
-    return records, count, first
+    return count, first
 
 
 def compare(
