@@ -327,7 +327,7 @@ def versions(args: argparse.Namespace) -> int:
             f" {', '.join(VERSIONED_TABLES)}",
             file=sys.stderr,
         )
-        return 2
+        return 1
     settings = load_settings()
     lake = warehouse_lake(settings)
     listed, current = versions_of(lake, args.table), current_version_id(lake, args.table)

@@ -438,6 +438,19 @@ def test_a_lake_from_before_warehouses_had_their_own_part_is_named_once(versione
     assert "no versions" in listed.stdout  # the old layout's entries are not this warehouse's
 
 
+def test_a_table_without_versions_is_refused_with_the_same_status_by_each_command(
+    versioned: Stack,
+):
+    """`versions`, `rollback` and `diff` of a name that is not a versioned table: each says
+    which tables are, on stderr, and exits 1 (a refused request, not a usage error)."""
+    for command in (["versions"], ["rollback", "--to", "20261201T000000"], ["diff"]):
+        refused = mlstack(command[0], "nope", *command[1:])
+
+        assert refused.returncode == 1, (command, refused.returncode, refused.stderr)
+        assert refused.stdout == ""
+        assert "'nope'" in refused.stderr and "projects" in refused.stderr, refused.stderr
+
+
 def test_restore_brings_a_lost_warehouse_back_from_the_lake_without_reading_a_source(
     versioned: Stack,
 ):
