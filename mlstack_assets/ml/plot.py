@@ -4,24 +4,14 @@ import base64
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from mlstack_assets.ml.sql import SPLITS
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
 
-def distribution_table(counts: list[tuple[str, str, int]]) -> pd.DataFrame:
-    """(split, tag, rows) triples → one row per tag, a column per split, and the total."""
-    frame = pd.DataFrame(counts, columns=["split", "tag", "row_count"])
-    table = frame.pivot_table("row_count", "tag", "split", aggfunc="sum", fill_value=0)
-    table = table.reindex(columns=list(SPLITS), fill_value=0).astype("int64")
-    table["total"] = table.sum(axis=1)
-    return table.sort_values("total", ascending=False).reset_index()
-
-
-def render(table: pd.DataFrame, path: Path) -> "Figure":
+def render(table: "pd.DataFrame", path: Path) -> "Figure":
     """Draw the grouped bar chart, save it as PNG at `path`, and return the matplotlib figure."""
     import matplotlib
 
