@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from mlstack_assets.ingestion.connector import CONNECTOR_NAME, ensure_connector
 from mlstack_assets.ingestion.sources import SourceSpec, source_specs
 from mlstack_assets.ml import plot
 from mlstack_assets.ml.assets import default_split
-from mlstack_assets.ml.sql import ml_dataset_sql, ml_splits_sql, split_counts_sql
+from mlstack_assets.ml.sql import SPLITS, ml_dataset_sql, ml_splits_sql, tag_distribution_sql
 from mlstack_assets.quality.suites import known_tags, load_suite
 from mlstack_assets.quality.validation import validate_table
 from mlstack_assets.settings import DBT_PROJECT_DIR, load_settings
@@ -133,7 +134,8 @@ def main() -> None:
     warehouse.query(
         f"create or replace table {splits} as {ml_splits_sql(dataset, 'duckdb', *default_split())}"
     )
-    table = plot.distribution_table(warehouse.query(split_counts_sql(splits)))
+    rows = warehouse.query(tag_distribution_sql(splits))
+    table = pd.DataFrame(rows, columns=["tag", *SPLITS, "total"])  # as tag_distribution does
     plot.render(table, settings.home / "plots" / "baseline_tag_distribution.png")
     seconds["ml"] = time.perf_counter() - started
     print(json.dumps(seconds))
