@@ -209,7 +209,9 @@ query ($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNo
 } } }
 """
 RUNS = """
-{ runsOrError(limit: 5) { ... on Runs { results { runId jobName status } } } }
+{ runsOrError(limit: 10) { ... on Runs { results {
+    runId jobName status assetSelection { path } assetCheckSelection { name }
+} } } }
 """
 LATEST = """
 query ($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
@@ -422,11 +424,6 @@ def test_the_rollback_job_from_the_launchpad_restores_a_version(dagster_dev: Dag
     assert entries["restored_from"] == first
 
 
-RUN_SELECTIONS = """
-{ runsOrError(limit: 10) { ... on Runs { results {
-    runId status assetSelection { path } assetCheckSelection { name }
-} } } }
-"""
 CHECK_EXECUTION = """
 query ($key: AssetKeyInput!, $check: String!) {
     assetCheckExecutions(assetKey: $key, checkName: $check, limit: 1) {
@@ -470,7 +467,7 @@ def test_a_raw_check_executed_alone_from_the_browser_evaluates_the_published_tab
         execute.click()
         deadline = time.monotonic() + 300
         while True:
-            runs = dagster_dev.graphql(RUN_SELECTIONS)["runsOrError"]["results"]
+            runs = dagster_dev.graphql(RUNS)["runsOrError"]["results"]
             new = [
                 run
                 for run in runs
